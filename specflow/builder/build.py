@@ -1,0 +1,193 @@
+"""Build a spec: every ``{"@type": ...}`` node becomes the result of its registered
+constructor, children first. Plain dicts and lists stay plain."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from specflow.builder.provenance import set_spec
+from specflow.builder.registry import DEFAULT_VERSION, Entry, lookup
+from specflow.spec.errors import SpecError, join_path
+from specflow.spec.source import SourceMap
+
+META_KEYS = ("@type", "@mode", "@version")
+MODES = ("regular", "partial")
+
+
+class BuildError(SpecError):
+    """A constructor refused its arguments or raised while building."""
+
+
+def build(spec: Any, *, source: SourceMap | None = None, path: str = "") -> Any:
+    """Build ``spec`` and return the result.
+
+    ``source`` (from :func:`specflow.spec.load_spec_with_source`) lets errors name the file
+    and line of the offending node; ``path`` is the spec path of ``spec`` itself.
+    """
+    version = DEFAULT_VERSION
+    if isinstance(spec, Mapping) and "@version" in spec:
+        version = str(spec["@version"])
+    try:
+        return _build(spec, path, version)
+    except SpecError as exc:
+        if source is not None and not exc.locations:
+            loc = source.locate(exc.path)
+            raise type(exc)(exc.message, path=exc.path, locations=[loc], hint=exc.hint) from (
+                exc.__cause__
+            )
+        raise
+
+
+def _build(spec: Any, path: str, version: str) -> Any:
+    if isinstance(spec, list):
+        return [_build(v, f"{path}[{i}]", version) for i, v in enumerate(spec)]
+    if isinstance(spec, tuple):
+        return tuple(_build(v, f"{path}[{i}]", version) for i, v in enumerate(spec))
+    if not isinstance(spec, Mapping):
+        return spec
+    if "@version" in spec:
+        version = str(spec["@version"])
+    if "@type" not in spec:
+        return {k: _build(v, join_path(path, _key(k)), version) for k, v in spec.items() if k != "@version" or path}
+    type_name = spec["@type"]
+    type_path = join_path(path, "@type")
+    if not isinstance(type_name, str):
+        raise SpecError(f"@type must be a string, got {type_name!r}", path=type_path)
+    mode = spec.get("@mode", "regular")
+    if mode not in MODES:
+        raise SpecError(
+            f"unknown @mode {mode!r}; expected one of {', '.join(MODES)}",
+            path=join_path(path, "@mode"),
+        )
+    entry = lookup(type_name, version, path=type_path)
+    kwargs = {
+        k: _build(v, join_path(path, _key(k)), version)
+        for k, v in spec.items()
+        if k not in META_KEYS
+    }
+    _check_arguments(entry, kwargs, path, partial=(mode == "partial"))
+    resolved_spec = _with_version(spec, version)
+    if mode == "partial":
+        result: Any = functools.partial(entry.fn, **kwargs)
+    else:
+        try:
+            result = entry.fn(**kwargs)
+        except SpecError as exc:
+            raise exc.with_path_prefix(path) from exc
+        except Exception as exc:  # a constructor refusing its input is a spec problem
+            raise BuildError(
+                f"{type_name}: {type(exc).__name__}: {exc}", path=path or None
+            ) from exc
+    set_spec(result, resolved_spec)
+    return result
+
+
+def _key(k: Any) -> str:
+    k = str(k)
+    if k.replace("_", "a").isalnum() and not k[:1].isdigit():
+        return k
+    return f'"{k}"'
+
+
+def _with_version(spec: Mapping[str, Any], version: str) -> dict[str, Any]:
+    out = copy.deepcopy(dict(spec))
+    if version != DEFAULT_VERSION:
+        out.setdefault("@version", version)
+    return out
+
+
+def _check_arguments(entry: Entry, kwargs: dict[str, Any], path: str, *, partial: bool) -> None:
+    sig = entry.signature()
+    if sig is None:
+        return
+    params = sig.parameters
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    accepted = [
+        n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if not has_var_kw:
+        for k in kwargs:
+            if k not in accepted:
+                import difflib
+
+                close = difflib.get_close_matches(k, accepted, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else (
+                    f"{entry.name} accepts: {', '.join(accepted) or 'no arguments'}"
+                )
+                raise SpecError(
+                    f"unexpected argument {k!r} for {entry.name}",
+                    path=join_path(path, _key(k)),
+                    hint=hint,
+                )
+    if not partial:
+        missing = [
+            n
+            for n, p in params.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is p.empty
+            and n not in kwargs
+        ]
+        if missing:
+            raise SpecError(
+                f"missing argument{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(repr(m) for m in missing)} for {entry.name}",
+                path=path or None,
+            )
+    hints = _type_hints(entry)
+    for k, v in kwargs.items():
+        ann = hints.get(k)
+        if ann is not None and not _conforms(v, ann):
+            raise SpecError(
+                f"wrong type for {entry.name} argument {k!r}: expected {_ann_name(ann)}, "
+                f"got {type(v).__name__} {_short(v)}",
+                path=join_path(path, _key(k)),
+            )
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _type_hints(entry: Entry) -> dict[str, Any]:
+    target: Any = entry.fn.__init__ if inspect.isclass(entry.fn) else entry.fn
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: no checking, not an error
+        return {}
+
+
+def _ann_name(ann: Any) -> str:
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def _conforms(value: Any, ann: Any) -> bool:
+    """A conservative check: only refuses values that clearly do not fit plain annotations."""
+    if ann is Any or ann is object:
+        return True
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in typing.get_args(ann))
+    if origin is typing.Literal:
+        return value in typing.get_args(ann)
+    if ann is type(None):
+        return value is None
+    if ann is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann is bool:
+        return isinstance(value, bool)
+    if ann is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or ann in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or ann is dict:
+        return isinstance(value, Mapping)
+    return True

@@ -1,0 +1,402 @@
+"""The checkpoint: one SQLite file per run, the record of what happened.
+
+Written only by the driving process. Finished tasks are buffered and committed in batched
+transactions (:meth:`Checkpoint.flush`); a crash loses at most the unflushed bookkeeping,
+never a task's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+FORMAT = "specflow-checkpoint/1"
+#: return values larger than this (as JSON) are not stored
+MAX_VALUE_BYTES = 4096
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "specflow_meta",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+run_table = sa.Table(
+    "run",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("spec_hash", sa.String, nullable=False),
+    sa.Column("spec_file", sa.Text),
+    sa.Column("spec_file_hash", sa.String),
+    sa.Column("overrides_json", sa.Text, nullable=False, default="[]"),
+    sa.Column("imports_json", sa.Text, nullable=False, default="[]"),
+    sa.Column("settings_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("specflow_version", sa.String, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("driver", sa.String),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+)
+
+tasks_table = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("operation", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("started", sa.Float),
+    sa.Column("finished", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Column("value_json", sa.Text),
+    sa.Column("worker", sa.String),
+    sa.Column("log_path", sa.Text),
+)
+
+jobs_table = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", sa.String, primary_key=True),
+    sa.Column("backend", sa.String, nullable=False),
+    sa.Column("state", sa.String, nullable=False),
+    sa.Column("n_tasks", sa.Integer, nullable=False, default=0),
+    sa.Column("log_path", sa.Text),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+TERMINAL_JOB_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "PREEMPTED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "DONE",
+    "LOST",
+}
+
+
+class CheckpointError(Exception):
+    """The file is not a specflow checkpoint, or it is damaged."""
+
+
+@dataclass
+class RunInfo:
+    id: str
+    spec: Any
+    spec_hash: str
+    spec_file: str | None
+    spec_file_hash: str | None
+    overrides: list[str]
+    imports: list[str]
+    settings: dict[str, Any]
+    specflow_version: str
+    created: float
+    updated: float
+    status: str
+    driver: str | None
+    attempt: int
+
+
+@dataclass
+class TaskRow:
+    id: str
+    operation: str
+    status: str
+    attempts: int
+    started: float | None
+    finished: float | None
+    error: str | None
+    traceback: str | None
+    value_json: str | None
+    worker: str | None
+    log_path: str | None
+
+
+def _on_connect(dbapi_conn: Any, record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def encode_value(value: Any) -> str | None:
+    """A small JSON form of a task's return value, or None when it has none that fits."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, default=_json_default)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= MAX_VALUE_BYTES else None
+
+
+def _json_default(o: Any) -> Any:
+    tolist = getattr(o, "tolist", None)
+    if tolist is not None and getattr(o, "size", MAX_VALUE_BYTES) < 256:
+        return tolist()
+    raise TypeError
+
+
+class Checkpoint:
+    """Open (or create) a checkpoint file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise CheckpointError(f"{self.path}: no such checkpoint file")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise CheckpointError(f"{self.path}: is a folder, not a checkpoint file")
+        self.engine: Engine = sa.create_engine(f"sqlite:///{self.path}", poolclass=sa.pool.StaticPool)
+        event.listen(self.engine, "connect", _on_connect)
+        self._pending: list[tuple[Any, ...]] = []
+        self._last_flush = time.monotonic()
+        try:
+            self.conn: Connection = self.engine.connect()
+            if create:
+                metadata.create_all(self.conn)
+                self.conn.execute(
+                    sa.insert(meta_table).prefix_with("OR IGNORE"), [{"key": "format", "value": FORMAT}]
+                )
+                self.conn.commit()
+            self._check_format()
+        except CheckpointError:
+            self.engine.dispose()
+            raise
+        except sa.exc.DatabaseError as exc:
+            self.engine.dispose()
+            raise CheckpointError(
+                f"{self.path}: not a readable SQLite database ({_short_db_error(exc)})"
+            ) from None
+
+    def _check_format(self) -> None:
+        names = set(sa.inspect(self.conn).get_table_names())
+        if "specflow_meta" not in names:
+            raise CheckpointError(f"{self.path}: not a specflow checkpoint (no specflow_meta table)")
+        fmt = self.conn.execute(
+            sa.select(meta_table.c.value).where(meta_table.c.key == "format")
+        ).scalar()
+        if fmt != FORMAT:
+            raise CheckpointError(
+                f"{self.path}: checkpoint format {fmt!r} is not the one this specflow reads ({FORMAT})"
+            )
+        missing = {"run", "tasks", "jobs"} - names
+        if missing:
+            raise CheckpointError(f"{self.path}: damaged checkpoint (missing tables: {sorted(missing)})")
+
+    # -- run ---------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        spec: Any,
+        spec_hash: str,
+        spec_file: str | None,
+        spec_file_hash: str | None,
+        overrides: list[str],
+        imports: list[str],
+        settings: dict[str, Any],
+        version: str,
+    ) -> None:
+        now = time.time()
+        self.conn.execute(
+            sa.insert(run_table),
+            [
+                {
+                    "id": run_id,
+                    "spec_json": json.dumps(spec),
+                    "spec_hash": spec_hash,
+                    "spec_file": spec_file,
+                    "spec_file_hash": spec_file_hash,
+                    "overrides_json": json.dumps(overrides),
+                    "imports_json": json.dumps(imports),
+                    "settings_json": json.dumps(settings),
+                    "specflow_version": version,
+                    "created": now,
+                    "updated": now,
+                    "status": "created",
+                    "driver": _driver(),
+                    "attempt": 1,
+                }
+            ],
+        )
+        self.conn.commit()
+
+    def run_info(self) -> RunInfo:
+        try:
+            row = self.conn.execute(sa.select(run_table)).mappings().first()
+        except sa.exc.DatabaseError as exc:
+            raise CheckpointError(f"{self.path}: damaged checkpoint ({_short_db_error(exc)})") from None
+        if row is None:
+            raise CheckpointError(f"{self.path}: checkpoint holds no run")
+        return RunInfo(
+            id=row["id"],
+            spec=json.loads(row["spec_json"]),
+            spec_hash=row["spec_hash"],
+            spec_file=row["spec_file"],
+            spec_file_hash=row["spec_file_hash"],
+            overrides=json.loads(row["overrides_json"]),
+            imports=json.loads(row["imports_json"]),
+            settings=json.loads(row["settings_json"]),
+            specflow_version=row["specflow_version"],
+            created=row["created"],
+            updated=row["updated"],
+            status=row["status"],
+            driver=row["driver"],
+            attempt=row["attempt"],
+        )
+
+    def set_status(self, status: str, *, new_attempt: bool = False) -> None:
+        values: dict[str, Any] = {"status": status, "updated": time.time()}
+        if new_attempt:
+            values["attempt"] = run_table.c.attempt + 1
+            values["driver"] = _driver()
+        self.conn.execute(sa.update(run_table).values(**values))
+        self.conn.commit()
+
+    # -- tasks -------------------------------------------------------------------------
+    def record(
+        self,
+        task_id: str,
+        operation: str,
+        status: str,
+        attempts: int,
+        started: float | None,
+        finished: float | None,
+        error: str | None = None,
+        traceback: str | None = None,
+        value_json: str | None = None,
+        worker: str | None = None,
+        log_path: str | None = None,
+    ) -> None:
+        """Buffer one task row; :meth:`flush` commits the buffer."""
+        self._pending.append(
+            (task_id, operation, status, attempts, started, finished, error, traceback,
+             value_json, worker, log_path)
+        )
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        self.conn.exec_driver_sql(
+            "INSERT OR REPLACE INTO tasks (id, operation, status, attempts, started, finished, "
+            "error, traceback, value_json, worker, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            rows,  # type: ignore[arg-type]
+        )
+        self.conn.commit()
+        self._last_flush = time.monotonic()
+
+    def maybe_flush(self, max_rows: int = 2000, max_age: float = 0.05) -> None:
+        if self._pending and (
+            len(self._pending) >= max_rows or time.monotonic() - self._last_flush >= max_age
+        ):
+            self.flush()
+
+    def done_ids(self) -> set[str]:
+        rows = self.conn.exec_driver_sql("SELECT id FROM tasks WHERE status = 'done'")
+        return {r[0] for r in rows}
+
+    def done_values(self) -> dict[str, str]:
+        rows = self.conn.exec_driver_sql(
+            "SELECT id, value_json FROM tasks WHERE status = 'done' AND value_json IS NOT NULL"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def task_rows(self, status: str | None = None) -> Iterator[TaskRow]:
+        q = sa.select(tasks_table)
+        if status:
+            q = q.where(tasks_table.c.status == status)
+        for row in self.conn.execute(q).mappings():
+            yield TaskRow(**dict(row))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{operation: {status: n}}``."""
+        out: dict[str, dict[str, int]] = {}
+        rows = self.conn.exec_driver_sql(
+            "SELECT operation, status, COUNT(*) FROM tasks GROUP BY operation, status"
+        )
+        for op, status, n in rows:
+            out.setdefault(op, {})[status] = n
+        return out
+
+    def timings(self) -> dict[str, dict[str, float]]:
+        rows = self.conn.exec_driver_sql(
+            "SELECT operation, COUNT(*), SUM(finished - started), MAX(finished - started), "
+            "MIN(started), MAX(finished) FROM tasks WHERE status = 'done' GROUP BY operation"
+        )
+        return {
+            op: {"n": n, "total_s": tot or 0.0, "max_s": mx or 0.0, "first": first or 0.0,
+                 "last": last or 0.0}
+            for op, n, tot, mx, first, last in rows
+        }
+
+    # -- jobs --------------------------------------------------------------------------
+    def record_jobs(self, backend: str, jobs: Iterable[Any]) -> None:
+        rows = [
+            {
+                "job_id": j.job_id,
+                "backend": backend,
+                "state": j.state,
+                "n_tasks": j.n_tasks,
+                "log_path": j.log_path,
+                "updated": j.updated,
+            }
+            for j in jobs
+        ]
+        if rows:
+            self.conn.execute(sa.insert(jobs_table).prefix_with("OR REPLACE"), rows)
+            self.conn.commit()
+
+    def live_jobs(self) -> list[str]:
+        rows = self.conn.execute(sa.select(jobs_table.c.job_id, jobs_table.c.state))
+        return [jid for jid, state in rows if state.split()[0].upper() not in TERMINAL_JOB_STATES]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(sa.select(jobs_table)).mappings()]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.conn.close()
+            self.engine.dispose()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _driver() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _short_db_error(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).splitlines()[0]

@@ -1,0 +1,654 @@
+"""The executor: pulls tasks from flows lazily, hands batches to a backend, feeds outcomes
+back to the flows, retries transient failures, and records everything in the checkpoint.
+
+Memory grows with the tasks in flight (plus one id per finished task for deduplication),
+never with the total number of tasks a flow will yield.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from specflow.backends.base import Backend, BackendContext, Outcome
+from specflow.execution.checkpoint import Checkpoint, encode_value
+from specflow.execution.events import Event, EventBus
+from specflow.flow.core import Dependency, Flow, FlowSchema
+from specflow.flow.task import Task, TransientErrorCondition
+
+
+class FlowError(Exception):
+    """A flow yielded something it must not, or its generator raised."""
+
+
+@dataclass
+class RetryPolicy:
+    """How failed attempts are retried.
+
+    A failure is retried when it matches a transient condition (the task's own or these),
+    up to ``max_attempts`` attempts in all, waiting ``backoff_base * 2**(attempt-1)`` seconds
+    (at most ``backoff_max``) before each retry. A task whose worker or job vanished is
+    retried up to ``max_lost_attempts`` times.
+    """
+
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 60.0
+    transient: tuple[TransientErrorCondition, ...] = ()
+    max_lost_attempts: int = 5
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.backoff_max, self.backoff_base * (2 ** max(0, attempt - 1))))
+
+
+@dataclass
+class Failure:
+    task_id: str
+    operation: str
+    error: str
+    traceback: str | None
+    attempts: int
+    log_path: str | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run did."""
+
+    status: str = "running"  # done | failed | interrupted
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    skipped_flows: list[str] = field(default_factory=list)
+    resumed_done: int = 0
+    duplicates: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return {"done": 0, "failed": 1, "interrupted": 130}.get(self.status, 1)
+
+    @property
+    def duration(self) -> float:
+        return (self.finished or time.time()) - self.started
+
+    def total(self, key: str) -> int:
+        return sum(c.get(key, 0) for c in self.counts.values())
+
+
+class _FlowRun:
+    __slots__ = (
+        "flow", "gen", "parent", "pending", "waiting", "wait_target", "exhausted",
+        "failed", "closed", "result", "name",
+    )
+
+    def __init__(self, flow: Flow, parent: _FlowRun | None) -> None:
+        self.flow = flow
+        self.gen: Generator[Any, Any, Any] | None = None
+        self.parent = parent
+        self.pending: set[Any] = set()  # task ids and child _FlowRuns not yet complete
+        self.waiting: set[Any] | None = None
+        self.wait_target: Any = None
+        self.exhausted = False
+        self.failed = False
+        self.closed = False
+        self.result: Any = None
+        self.name = flow.name
+
+
+class _TaskState:
+    __slots__ = ("task", "attempts", "parents", "lost")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.attempts = 0
+        self.lost = 0
+        self.parents: list[_FlowRun] = []
+
+
+_OK = 0
+_FAILED = 1
+
+
+class Executor:
+    """Runs one target to completion on one backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        checkpoint: Checkpoint | None = None,
+        keep_going: bool = False,
+        retry: RetryPolicy | None = None,
+        events: EventBus | None = None,
+        progress: Any = None,
+        context: BackendContext | None = None,
+        batch_size: int = 256,
+        on_flush: Callable[[], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.checkpoint = checkpoint
+        self.keep_going = keep_going
+        self.retry = retry or RetryPolicy()
+        self.events = events or EventBus()
+        self.progress = progress
+        self.context = context
+        self.batch_size = batch_size
+        self.report = RunReport()
+        self._seq = itertools.count()
+        self._ready: list[tuple[int, int, _TaskState]] = []
+        self._delayed: list[tuple[float, int, _TaskState]] = []
+        self._runnable: deque[_FlowRun] = deque()
+        self._active: dict[str, _TaskState] = {}
+        self._done: set[str] = set()
+        self._failed: dict[str, str] = {}
+        self._values: dict[str, Any] = {}
+        self._preloaded: set[str] = set()
+        self._preloaded_values: dict[str, str] = {}
+        self._root: _FlowRun | None = None
+        self._stop = False
+        self._on_flush = on_flush
+
+    # -- public ------------------------------------------------------------------------
+    def run(self, target: Any) -> RunReport:
+        root_flow = _as_flow(target)
+        self._root = _FlowRun(root_flow, None)
+        self._runnable.append(self._root)
+        if self.checkpoint is not None:
+            self._preloaded = self.checkpoint.done_ids()
+            self._preloaded_values = self.checkpoint.done_values()
+            self.checkpoint.set_status("running")
+        self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
+        self._emit("run_started")
+        try:
+            self._loop()
+            if self.report.status == "running":
+                self.report.status = "failed" if self.report.failures else "done"
+        except KeyboardInterrupt:
+            self.report.status = "interrupted"
+            self.backend.cancel()
+        except BaseException:
+            self.report.status = "failed"
+            self.backend.cancel()
+            raise
+        finally:
+            self.report.finished = time.time()
+            self._close_flows()
+            try:
+                self.backend.close()
+            finally:
+                if self.checkpoint is not None:
+                    self._record_jobs()
+                    self.checkpoint.flush()
+                    self.checkpoint.set_status(self.report.status)
+                if self.progress is not None:
+                    self.progress.finish(self.report)
+                self._emit("run_finished", data={"status": self.report.status})
+        return self.report
+
+    # -- main loop ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        backend = self.backend
+        ckpt = self.checkpoint
+        while not self._stop:
+            self._release_delayed()
+            self._expand()
+            self._submit()
+            if self._root is not None and self._is_complete(self._root) and not self._active:
+                break
+            if backend.in_flight() == 0 and not self._ready:
+                if self._delayed:
+                    time.sleep(max(0.0, min(0.5, self._delayed[0][0] - time.monotonic())))
+                    continue
+                if not self._runnable:
+                    self._deadlock()
+                    break
+                continue
+            timeout = 0.2
+            if self._delayed:
+                timeout = max(0.0, min(timeout, self._delayed[0][0] - time.monotonic()))
+            outcomes = backend.wait(timeout)
+            for outcome in outcomes:
+                self._on_outcome(outcome)
+            if ckpt is not None:
+                ckpt.maybe_flush()
+                self._record_jobs()
+            if self.progress is not None:
+                self.progress.update(self.report)
+
+    def _deadlock(self) -> None:
+        root = self._root
+        if root is None or self._is_complete(root):
+            return
+        stuck = [f.name for f in self._all_waiting_flows()]
+        raise FlowError(
+            "flows are waiting on work that will never finish: " + ", ".join(stuck[:5] or ["?"])
+        )
+
+    def _all_waiting_flows(self) -> list[_FlowRun]:
+        out: list[_FlowRun] = []
+        seen: set[int] = set()
+        stack = [self._root] if self._root else []
+        while stack:
+            f = stack.pop()
+            if f is None or id(f) in seen:
+                continue
+            seen.add(id(f))
+            if f.waiting:
+                out.append(f)
+            stack.extend(c for c in f.pending if isinstance(c, _FlowRun))
+        return out
+
+    # -- expansion ---------------------------------------------------------------------
+    def _watermark(self) -> int:
+        return max(2 * self.batch_size, self.backend.capacity() + self.batch_size)
+
+    def _expand(self) -> None:
+        runnable = self._runnable
+        mark = self._watermark()
+        while runnable and len(self._ready) < mark and not self._stop:
+            fr = runnable[0]
+            if fr.closed or fr.waiting:
+                runnable.popleft()
+                continue
+            if not self._advance(fr, mark):
+                runnable.popleft()
+
+    def _advance(self, fr: _FlowRun, mark: int) -> bool:
+        """Step ``fr`` until it blocks, ends, or the ready queue is full.
+        Returns True while the flow can still make progress."""
+        if fr.gen is None:
+            try:
+                fr.gen = fr.flow.generator()
+            except Exception as exc:
+                self._flow_raised(fr, exc)
+                return False
+        send: Any = None
+        if fr.wait_target is not None:
+            send = self._dependency_value(fr.wait_target)
+            fr.wait_target = None
+        gen = fr.gen
+        ready = self._ready
+        while len(ready) < mark:
+            try:
+                item = gen.send(send)
+            except StopIteration as stop:
+                fr.exhausted = True
+                fr.result = stop.value
+                if not fr.pending:
+                    self._flow_complete(fr)
+                return False
+            except Exception as exc:
+                self._flow_raised(fr, exc)
+                return False
+            send = None
+            if isinstance(item, Dependency):
+                waiting = self._dependency_keys(fr, item)
+                if waiting is None:  # depends on something that failed
+                    self._abandon(fr, f"a dependency of flow {fr.name!r} failed")
+                    return False
+                if waiting:
+                    fr.waiting = waiting
+                    fr.wait_target = item
+                    return False
+                send = self._dependency_value(item)
+                continue
+            self._take(fr, item)
+            if fr.closed:
+                return False
+        return True
+
+    def _take(self, fr: _FlowRun, item: Any) -> None:
+        if isinstance(item, Task):
+            self._take_task(fr, item)
+        elif isinstance(item, Flow):
+            child = _FlowRun(item, fr)
+            fr.pending.add(child)
+            self._runnable.append(child)
+        elif isinstance(item, (list, tuple)):
+            for x in item:
+                self._take(fr, x)
+        elif isinstance(item, FlowSchema):
+            self._take(fr, item())
+        elif item is None:
+            return
+        else:
+            self._flow_raised(
+                fr,
+                FlowError(
+                    f"flow {fr.name!r} yielded {type(item).__name__}; a flow yields Tasks, "
+                    "Flows, lists of those, or Dependency markers"
+                ),
+            )
+
+    def _take_task(self, fr: _FlowRun, task: Task) -> None:
+        tid = task.id
+        if tid in self._done:
+            self.report.duplicates += 1
+            return
+        st = self._active.get(tid)
+        if st is not None:
+            self.report.duplicates += 1
+            st.parents.append(fr)
+            fr.pending.add(tid)
+            return
+        if tid in self._failed:
+            fr.failed = True
+            return
+        if tid in self._preloaded:
+            self._preloaded.discard(tid)
+            self._done.add(tid)
+            raw = self._preloaded_values.pop(tid, None)
+            if raw is not None:
+                self._values[tid] = json.loads(raw)
+            self.report.resumed_done += 1
+            self._count(task.operation, "cached")
+            return
+        st = _TaskState(task)
+        st.parents.append(fr)
+        self._active[tid] = st
+        fr.pending.add(tid)
+        heapq.heappush(self._ready, (-task.priority, next(self._seq), st))
+
+    # -- dependencies ------------------------------------------------------------------
+    def _keys_of(self, fr: _FlowRun, target: Any) -> Iterable[Any]:
+        if isinstance(target, Task):
+            yield target.id
+        elif isinstance(target, Flow):
+            for c in fr.pending:
+                if isinstance(c, _FlowRun) and c.flow is target:
+                    yield c
+                    return
+            for run in self._child_runs(fr):
+                if run.flow is target:
+                    yield run
+                    return
+        elif isinstance(target, (list, tuple)):
+            for t in target:
+                yield from self._keys_of(fr, t)
+        elif target is not None:
+            raise FlowError(f"cannot depend on a {type(target).__name__}")
+
+    def _child_runs(self, fr: _FlowRun) -> list[_FlowRun]:
+        return [c for c in fr.pending if isinstance(c, _FlowRun)]
+
+    def _dependency_keys(self, fr: _FlowRun, dep: Dependency) -> set[Any] | None:
+        if dep.target is None:
+            if fr.failed:
+                return None
+            return set(fr.pending)
+        keys: set[Any] = set()
+        for k in self._keys_of(fr, dep.target):
+            if isinstance(k, str):
+                if k in self._failed:
+                    return None
+                if k in self._active:
+                    keys.add(k)
+                    if k not in fr.pending:
+                        fr.pending.add(k)
+                        self._active[k].parents.append(fr)
+                elif k not in self._done:
+                    raise FlowError(
+                        f"flow {fr.name!r} waits on a task it never yielded ({k[:12]})"
+                    )
+            else:
+                if k.failed:
+                    return None
+                keys.add(k)
+        return keys
+
+    def _dependency_value(self, dep: Dependency) -> Any:
+        return self._value_of(dep.target)
+
+    def _value_of(self, target: Any) -> Any:
+        if isinstance(target, Task):
+            return self._values.get(target.id)
+        if isinstance(target, (list, tuple)):
+            return [self._value_of(t) for t in target]
+        return None
+
+    # -- outcomes ----------------------------------------------------------------------
+    def _submit(self) -> None:
+        backend = self.backend
+        ready = self._ready
+        while ready:
+            room = backend.capacity()
+            if room <= 0:
+                return
+            n = min(room, len(ready))
+            batch = [heapq.heappop(ready)[2] for _ in range(n)]
+            tasks = []
+            want_event = self.events.wants("task_started")
+            for st in batch:
+                st.attempts += 1
+                tasks.append(st.task)
+                self._count(st.task.operation, "submitted")
+                if want_event:
+                    self._emit("task_started", st.task, st.attempts)
+            backend.submit(tasks)
+
+    def _on_outcome(self, o: Outcome) -> None:
+        st = self._active.get(o.task_id)
+        if st is None:
+            return  # a late duplicate outcome
+        task = st.task
+        if o.ok:
+            self._succeed(st, o)
+            return
+        if o.lost:
+            st.lost += 1
+            st.attempts -= 1  # a lost attempt is not the task's own
+            if st.lost < self.retry.max_lost_attempts:
+                self._schedule_retry(st, o, delay=min(self.retry.backoff_base, 1.0))
+                return
+        elif st.attempts < (task.max_attempts or self.retry.max_attempts) and self._transient(task, o):
+            self._schedule_retry(st, o, delay=self.retry.delay(st.attempts))
+            return
+        self._fail(st, o)
+
+    def _transient(self, task: Task, o: Outcome) -> bool:
+        msg = o.error or ""
+        for cond in itertools.chain(task.transient, self.retry.transient):
+            if cond.matches(o.exc_types, msg):
+                return True
+        return False
+
+    def _schedule_retry(self, st: _TaskState, o: Outcome, delay: float) -> None:
+        self._count(st.task.operation, "retried")
+        self._emit("task_retried", st.task, st.attempts, error=o.error)
+        heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), st))
+
+    def _release_delayed(self) -> None:
+        now = time.monotonic()
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            st = heapq.heappop(delayed)[2]
+            heapq.heappush(self._ready, (-st.task.priority, next(self._seq), st))
+
+    def _succeed(self, st: _TaskState, o: Outcome) -> None:
+        task = st.task
+        tid = task.id
+        del self._active[tid]
+        self._done.add(tid)
+        if o.value is not None:
+            self._values[tid] = o.value
+        self._count(task.operation, "done")
+        if self.checkpoint is not None:
+            self.checkpoint.record(
+                tid, task.operation, "done", st.attempts, o.started, o.finished,
+                value_json=encode_value(o.value), worker=o.worker, log_path=o.log_path,
+            )
+        if self.events.wants("task_succeeded"):
+            self._emit("task_succeeded", task, st.attempts, data={"value": o.value})
+        for parent in st.parents:
+            self._child_complete(parent, tid, _OK)
+
+    def _fail(self, st: _TaskState, o: Outcome) -> None:
+        task = st.task
+        tid = task.id
+        del self._active[tid]
+        self._failed[tid] = o.error or "failed"
+        self._count(task.operation, "failed")
+        attempts = st.attempts + st.lost
+        self.report.failures.append(
+            Failure(tid, task.operation, o.error or "failed", o.traceback, attempts, o.log_path)
+        )
+        if self.checkpoint is not None:
+            self.checkpoint.record(
+                tid, task.operation, "failed", attempts, o.started, o.finished,
+                error=o.error, traceback=o.traceback, worker=o.worker, log_path=o.log_path,
+            )
+            self.checkpoint.flush()
+        self._emit("task_failed", task, attempts, error=o.error)
+        if not self.keep_going:
+            self._stop = True
+            self.report.status = "failed"
+            self.backend.cancel()
+            return
+        for parent in st.parents:
+            self._child_complete(parent, tid, _FAILED)
+
+    def _child_complete(self, fr: _FlowRun, key: Any, result: int) -> None:
+        fr.pending.discard(key)
+        if result == _FAILED:
+            fr.failed = True
+        if fr.closed:
+            if not fr.pending:
+                self._flow_complete(fr)
+            return
+        if fr.waiting is not None and key in fr.waiting:
+            if result == _FAILED:
+                self._abandon(fr, f"a dependency of flow {fr.name!r} failed")
+                return
+            fr.waiting.discard(key)
+            if not fr.waiting:
+                fr.waiting = None
+                self._runnable.append(fr)
+        if fr.exhausted and not fr.pending:
+            self._flow_complete(fr)
+
+    def _flow_complete(self, fr: _FlowRun) -> None:
+        if fr.parent is not None:
+            self._child_complete(fr.parent, fr, _FAILED if fr.failed else _OK)
+
+    def _abandon(self, fr: _FlowRun, why: str) -> None:
+        """Skip the rest of a flow that depends on a failure (keep-going)."""
+        fr.failed = True
+        fr.closed = True
+        fr.exhausted = True
+        fr.waiting = None
+        if fr.gen is not None:
+            fr.gen.close()
+        self.report.skipped_flows.append(fr.name)
+        self._emit("task_skipped", None, 0, error=why, data={"flow": fr.name})
+        if not fr.pending:
+            self._flow_complete(fr)
+
+    def _flow_raised(self, fr: _FlowRun, exc: BaseException) -> None:
+        import traceback as tb
+
+        text = "".join(tb.format_exception(exc))
+        fid = f"flow:{fr.name}:{fr.flow.seq}"
+        self.report.failures.append(
+            Failure(fid, fr.name, f"{type(exc).__name__}: {exc}", text, 1)
+        )
+        self._count(fr.name, "failed")
+        self._emit("task_failed", None, 1, error=f"flow {fr.name}: {exc}")
+        if not self.keep_going:
+            self._stop = True
+            self.report.status = "failed"
+            self.backend.cancel()
+            return
+        self._abandon(fr, f"flow {fr.name!r} raised")
+
+    def _is_complete(self, fr: _FlowRun) -> bool:
+        return fr.exhausted and not fr.pending
+
+    def _close_flows(self) -> None:
+        for fr in self._all_flows():
+            if fr.gen is not None and not fr.exhausted:
+                try:
+                    fr.gen.close()
+                except Exception:  # noqa: BLE001 - closing is best effort at shutdown
+                    pass
+
+    def _all_flows(self) -> list[_FlowRun]:
+        out: list[_FlowRun] = []
+        stack = [self._root] if self._root else []
+        while stack:
+            f = stack.pop()
+            if f is None:
+                continue
+            out.append(f)
+            stack.extend(c for c in f.pending if isinstance(c, _FlowRun))
+        out.extend(self._runnable)
+        return out
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _count(self, op: str, key: str) -> None:
+        c = self.report.counts.get(op)
+        if c is None:
+            c = self.report.counts[op] = {
+                "submitted": 0, "done": 0, "failed": 0, "retried": 0, "cached": 0,
+            }
+        c[key] += 1
+
+    def _emit(
+        self,
+        kind: str,
+        task: Task | None = None,
+        attempt: int = 0,
+        error: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        if not self.events.wants(kind):
+            return
+        self.events.emit(
+            Event(
+                kind,
+                task.id if task else None,
+                task.operation if task else None,
+                attempt,
+                error,
+                data or {},
+            )
+        )
+
+    def _record_jobs(self) -> None:
+        updates = self.backend.job_updates()
+        if updates and self.checkpoint is not None:
+            self.checkpoint.record_jobs(self.backend.name, updates)
+
+
+def _as_flow(target: Any) -> Flow:
+    if isinstance(target, Flow):
+        return target
+    if isinstance(target, FlowSchema):
+        return target()
+    if isinstance(target, (Task, list, tuple)):
+        items = target
+
+        def _single() -> Generator[Any, Any, None]:
+            yield items
+
+        return Flow(_single, name="target")
+    if callable(target) and callable(getattr(target, "flow", None)):
+        flow = target()
+        if isinstance(flow, Flow):
+            return flow
+    raise FlowError(
+        f"cannot execute a {type(target).__name__}: the target must be a Flow, a Task, a "
+        "flow schema or a list of them"
+    )
+
+
+def _cwd() -> Any:
+    from pathlib import Path
+
+    return Path.cwd()

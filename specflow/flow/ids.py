@@ -1,0 +1,189 @@
+"""Content-addressed task ids: a hash of what a task does.
+
+The canonical form covers JSON-like values, numpy arrays (dtype, shape, bytes), built objects
+(by the spec they were built from), functions and classes (by qualified name), partials,
+dataclasses and plain objects (by class and state). Same work gives the same id in any process
+on any machine. A value that has no canonical form is an error, never a random id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import math
+import pathlib
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from specflow.builder.provenance import get_spec
+
+
+class UnhashableArgumentError(TypeError):
+    """An argument has no canonical form, so a task id cannot be derived from it."""
+
+
+def _qualname(obj: Any) -> str:
+    mod = getattr(obj, "__module__", None) or "?"
+    qn = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    return f"{mod}.{qn}"
+
+
+def _feed(h: Any, obj: Any, depth: int = 0) -> None:  # noqa: C901 - one dispatch table
+    if depth > 200:
+        raise UnhashableArgumentError("argument nesting too deep to hash")
+    up = h.update
+    if obj is None:
+        up(b"N")
+    elif obj is True:
+        up(b"T")
+    elif obj is False:
+        up(b"F")
+    elif type(obj) is int:
+        up(b"i%d;" % obj)
+    elif type(obj) is str:
+        b = obj.encode("utf-8", "surrogatepass")
+        up(b"s%d:" % len(b))
+        up(b)
+    elif type(obj) is float:
+        if math.isnan(obj):
+            up(b"fnan")
+        else:
+            up(b"f" + struct.pack("<d", obj))
+    elif isinstance(obj, (list, tuple)):
+        up(b"L" if isinstance(obj, list) else b"U")
+        up(b"%d[" % len(obj))
+        for v in obj:
+            _feed(h, v, depth + 1)
+        up(b"]")
+    elif isinstance(obj, Mapping) and not hasattr(obj, "__built_spec__"):
+        items = sorted(((_key_bytes(k), v) for k, v in obj.items()), key=lambda kv: kv[0])
+        up(b"D%d{" % len(items))
+        for kb, v in items:
+            up(kb)
+            _feed(h, v, depth + 1)
+        up(b"}")
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        b = bytes(obj)
+        up(b"b%d:" % len(b))
+        up(b)
+    elif isinstance(obj, bool | int | float | str):  # subclasses (e.g. IntEnum handled below)
+        if isinstance(obj, enum.Enum):
+            up(b"E" + _qualname(type(obj)).encode() + b"." + obj.name.encode())
+        else:
+            _feed(h, type(obj).__mro__[-2](obj), depth + 1)
+    elif isinstance(obj, enum.Enum):
+        up(b"E" + _qualname(type(obj)).encode() + b"." + obj.name.encode())
+    elif isinstance(obj, (set, frozenset)):
+        parts = sorted(task_digest_of(v) for v in obj)
+        up(b"S%d{" % len(parts))
+        for p in parts:
+            up(p.encode())
+        up(b"}")
+    elif isinstance(obj, pathlib.PurePath):
+        up(b"P")
+        _feed(h, str(obj), depth + 1)
+    else:
+        _feed_object(h, obj, depth)
+
+
+def _key_bytes(k: Any) -> bytes:
+    if isinstance(k, str):
+        return b"k" + k.encode("utf-8", "surrogatepass") + b"\x00"
+    return b"K" + task_digest_of(k).encode() + b"\x00"
+
+
+def _feed_object(h: Any, obj: Any, depth: int) -> None:
+    up = h.update
+    np = _numpy()
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            arr = np.ascontiguousarray(obj)
+            up(b"A" + arr.dtype.str.encode() + repr(arr.shape).encode())
+            up(arr.tobytes())
+            return
+        if isinstance(obj, np.generic):
+            up(b"a" + obj.dtype.str.encode())
+            up(obj.tobytes())
+            return
+    custom = getattr(type(obj), "__specflow_id__", None)
+    if custom is not None:
+        up(b"C" + _qualname(type(obj)).encode())
+        _feed(h, custom(obj), depth + 1)
+        return
+    spec = get_spec(obj)
+    if spec is not None:
+        up(b"B")
+        _feed(h, spec, depth + 1)
+        return
+    if isinstance(obj, functools.partial):
+        up(b"p")
+        _feed(h, obj.func, depth + 1)
+        _feed(h, list(obj.args), depth + 1)
+        _feed(h, dict(obj.keywords), depth + 1)
+        return
+    if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+        qn = _qualname(obj)
+        if "<lambda>" in qn or "<locals>" in qn:
+            code = getattr(obj, "__code__", None)
+            if code is None:
+                raise UnhashableArgumentError(f"cannot derive a stable id from {qn}")
+            up(b"l" + qn.encode())
+            up(code.co_code)
+            _feed(h, [repr(c) for c in code.co_consts], depth + 1)
+            return
+        up(b"Q" + qn.encode())
+        return
+    if dataclasses.is_dataclass(obj):
+        up(b"d" + _qualname(type(obj)).encode())
+        _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, depth + 1)
+        return
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict):
+        up(b"o" + _qualname(type(obj)).encode())
+        _feed(h, {k: v for k, v in state.items() if not k.startswith("_cache")}, depth + 1)
+        return
+    slots = getattr(type(obj), "__slots__", None)
+    if slots:
+        up(b"o" + _qualname(type(obj)).encode())
+        _feed(h, {s: getattr(obj, s, None) for s in slots}, depth + 1)
+        return
+    raise UnhashableArgumentError(
+        f"cannot derive a stable id from a {type(obj).__qualname__}; give the class a "
+        "__specflow_id__(self) method that returns JSON-like data describing it"
+    )
+
+
+_NP: Any = None
+
+
+def _numpy() -> Any:
+    global _NP
+    if _NP is None:
+        try:
+            import numpy
+
+            _NP = numpy
+        except ImportError:  # pragma: no cover - numpy is a dependency
+            _NP = False
+    return _NP or None
+
+
+def task_digest_of(obj: Any) -> str:
+    """The canonical digest of one value (hex)."""
+    h = hashlib.blake2b(digest_size=16)
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def task_id(operation: str, op_identity: Any, kwargs: Mapping[str, Any]) -> str:
+    """The id of calling ``op_identity`` (registered name@version or qualified name, plus
+    its spec when built) with ``kwargs``."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(operation.encode())
+    h.update(b"\x00")
+    _feed(h, op_identity)
+    _feed(h, dict(kwargs))
+    return h.hexdigest()

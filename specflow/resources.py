@@ -1,0 +1,67 @@
+"""Semaphores that operations take to bound concurrent use of a resource (``read``,
+``write``, ``cpu``, ``cuda``) across the worker processes of one machine.
+
+The driving process calls :func:`configure_semaphores` before workers start; workers inherit
+the semaphores (see :func:`install_semaphores`). Unconfigured resources are unbounded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+RESOURCES = ("read", "write", "cpu", "cuda")
+
+_SEMAPHORES: dict[str, Any] = {}
+_LIMITS: dict[str, int] = {}
+
+
+def configure_semaphores(limits: dict[str, int]) -> None:
+    """Bound each named resource to ``limits[name]`` concurrent holders."""
+    for name, n in limits.items():
+        if name not in RESOURCES:
+            raise ValueError(f"unknown resource {name!r}; expected one of {', '.join(RESOURCES)}")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"semaphore {name!r} needs a positive integer, got {n!r}")
+    _SEMAPHORES.clear()
+    _LIMITS.clear()
+    for name, n in limits.items():
+        _SEMAPHORES[name] = multiprocessing.get_context("fork").BoundedSemaphore(n)
+        _LIMITS[name] = n
+
+
+def semaphore_state() -> dict[str, Any]:
+    """What a worker process needs to share this process's semaphores."""
+    return dict(_SEMAPHORES)
+
+
+def install_semaphores(state: dict[str, Any]) -> None:
+    """Used in worker processes: adopt the driver's semaphores."""
+    _SEMAPHORES.clear()
+    _SEMAPHORES.update(state)
+
+
+def limits() -> dict[str, int]:
+    return dict(_LIMITS)
+
+
+_NULL = threading.Lock()  # never contended: stands in for unbounded resources
+
+
+@contextmanager
+def semaphore(name: str) -> Iterator[None]:
+    """Hold one unit of resource ``name`` for the duration of the block."""
+    if name not in RESOURCES:
+        raise ValueError(f"unknown resource {name!r}; expected one of {', '.join(RESOURCES)}")
+    sem = _SEMAPHORES.get(name)
+    if sem is None:
+        yield
+        return
+    sem.acquire()
+    try:
+        yield
+    finally:
+        sem.release()
