@@ -1,0 +1,1275 @@
+"""Evaluation of CUE: unification of conjuncts into vertices, expressions, disjunctions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from specflow.spec.cue import ast as A
+from specflow.spec.cue.errors import CueError, Pos
+from specflow.spec.cue.values import (
+    CTX,
+    K_ALL,
+    K_BOOL,
+    K_BYTES,
+    K_FLOAT,
+    K_INT,
+    K_LIST,
+    K_NUMBER,
+    K_STRING,
+    K_STRUCT,
+    NULL,
+    TOP,
+    Bound,
+    Constraint,
+    Disj,
+    fmt_scalar,
+    interp_str,
+    is_concrete_scalar,
+    kind_name,
+    kind_of,
+    scalar_eq,
+)
+from specflow.spec.cue.vertex import (
+    DONE,
+    EVALUATING,
+    NEW,
+    OPTIONAL,
+    REGULAR,
+    REQUIRED,
+    Env,
+    Group,
+    Vertex,
+    is_def,
+    is_hidden_or_def,
+)
+
+_NOPOS = Pos("<builtin>", 0, 0)
+
+MAX_DISJ_RUNS = 256
+
+
+class Builtin:
+    """A callable value: a predeclared function or a package member."""
+
+    __slots__ = ("name", "fn")
+
+    def __init__(self, name: str, fn: Any) -> None:
+        self.name = name
+        self.fn = fn
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Package:
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class _Pending(Exception):
+    """A disjunction without a chosen alternative in this run."""
+
+    def __init__(self, alts: list[tuple[Any, bool]]) -> None:
+        super().__init__()
+        self.alts = alts
+
+
+class _Disjunct:
+    __slots__ = ("alts", "closed", "group", "has_default")
+
+    def __init__(self, alts: list[tuple[Any, bool]], closed: bool, group: Group | None) -> None:
+        self.alts = alts
+        self.closed = closed
+        self.group = group
+        self.has_default = any(d for _, d in alts)
+
+
+class _ListPart:
+    __slots__ = ("length", "open", "tail", "env", "closed", "pos")
+
+    def __init__(
+        self,
+        length: int,
+        open_: bool,
+        tail: A.Node | None,
+        env: Env | None,
+        closed: bool,
+        pos: Pos | None,
+    ) -> None:
+        self.length = length
+        self.open = open_
+        self.tail = tail
+        self.env = env
+        self.closed = closed
+        self.pos = pos
+
+
+class _State:
+    """Everything gathered while unifying the conjuncts of one vertex in one run."""
+
+    __slots__ = (
+        "v",
+        "scalar",
+        "scalar_pos",
+        "struct_pos",
+        "groups",
+        "patterns",
+        "deferred",
+        "disj",
+        "choices",
+        "default_ok",
+        "lists",
+        "expanding",
+    )
+
+    def __init__(self, v: Vertex, choices: list[int]) -> None:
+        self.v = v
+        self.scalar: Any = TOP
+        self.scalar_pos: Pos | None = None
+        self.struct_pos: Pos | None = None
+        self.groups: list[Group] = []
+        self.patterns: list[tuple[Any, A.Node, Env | None, bool]] = []
+        self.deferred: list[tuple[A.Comprehension, Env, bool, Group | None]] = []
+        self.disj: list[_Disjunct] = []
+        self.choices = choices
+        self.default_ok = True
+        self.lists: list[_ListPart] = []
+        self.expanding: set[int] = set()
+
+
+class Evaluator:
+    def __init__(self, packages: dict[str, dict[str, Any]]) -> None:
+        self.packages = packages
+        self.depth = 0
+
+    # =========================================================================================
+    # vertices
+
+    def evaluate(self, v: Vertex) -> None:
+        st = v.status
+        if st == DONE:
+            if v.err is not None:
+                raise v.err
+            return
+        if st == EVALUATING:
+            raise CueError("cycle in evaluation", path=v.path(), incomplete=True)
+        v.status = EVALUATING
+        try:
+            self._run_vertex(v)
+        except CueError as e:
+            if e.path is None:
+                e.path = v.path()
+            v.err = e
+            v.status = DONE
+            raise
+        except RecursionError:
+            e = CueError("structural cycle or nesting too deep", path=v.path())
+            v.err = e
+            v.status = DONE
+            raise e from None
+        v.status = DONE
+
+    def _run_vertex(self, v: Vertex) -> None:
+        try:
+            self._run(v, [])
+            return
+        except _Pending as p:
+            first = p
+        # Disjunctions: explore the choices depth first, each run on a fresh vertex.
+        results: list[tuple[Vertex, bool]] = []
+        errors: list[CueError] = []
+        stack: list[list[int]] = [[i] for i in reversed(range(len(first.alts)))]
+        runs = 0
+        while stack:
+            ch = stack.pop()
+            runs += 1
+            if runs > MAX_DISJ_RUNS:
+                raise CueError("too many disjunction alternatives", path=v.path())
+            t = Vertex(v.parent, v.label)
+            t.conjuncts = v.conjuncts
+            t.arc_type = v.arc_type
+            t.status = EVALUATING
+            try:
+                st = self._run(t, ch)
+            except _Pending as p2:
+                stack.extend(ch + [i] for i in reversed(range(len(p2.alts))))
+                continue
+            except CueError as e:
+                if e.incomplete:
+                    # keep an alternative that is merely incomplete
+                    t.status = DONE
+                    t.err = e
+                    results.append((t, False))
+                else:
+                    errors.append(e)
+                continue
+            t.status = DONE
+            results.append((t, st.default_ok))
+        defaults = [t for t, d in results if d]
+        others = [t for t, d in results if not d]
+        for group in (defaults, others):
+            ok: list[Vertex] = []
+            for t in group:
+                if t.err is None and self._deep_ok(t, errors):
+                    ok.append(t)
+            if not ok:
+                continue
+            if len(ok) > 1:
+                ok = self._dedupe(ok)
+            if len(ok) == 1:
+                self._adopt(v, ok[0])
+                return
+            v.value = Disj([(t, False) for t in ok])
+            v.is_struct = False
+            v.is_list = False
+            v.arcs = {}
+            return
+        incompletes = [t for t, _ in results if t.err is not None]
+        if incompletes:
+            err = incompletes[0].err
+            assert err is not None
+            raise err
+        if errors:
+            e0 = errors[0]
+            if len(errors) > 1:
+                msg = e0.msg
+                e = CueError(msg, path=e0.path, pos=list(e0.pos))
+                for other in errors[1:]:
+                    e.add_pos(*other.pos)
+                raise e
+            raise e0
+        raise CueError("empty disjunction", path=v.path())
+
+    def _adopt(self, v: Vertex, t: Vertex) -> None:
+        v.arcs = t.arcs
+        v.value = t.value
+        v.is_struct = t.is_struct
+        v.is_list = t.is_list
+        v.closed = t.closed
+        for a in t.arcs.values():
+            a.parent = v
+
+    def _dedupe(self, ts: list[Vertex]) -> list[Vertex]:
+        from specflow.spec.cue.export import export_value
+
+        out: list[Vertex] = []
+        seen: list[Any] = []
+        for t in ts:
+            try:
+                val = export_value(self, t)
+            except CueError:
+                out.append(t)
+                continue
+            if any(_deep_eq(val, s) for s in seen):
+                continue
+            seen.append(val)
+            out.append(t)
+        return out
+
+    def _deep_ok(self, t: Vertex, errors: list[CueError]) -> bool:
+        """Whether a disjunct has no conflicts anywhere below it."""
+        stack = list(t.arcs.values())
+        count = 0
+        while stack:
+            a = stack.pop()
+            count += 1
+            if count > 100000:
+                return True
+            try:
+                self.evaluate(a)
+            except CueError as e:
+                if e.incomplete:
+                    continue
+                errors.append(e)
+                return False
+            stack.extend(a.arcs.values())
+        return True
+
+    def _run(self, v: Vertex, choices: list[int]) -> _State:
+        st = _State(v, choices)
+        v.arcs = {}
+        v.value = TOP
+        v.is_struct = False
+        v.is_list = False
+        for expr, env, closed in v.conjuncts:
+            self.add(st, expr, env, closed, None)
+        self._flush_deferred(st)
+        i = 0
+        while i < len(st.disj):
+            d = st.disj[i]
+            if i >= len(choices):
+                raise _Pending(d.alts)
+            alt, is_def_ = d.alts[choices[i]]
+            if d.has_default and not is_def_:
+                st.default_ok = False
+            self.add_value(st, alt, d.closed, d.group, None)
+            self._flush_deferred(st)
+            i += 1
+        self._finish(st)
+        return st
+
+    def _flush_deferred(self, st: _State) -> None:
+        while st.deferred:
+            items = st.deferred
+            st.deferred = []
+            for comp, env, closed, group in items:
+                for benv in self.comprehend(comp.clauses, 0, env):
+                    self.add_struct(st, comp.body, benv, closed, group)
+
+    def _finish(self, st: _State) -> None:
+        v = st.v
+        arcs = v.arcs
+        # pattern constraints
+        if st.patterns:
+            for pat, expr, env, closed in st.patterns:
+                for label, arc in arcs.items():
+                    if isinstance(label, str) and not is_hidden_or_def(label):
+                        if self.match_pattern(pat, label):
+                            self.add_arc_conjunct(arc, expr, env, closed)
+        # closedness
+        closed_groups = [g for g in st.groups if g.closed]
+        if closed_groups:
+            v.closed = True
+            for label in arcs:
+                if isinstance(label, int) or is_hidden_or_def(label):
+                    continue
+                for g in closed_groups:
+                    if g.open or label in g.labels:
+                        continue
+                    if any(self.match_pattern(p, label) for p in g.patterns):
+                        continue
+                    raise CueError(f"field {label} not allowed", path=v.path(), pos=[])
+        # lists
+        if st.lists:
+            self._finish_list(st)
+        # kind consistency
+        scalar = st.scalar
+        if v.is_list and v.is_struct:
+            if any(not isinstance(k, int) and not is_hidden_or_def(k) for k in arcs):
+                raise CueError(
+                    "conflicting values list and struct (mismatched types list and struct)",
+                    path=v.path(),
+                )
+            v.is_struct = False
+        if v.is_struct or v.is_list:
+            if scalar is not TOP:
+                want = K_LIST if v.is_list else K_STRUCT
+                if isinstance(scalar, Constraint):
+                    if not scalar.kinds & want:
+                        raise CueError(
+                            f"conflicting values {scalar!r} and {'[...]' if v.is_list else '{...}'} "
+                            f"(mismatched types {kind_name(scalar.kinds)} and "
+                            f"{'list' if v.is_list else 'struct'})",
+                            path=v.path(),
+                            pos=[p for p in (st.scalar_pos, st.struct_pos) if p],
+                        )
+                    scalar = TOP
+                elif v.is_struct and not any(not is_hidden_or_def(k) for k in arcs) and not v.is_list:
+                    # a struct literal with only hidden fields embedding a scalar
+                    v.is_struct = False
+                else:
+                    raise CueError(
+                        f"conflicting values {fmt_scalar(scalar)} and "
+                        f"{'[...]' if v.is_list else '{...}'} (mismatched types "
+                        f"{kind_name(kind_of(scalar))} and {'list' if v.is_list else 'struct'})",
+                        path=v.path(),
+                        pos=[p for p in (st.scalar_pos, st.struct_pos) if p],
+                    )
+        v.value = scalar
+
+    def _finish_list(self, st: _State) -> None:
+        v = st.v
+        closed_lens = [p for p in st.lists if not p.open]
+        if closed_lens:
+            n = closed_lens[0].length
+            for p in closed_lens[1:]:
+                if p.length != n:
+                    raise CueError(
+                        f"incompatible list lengths ({min(n, p.length)} and {max(n, p.length)})",
+                        path=v.path(),
+                        pos=[q for q in (closed_lens[0].pos, p.pos) if q],
+                    )
+            for p in st.lists:
+                if p.open and p.length > n:
+                    raise CueError(
+                        f"incompatible list lengths ({n} and {p.length})",
+                        path=v.path(),
+                        pos=[q for q in (closed_lens[0].pos, p.pos) if q],
+                    )
+        else:
+            n = max(p.length for p in st.lists)
+        for p in st.lists:
+            if p.open and p.tail is not None:
+                for i in range(p.length, n):
+                    self.add_arc_conjunct(v.arcs[i], p.tail, p.env, p.closed)
+        if len(v.arcs) != n:
+            # keep only the integer positions in order
+            for k in list(v.arcs):
+                if isinstance(k, int) and k >= n:
+                    del v.arcs[k]
+
+    def add_arc_conjunct(self, arc: Vertex, expr: A.Node, env: Env | None, closed: bool) -> None:
+        if arc.status != NEW:
+            if arc.status == EVALUATING:
+                raise CueError("cycle: field modified while being evaluated", path=arc.path(), incomplete=True)
+            arc.status = NEW
+            arc.err = None
+        arc.conjuncts.append((expr, env, closed))
+
+    def get_arc(self, v: Vertex, label: str | int, kind: int) -> Vertex:
+        arcs = v.arcs
+        a = arcs.get(label)
+        if a is None:
+            a = Vertex(v, label)
+            a.arc_type = kind
+            arcs[label] = a
+        elif kind < a.arc_type:
+            a.arc_type = kind
+        return a
+
+    # =========================================================================================
+    # adding conjuncts
+
+    def add(self, st: _State, expr: A.Node, env: Env | None, closed: bool, group: Group | None) -> None:
+        t = type(expr)
+        if t is A.StructLit:
+            self.add_struct(st, expr, env, closed, group)  # type: ignore[arg-type]
+            return
+        if t is A.Lit:
+            self.add_value(st, expr.value, closed, group, expr.pos)  # type: ignore[attr-defined]
+            return
+        if t is A.Unify:
+            for it in expr.items:  # type: ignore[attr-defined]
+                self.add(st, it, env, closed, group)
+            return
+        if t is A.Paren:
+            self.add(st, expr.x, env, closed, group)  # type: ignore[attr-defined]
+            return
+        if t is A.ListLit:
+            self.add_list(st, expr, env, closed)  # type: ignore[arg-type]
+            return
+        if t is A.Disjunction:
+            d = self.eval_disjunction(expr, env)  # type: ignore[arg-type]
+            self.add_value(st, d, closed, group, expr.pos)
+            return
+        if t is A.Ident or t is A.Selector or t is A.Index:
+            val = self.eval(expr, env)
+            if isinstance(val, Vertex):
+                self.add_ref(st, val, closed, group, expr.pos)
+            else:
+                self.add_value(st, val, closed, group, expr.pos)
+            return
+        self.add_value(st, self.eval(expr, env), closed, group, expr.pos)
+
+    def add_ref(self, st: _State, r: Vertex, closed: bool, group: Group | None, pos: Pos) -> None:
+        """Unify with a referenced vertex: its conjuncts are evaluated here again."""
+        v = st.v
+        key = id(r)
+        if key in st.expanding:
+            return
+        # a reference to an ancestor is a structural cycle
+        p: Vertex | None = v
+        while p is not None:
+            if p is r:
+                raise CueError("structural cycle", path=v.path(), pos=[pos])
+            p = p.parent
+        if r.status == NEW and r.parent is not None:
+            try:
+                self.evaluate(r)
+            except CueError as e:
+                if not e.incomplete:
+                    raise
+        elif r.status == DONE and r.err is not None and not r.err.incomplete:
+            raise r.err
+        st.expanding.add(key)
+        try:
+            if r.status == DONE and r.err is None and isinstance(r.value, Disj) and not r.conjuncts:
+                self.add_value(st, r.value, closed, group, pos)
+            for expr, env, c in r.conjuncts:
+                self.add(st, expr, env, c or closed, group)
+        finally:
+            st.expanding.discard(key)
+
+    def add_value(
+        self, st: _State, val: Any, closed: bool, group: Group | None, pos: Pos | None
+    ) -> None:
+        if isinstance(val, Vertex):
+            self.add_ref(st, val, closed, group, pos or _NOPOS)
+            return
+        if isinstance(val, Disj):
+            alts = val.alts
+            if len(alts) == 1:
+                self.add_value(st, alts[0][0], closed, group, pos)
+                return
+            st.disj.append(_Disjunct(alts, closed, group))
+            return
+        if val is TOP:
+            return
+        if isinstance(val, Builtin | Package):
+            raise CueError(f"cannot use {val!r} as value", pos=[pos] if pos else [])
+        cur = st.scalar
+        if cur is TOP:
+            if isinstance(val, Constraint) and val.kinds == K_ALL and not val.bounds:
+                return
+            st.scalar = val
+            st.scalar_pos = pos
+            return
+        st.scalar = unify_scalars(cur, val, st.scalar_pos, pos)
+        if pos is not None and st.scalar is val:
+            st.scalar_pos = pos
+
+    def add_struct(
+        self, st: _State, s: A.StructLit, env: Env | None, closed: bool, group: Group | None
+    ) -> None:
+        v = st.v
+        if s.has_fields or not s.decls or not any(isinstance(d, A.Embed) for d in s.decls):
+            if not v.is_struct:
+                v.is_struct = True
+                st.struct_pos = s.pos
+        if group is None:
+            group = Group(closed)
+            st.groups.append(group)
+        elif closed:
+            group.closed = True
+        frame = Env(env, v)
+        for d in s.decls:
+            t = type(d)
+            if t is A.Field:
+                assert isinstance(d, A.Field)
+                lab = d.label
+                name: str | int
+                if lab.name is not None:
+                    name = lab.name
+                else:
+                    assert lab.expr is not None
+                    lv = self.concrete(self.eval(lab.expr, frame), lab.expr.pos)
+                    if not isinstance(lv, str):
+                        raise CueError(
+                            f"invalid label type {kind_name(kind_of(lv))}: label must be a string",
+                            pos=[lab.pos],
+                        )
+                    name = lv
+                marker = d.marker
+                kind = REGULAR if not marker else (OPTIONAL if marker == "?" else REQUIRED)
+                arc = self.get_arc(v, name, kind)
+                self.add_arc_conjunct(arc, d.value, frame, closed or is_def(name))
+                group.labels.add(name)
+            elif t is A.Embed:
+                assert isinstance(d, A.Embed)
+                self.add(st, d.expr, frame, closed, group)
+            elif t is A.Comprehension:
+                assert isinstance(d, A.Comprehension)
+                st.deferred.append((d, frame, closed, group))
+            elif t is A.Pattern:
+                assert isinstance(d, A.Pattern)
+                pat = self.eval(d.pattern, frame)
+                if isinstance(pat, Vertex):
+                    pat = self.concrete(pat, d.pattern.pos)
+                st.patterns.append((pat, d.value, frame, closed))
+                group.patterns.append(pat)
+            elif t is A.Ellipsis:
+                group.open = True
+            # LetDecl: evaluated lazily on reference
+
+    def add_list(self, st: _State, lst: A.ListLit, env: Env | None, closed: bool) -> None:
+        v = st.v
+        v.is_list = True
+        if st.struct_pos is None:
+            st.struct_pos = lst.pos
+        i = 0
+        for el in lst.elems:
+            if type(el) is A.Comprehension:
+                assert isinstance(el, A.Comprehension)
+                for benv in self.comprehend(el.clauses, 0, env):
+                    arc = self.get_arc(v, i, REGULAR)
+                    self.add_arc_conjunct(arc, el.body, benv, closed)
+                    i += 1
+            else:
+                arc = self.get_arc(v, i, REGULAR)
+                self.add_arc_conjunct(arc, el, env, closed)
+                i += 1
+        st.lists.append(_ListPart(i, lst.open, lst.ellipsis, env, closed, lst.pos))
+        if lst.open and lst.ellipsis is not None:
+            # positions beyond this literal are created later when the length is known
+            pass
+        # make sure later positions exist when other literals are longer
+        for k in range(i):
+            v.arcs.setdefault(k, Vertex(v, k))
+
+    # =========================================================================================
+    # comprehensions
+
+    def comprehend(self, clauses: list[A.Node], idx: int, env: Env | None) -> Iterator[Env]:
+        if idx == len(clauses):
+            assert env is not None
+            yield env
+            return
+        cl = clauses[idx]
+        t = type(cl)
+        if t is A.ForClause:
+            assert isinstance(cl, A.ForClause)
+            src = self.eval(cl.source, env)
+            src = self.resolve_default(src, cl.source.pos)
+            if isinstance(src, Vertex):
+                self.evaluate(src)
+                if src.is_list:
+                    items: list[tuple[Any, Any]] = [(k, a) for k, a in src.arcs.items()]
+                elif src.is_struct:
+                    items = [
+                        (k, a)
+                        for k, a in src.arcs.items()
+                        if a.arc_type == REGULAR and not is_hidden_or_def(k)
+                    ]
+                else:
+                    val = src.value
+                    raise self._not_iterable(val, cl.source.pos)
+            else:
+                raise self._not_iterable(src, cl.source.pos)
+            for k, a in items:
+                binds = {cl.value: a}
+                if cl.key is not None:
+                    binds[cl.key] = k
+                yield from self.comprehend(clauses, idx + 1, Env(env, None, binds))
+        elif t is A.IfClause:
+            assert isinstance(cl, A.IfClause)
+            c = self.concrete(self.eval(cl.cond, env), cl.cond.pos)
+            if not isinstance(c, bool):
+                raise CueError(
+                    f"invalid type for if condition: {kind_name(kind_of(c))} (want bool)",
+                    pos=[cl.cond.pos],
+                )
+            if c:
+                yield from self.comprehend(clauses, idx + 1, env)
+        else:
+            assert isinstance(cl, A.LetClause)
+            val = self.eval(cl.expr, env)
+            yield from self.comprehend(clauses, idx + 1, Env(env, None, {cl.name: val}))
+
+    def _not_iterable(self, val: Any, pos: Pos) -> CueError:
+        if isinstance(val, Constraint) or val is TOP or isinstance(val, Disj):
+            return CueError(
+                f"incomplete value {self.show(val)} in for loop source", pos=[pos], incomplete=True
+            )
+        return CueError(
+            f"cannot range over {self.show(val)} (found {kind_name(kind_of(val))}, want list or struct)",
+            pos=[pos],
+        )
+
+    # =========================================================================================
+    # expressions
+
+    def lookup(self, ident: A.Ident, env: Env | None) -> Any:
+        e = env
+        for _ in range(ident.ups):
+            assert e is not None
+            e = e.up
+        kind = ident.kind
+        if kind == "field":
+            assert e is not None and e.vertex is not None
+            v = e.vertex
+            a = v.arcs.get(ident.name)
+            if a is None:
+                if v.status == NEW:
+                    self.evaluate(v)
+                    a = v.arcs.get(ident.name)
+                if a is None:
+                    raise CueError(
+                        f'reference "{ident.name}" not found', pos=[ident.pos], incomplete=True
+                    )
+            return a
+        if kind == "bind":
+            assert e is not None and e.binds is not None
+            return e.binds[ident.name]
+        if kind == "let":
+            assert e is not None
+            lets = e.lets
+            if lets is None:
+                lets = e.lets = {}
+            if ident.name in lets:
+                val = lets[ident.name]
+                if val is _IN_PROGRESS:
+                    raise CueError(f"cycle in let {ident.name}", pos=[ident.pos])
+                return val
+            lets[ident.name] = _IN_PROGRESS
+            try:
+                val = self.eval(ident.target.expr, e)
+            except BaseException:
+                del lets[ident.name]
+                raise
+            lets[ident.name] = val
+            return val
+        if kind == "type":
+            return ident.target
+        if kind == "builtin":
+            from specflow.spec.cue.builtins import PREDECLARED
+
+            return PREDECLARED[ident.target]
+        if kind == "import":
+            return Package(ident.target)
+        raise CueError(f'reference "{ident.name}" not found', pos=[ident.pos])
+
+    def eval(self, expr: A.Node, env: Env | None) -> Any:
+        t = type(expr)
+        if t is A.Lit:
+            return expr.value  # type: ignore[attr-defined]
+        if t is A.Ident:
+            return self.lookup(expr, env)  # type: ignore[arg-type]
+        if t is A.Selector:
+            assert isinstance(expr, A.Selector)
+            return self.select(expr, env)
+        if t is A.Index:
+            assert isinstance(expr, A.Index)
+            return self.index(expr, env)
+        if t is A.Binary:
+            assert isinstance(expr, A.Binary)
+            return self.binary(expr, env)
+        if t is A.Interp:
+            assert isinstance(expr, A.Interp)
+            return self.interp(expr, env)
+        if t is A.Call:
+            assert isinstance(expr, A.Call)
+            return self.call(expr, env)
+        if t is A.StructLit or t is A.ListLit:
+            tmp = Vertex(None, None)
+            tmp.conjuncts.append((expr, env, False))
+            return tmp
+        if t is A.Paren:
+            return self.eval(expr.x, env)  # type: ignore[attr-defined]
+        if t is A.Unary:
+            assert isinstance(expr, A.Unary)
+            return self.unary(expr, env)
+        if t is A.Unify:
+            assert isinstance(expr, A.Unify)
+            vals = [self.eval(it, env) for it in expr.items]
+            if all(
+                not isinstance(x, Vertex | Disj | Builtin | Package) for x in vals
+            ):
+                acc: Any = TOP
+                for x, it in zip(vals, expr.items, strict=True):
+                    acc = unify_scalars(acc, x, expr.pos, it.pos)
+                return acc
+            tmp = Vertex(None, None)
+            for x, it in zip(vals, expr.items, strict=True):
+                tmp.conjuncts.append((A.Lit(it.pos, x), None, False))
+            return tmp
+        if t is A.Disjunction:
+            assert isinstance(expr, A.Disjunction)
+            return self.eval_disjunction(expr, env)
+        if t is A.Default:
+            return self.eval(expr.x, env)  # type: ignore[attr-defined]
+        if t is A.Bottom:
+            raise CueError("explicit error (_|_ literal) in source", pos=[expr.pos])
+        if t is A.Slice:
+            assert isinstance(expr, A.Slice)
+            return self.slice(expr, env)
+        raise CueError(f"unsupported expression {type(expr).__name__}", pos=[expr.pos])
+
+    def eval_disjunction(self, expr: A.Disjunction, env: Env | None) -> Any:
+        alts: list[tuple[Any, bool]] = []
+        for a, d in expr.alts:
+            try:
+                val = self.eval(a, env)
+            except CueError as e:
+                if e.incomplete:
+                    raise
+                continue
+            if isinstance(val, Disj):
+                # nested disjunction: defaults of the inner one count only if this one is marked
+                inner_def = any(dd for _, dd in val.alts)
+                for iv, idd in val.alts:
+                    alts.append((iv, d and (idd or not inner_def)))
+            else:
+                alts.append((val, d))
+        if not alts:
+            raise CueError("empty disjunction", pos=[expr.pos])
+        if not expr.has_default:
+            alts = [(x, False) for x, _ in alts]
+        if len(alts) == 1:
+            return alts[0][0]
+        return Disj(alts)
+
+    def resolve_default(self, val: Any, pos: Pos) -> Any:
+        if isinstance(val, Disj):
+            d = val.default()
+            if d is None:
+                raise CueError(
+                    f"incomplete value {self.show(val)}: ambiguous disjunction",
+                    pos=[pos],
+                    incomplete=True,
+                )
+            return self.resolve_default(d, pos)
+        if isinstance(val, Vertex):
+            self.evaluate(val)
+            if isinstance(val.value, Disj) and not (val.is_struct or val.is_list):
+                d = val.value.default()
+                if d is None:
+                    raise CueError(
+                        f"incomplete value {self.show(val.value)}",
+                        pos=[pos],
+                        path=val.path() or None,
+                        incomplete=True,
+                    )
+                return self.resolve_default(d, pos)
+        return val
+
+    def struct_of(self, val: Any, pos: Pos) -> Vertex:
+        val = self.resolve_default(val, pos)
+        if isinstance(val, Vertex):
+            if val.is_struct or val.is_list:
+                return val
+            val = val.value
+        if val is TOP or isinstance(val, Constraint):
+            raise CueError(
+                f"incomplete value {self.show(val)}", pos=[pos], incomplete=True
+            )
+        raise CueError(f"invalid operand {self.show(val)} (found {kind_name(kind_of(val))}, want struct)", pos=[pos])
+
+    def select(self, expr: A.Selector, env: Env | None) -> Any:
+        base = self.eval(expr.x, env)
+        if isinstance(base, Package):
+            from specflow.spec.cue.builtins import package_member
+
+            return package_member(base.path, expr.name, expr.pos)
+        v = self.resolve_default(base, expr.pos)
+        if isinstance(v, Vertex):
+            if v.is_list:
+                raise CueError(f"invalid selector {expr.name} on list", pos=[expr.pos])
+            if not v.is_struct:
+                val = v.value
+                if val is TOP or isinstance(val, Constraint | Disj):
+                    raise CueError(
+                        f"incomplete value {self.show(val)}",
+                        path=v.path() or None,
+                        pos=[expr.pos],
+                        incomplete=True,
+                    )
+                raise CueError(
+                    f"invalid selector {expr.name} on {self.show(val)}", pos=[expr.pos]
+                )
+            a = v.arcs.get(expr.name)
+            if a is None:
+                raise CueError(
+                    f"undefined field: {expr.name}",
+                    path=v.path() or None,
+                    pos=[expr.pos],
+                    incomplete=not v.closed,
+                )
+            if a.arc_type != REGULAR:
+                self.evaluate(a)
+            return a
+        if v is TOP or isinstance(v, Constraint):
+            raise CueError(f"incomplete value {self.show(v)}", pos=[expr.pos], incomplete=True)
+        raise CueError(f"invalid selector {expr.name} on {self.show(v)}", pos=[expr.pos])
+
+    def index(self, expr: A.Index, env: Env | None) -> Any:
+        base = self.resolve_default(self.eval(expr.x, env), expr.x.pos)
+        idx = self.concrete(self.eval(expr.index, env), expr.index.pos)
+        if isinstance(base, Vertex):
+            if base.is_list:
+                if type(idx) is not int:
+                    if type(idx) is Decimal and idx == idx.to_integral_value():
+                        raise CueError(f"invalid index {fmt_scalar(idx)} (index must be integer)", pos=[expr.index.pos])
+                    raise CueError(
+                        f"invalid index {fmt_scalar(idx)} (type {kind_name(kind_of(idx))})",
+                        pos=[expr.index.pos],
+                    )
+                n = len(base.arcs)
+                if idx < 0 or idx >= n:
+                    raise CueError(
+                        f"index out of range [{idx}] with length {n}",
+                        path=base.path() or None,
+                        pos=[expr.pos],
+                    )
+                return base.arcs[idx]
+            if base.is_struct:
+                if not isinstance(idx, str):
+                    raise CueError(f"invalid struct index {fmt_scalar(idx)}", pos=[expr.index.pos])
+                a = base.arcs.get(idx)
+                if a is None:
+                    raise CueError(
+                        f"undefined field: {idx}",
+                        path=base.path() or None,
+                        pos=[expr.pos],
+                        incomplete=not base.closed,
+                    )
+                return a
+            base = base.value
+        if isinstance(base, str | bytes):
+            if type(idx) is not int:
+                raise CueError(f"invalid index {fmt_scalar(idx)}", pos=[expr.index.pos])
+            if idx < 0 or idx >= len(base):
+                raise CueError(f"index out of range [{idx}] with length {len(base)}", pos=[expr.pos])
+            return base[idx] if isinstance(base, bytes) else base.encode()[idx]
+        if base is TOP or isinstance(base, Constraint | Disj):
+            raise CueError(f"incomplete value {self.show(base)}", pos=[expr.pos], incomplete=True)
+        raise CueError(f"invalid operation: cannot index {self.show(base)}", pos=[expr.pos])
+
+    def slice(self, expr: A.Slice, env: Env | None) -> Any:
+        base = self.resolve_default(self.eval(expr.x, env), expr.x.pos)
+        lo = 0 if expr.lo is None else self.concrete(self.eval(expr.lo, env), expr.lo.pos)
+        if isinstance(base, Vertex) and base.is_list:
+            n = len(base.arcs)
+            hi = n if expr.hi is None else self.concrete(self.eval(expr.hi, env), expr.hi.pos)
+            if type(lo) is not int or type(hi) is not int:
+                raise CueError("slice indices must be integers", pos=[expr.pos])
+            if lo < 0 or hi > n or lo > hi:
+                raise CueError(f"invalid slice index: {lo}:{hi} (length {n})", pos=[expr.pos])
+            return self.list_vertex([base.arcs[i] for i in range(lo, hi)])
+        if isinstance(base, Vertex):
+            base = self.concrete(base, expr.x.pos)
+        if isinstance(base, str | bytes):
+            n = len(base)
+            hi = n if expr.hi is None else self.concrete(self.eval(expr.hi, env), expr.hi.pos)
+            if type(lo) is not int or type(hi) is not int or lo < 0 or hi > n or lo > hi:
+                raise CueError("invalid slice index", pos=[expr.pos])
+            return base[lo:hi]
+        raise CueError(f"cannot slice {self.show(base)}", pos=[expr.pos])
+
+    def list_vertex(self, elems: list[Any]) -> Vertex:
+        """A new list whose elements unify with the given values or vertices."""
+        tmp = Vertex(None, None)
+        tmp.conjuncts.append((A.ListLit(_NOPOS, [A.Lit(_NOPOS, e) for e in elems], None, False), None, False))
+        return tmp
+
+    def concrete(self, val: Any, pos: Pos | None, what: str = "") -> Any:
+        """The concrete scalar (after defaults); lists and structs are returned as vertices."""
+        if isinstance(val, Vertex):
+            self.evaluate(val)
+            if val.is_list or val.is_struct:
+                return val
+            inner = val.value
+            if isinstance(inner, Disj):
+                d = inner.default()
+                if d is None:
+                    raise CueError(
+                        f"incomplete value {self.show(inner)}",
+                        path=val.path() or None,
+                        pos=[pos] if pos else [],
+                        incomplete=True,
+                    )
+                return self.concrete(d, pos, what)
+            if is_concrete_scalar(inner):
+                return inner
+            raise CueError(
+                f"incomplete value {self.show(inner)}{what}",
+                path=val.path() or None,
+                pos=[pos] if pos else [],
+                incomplete=True,
+            )
+        if isinstance(val, Disj):
+            d = val.default()
+            if d is None:
+                raise CueError(
+                    f"incomplete value {self.show(val)}", pos=[pos] if pos else [], incomplete=True
+                )
+            return self.concrete(d, pos, what)
+        if is_concrete_scalar(val):
+            return val
+        if isinstance(val, Builtin | Package):
+            raise CueError(f"cannot use {val!r} as value", pos=[pos] if pos else [])
+        raise CueError(
+            f"incomplete value {self.show(val)}{what}", pos=[pos] if pos else [], incomplete=True
+        )
+
+    def show(self, val: Any) -> str:
+        if isinstance(val, Vertex):
+            if val.status == DONE and val.err is None:
+                if val.is_list:
+                    return "[...]"
+                if val.is_struct:
+                    return "{...}"
+                return self.show(val.value)
+            return "_"
+        if isinstance(val, Disj):
+            return " | ".join(("*" if d else "") + self.show(x) for x, d in val.alts)
+        if isinstance(val, Constraint):
+            return repr(val)
+        return fmt_scalar(val)
+
+    def interp(self, expr: A.Interp, env: Env | None) -> Any:
+        out: list[str] = []
+        for p in expr.parts:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            val = self.concrete(self.eval(p, env), p.pos, " in interpolation")
+            if isinstance(val, Vertex):
+                raise CueError(
+                    f"invalid interpolation: cannot use {self.show(val)} as string",
+                    pos=[p.pos],
+                )
+            out.append(interp_str(val))
+        s = "".join(out)
+        if expr.is_bytes:
+            return s.encode("utf-8")
+        return s
+
+    def unary(self, expr: A.Unary, env: Env | None) -> Any:
+        op = expr.op
+        x = self.eval(expr.x, env)
+        if op in ("<", "<=", ">", ">=", "!=", "=~", "!~"):
+            val = self.concrete(x, expr.x.pos)
+            if isinstance(val, Vertex):
+                raise CueError(f"invalid operand for bound {op}", pos=[expr.pos])
+            b = Bound(op, val, expr.pos)
+            return Constraint(b.kinds(), (b,))
+        val = self.concrete(x, expr.x.pos)
+        if op == "-":
+            if type(val) is int:
+                return -val
+            if type(val) is Decimal:
+                return CTX.minus(val)
+        elif op == "+":
+            if type(val) in (int, Decimal):
+                return val
+        elif op == "!":
+            if type(val) is bool:
+                return not val
+        raise CueError(
+            f"invalid operation {op}{self.show(val)} (operator {op} not defined on {kind_name(kind_of(val))})",
+            pos=[expr.pos],
+        )
+
+    def binary(self, expr: A.Binary, env: Env | None) -> Any:
+        op = expr.op
+        if op == "&&" or op == "||":
+            a = self.concrete(self.eval(expr.x, env), expr.x.pos)
+            if type(a) is not bool:
+                raise CueError(f"invalid operands to {op}: {self.show(a)} is not bool", pos=[expr.pos])
+            if op == "&&" and not a:
+                return False
+            if op == "||" and a:
+                return True
+            b = self.concrete(self.eval(expr.y, env), expr.y.pos)
+            if type(b) is not bool:
+                raise CueError(f"invalid operands to {op}: {self.show(b)} is not bool", pos=[expr.pos])
+            return b
+        what = f" in operand to {op}"
+        a = self.concrete(self.eval(expr.x, env), expr.x.pos, what)
+        b = self.concrete(self.eval(expr.y, env), expr.y.pos, what)
+        return self.apply_binary(op, a, b, expr.pos)
+
+    def apply_binary(self, op: str, a: Any, b: Any, pos: Pos) -> Any:
+        ta, tb = type(a), type(b)
+        num = (int, Decimal)
+        if op in ("==", "!="):
+            if isinstance(a, Vertex) or isinstance(b, Vertex):
+                from specflow.spec.cue.export import export_value
+
+                ea = export_value(self, a) if isinstance(a, Vertex) else a
+                eb = export_value(self, b) if isinstance(b, Vertex) else b
+                eq = _deep_eq(ea, eb)
+            else:
+                eq = scalar_eq(a, b)
+            return eq if op == "==" else not eq
+        if op in ("<", "<=", ">", ">="):
+            if (ta in num and tb in num and ta is not bool and tb is not bool) or (
+                ta is tb and ta in (str, bytes)
+            ):
+                if op == "<":
+                    return bool(a < b)
+                if op == "<=":
+                    return bool(a <= b)
+                if op == ">":
+                    return bool(a > b)
+                return bool(a >= b)
+            raise self._bad_operands(op, a, b, pos)
+        if op in ("=~", "!~"):
+            if ta is str and tb is str:
+                bound = Bound(op, b, pos)
+                return bound.check(a)
+            raise self._bad_operands(op, a, b, pos)
+        if ta in num and tb in num:
+            try:
+                if op == "+":
+                    if ta is int and tb is int:
+                        return a + b
+                    return CTX.add(Decimal(a), Decimal(b))
+                if op == "-":
+                    if ta is int and tb is int:
+                        return a - b
+                    return CTX.subtract(Decimal(a), Decimal(b))
+                if op == "*":
+                    if ta is int and tb is int:
+                        return a * b
+                    return CTX.multiply(Decimal(a), Decimal(b))
+                if op == "/":
+                    if b == 0:
+                        raise CueError("division by zero", pos=[pos])
+                    return CTX.divide(Decimal(a), Decimal(b))
+            except ArithmeticError as e:
+                raise CueError(f"arithmetic error: {e}", pos=[pos]) from None
+        if op == "+":
+            if ta is str and tb is str:
+                return a + b
+            if ta is bytes and tb is bytes:
+                return a + b
+            if isinstance(a, Vertex) and isinstance(b, Vertex) and a.is_list and b.is_list:
+                return self.list_vertex(list(a.arcs.values()) + list(b.arcs.values()))
+        if op == "*":
+            if ta is int and tb in (str, bytes):
+                a, b, ta, tb = b, a, tb, ta
+            if ta in (str, bytes) and tb is int:
+                if b < 0:
+                    raise CueError("negative repeat count", pos=[pos])
+                return a * b
+            if isinstance(b, Vertex) and ta is int:
+                a, b = b, a
+                ta, tb = type(a), type(b)
+            if isinstance(a, Vertex) and a.is_list and tb is int:
+                if b < 0:
+                    raise CueError("negative repeat count", pos=[pos])
+                return self.list_vertex(list(a.arcs.values()) * b)
+        raise self._bad_operands(op, a, b, pos)
+
+    def _bad_operands(self, op: str, a: Any, b: Any, pos: Pos) -> CueError:
+        return CueError(
+            f"invalid operands {self.show(a)} and {self.show(b)} to '{op}' "
+            f"(type {self.kind_str(a)} and {self.kind_str(b)})",
+            pos=[pos],
+        )
+
+    def kind_str(self, v: Any) -> str:
+        if isinstance(v, Vertex):
+            return "list" if v.is_list else "struct"
+        return kind_name(kind_of(v))
+
+    def call(self, expr: A.Call, env: Env | None) -> Any:
+        fn = self.eval(expr.fn, env)
+        if not isinstance(fn, Builtin):
+            raise CueError(f"cannot call non-function {self.show(fn)}", pos=[expr.pos])
+        args = [self.eval(a, env) for a in expr.args]
+        try:
+            return fn.fn(self, args, expr)
+        except CueError as e:
+            if not e.pos:
+                e.pos.append(expr.pos)
+            if not e.msg.startswith(fn.name):
+                e.msg = f"error in call to {fn.name}: {e.msg}"
+            raise
+        except (ArithmeticError, ValueError, OverflowError) as e:
+            raise CueError(f"error in call to {fn.name}: {e}", pos=[expr.pos]) from None
+
+    def match_pattern(self, pat: Any, label: str) -> bool:
+        if pat is TOP:
+            return True
+        if isinstance(pat, Constraint):
+            if not pat.kinds & K_STRING:
+                return False
+            return all(b.check(label) for b in pat.bounds)
+        if isinstance(pat, Disj):
+            return any(self.match_pattern(p, label) for p, _ in pat.alts)
+        if isinstance(pat, str):
+            return pat == label
+        return False
+
+
+_IN_PROGRESS: Any = object()
+
+
+def _deep_eq(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_deep_eq(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_deep_eq(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict | list) or isinstance(b, dict | list):
+        return False
+    return scalar_eq(a, b)
+
+
+def _conflict(a: Any, b: Any, pa: Pos | None, pb: Pos | None) -> CueError:
+    ka, kb = kind_of(a), kind_of(b)
+    msg = f"conflicting values {_show(a)} and {_show(b)}"
+    if isinstance(a, Constraint):
+        ka = a.kinds
+    if isinstance(b, Constraint):
+        kb = b.kinds
+    if not ka & kb:
+        msg += f" (mismatched types {kind_name(ka)} and {kind_name(kb)})"
+    return CueError(msg, pos=[p for p in (pa, pb) if p is not None])
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, Constraint):
+        return repr(v)
+    return fmt_scalar(v)
+
+
+def unify_scalars(a: Any, b: Any, pa: Pos | None = None, pb: Pos | None = None) -> Any:
+    """Unify two non-composite values: TOP, concrete scalars, Constraints."""
+    if a is TOP:
+        return b
+    if b is TOP:
+        return a
+    ca = isinstance(a, Constraint)
+    cb = isinstance(b, Constraint)
+    if not ca and not cb:
+        if scalar_eq(a, b):
+            return a
+        raise _conflict(a, b, pa, pb)
+    if ca and cb:
+        kinds = a.kinds & b.kinds
+        if not kinds:
+            raise _conflict(a, b, pa, pb)
+        bounds = list(a.bounds)
+        for bb in b.bounds:
+            if not any(x.same(bb) for x in bounds):
+                bounds.append(bb)
+        return _simplify(Constraint(kinds, tuple(bounds)), pa, pb)
+    if cb:
+        a, b = b, a
+        pa, pb = pb, pa
+    # a is a Constraint, b concrete
+    k = kind_of(b)
+    if not a.kinds & k:
+        raise _conflict(a, b, pa, pb) if a.bounds else _conflict(b, a, pb, pa)
+    for bound in a.bounds:
+        if not bound.check(b):
+            raise CueError(
+                f"invalid value {fmt_scalar(b)} (out of bound {bound!r})",
+                pos=[p for p in (pb, bound.pos) if p is not None],
+            )
+    if k == K_INT and a.kinds & K_INT == 0 and a.kinds & K_FLOAT:
+        return b
+    return b
+
+
+def _simplify(c: Constraint, pa: Pos | None, pb: Pos | None) -> Any:
+    """Detect empty ranges and collapse ``>=x & <=x`` to x."""
+    lo: Any = None
+    lo_incl = True
+    hi: Any = None
+    hi_incl = True
+    for b in c.bounds:
+        if b.op in (">", ">=") and kind_of(b.value) & K_NUMBER:
+            if lo is None or b.value > lo or (b.value == lo and b.op == ">"):
+                lo, lo_incl = b.value, b.op == ">="
+        elif b.op in ("<", "<=") and kind_of(b.value) & K_NUMBER:
+            if hi is None or b.value < hi or (b.value == hi and b.op == "<"):
+                hi, hi_incl = b.value, b.op == "<="
+    if lo is not None and hi is not None:
+        if lo > hi or (lo == hi and not (lo_incl and hi_incl)):
+            raise CueError(
+                f"conflicting values {c!r} (empty range)",
+                pos=[p for p in (pa, pb) if p is not None],
+            )
+        if lo == hi and c.kinds & K_NUMBER:
+            if c.kinds & K_NUMBER == K_INT and type(lo) is Decimal and lo != lo.to_integral_value():
+                raise CueError(f"conflicting values {c!r}", pos=[p for p in (pa, pb) if p])
+            if all(b.check(lo) for b in c.bounds):
+                if c.kinds & K_NUMBER == K_INT and type(lo) is Decimal:
+                    return int(lo)
+                if c.kinds & K_NUMBER == K_FLOAT and type(lo) is int:
+                    return Decimal(lo)
+                return lo
+    kinds = c.kinds
+    if kinds & (K_INT | K_FLOAT | K_STRING | K_BYTES | K_BOOL) == 0 and any(
+        b.op != "!=" for b in c.bounds
+    ):
+        raise CueError(f"conflicting values {c!r}", pos=[p for p in (pa, pb) if p])
+    _ = K_BOOL, K_BYTES
+    return c

@@ -1,0 +1,77 @@
+"""Turning evaluated vertices into plain data."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from specflow.spec.cue.errors import CueError
+from specflow.spec.cue.values import NULL, TOP, Constraint, Disj, is_concrete_scalar
+from specflow.spec.cue.vertex import REGULAR, REQUIRED, Vertex, is_hidden_or_def
+
+if TYPE_CHECKING:
+    from specflow.spec.cue.evaluator import Evaluator
+
+
+def export_value(ev: Evaluator, val: Any) -> Any:
+    """The concrete value with CUE-native scalars (Decimal floats, the NULL marker)."""
+    if isinstance(val, Vertex):
+        return _export_vertex(ev, val, 0)
+    if isinstance(val, Disj):
+        d = val.default()
+        if d is None:
+            raise CueError(f"incomplete value {ev.show(val)}", incomplete=True)
+        return export_value(ev, d)
+    if is_concrete_scalar(val):
+        return val
+    raise CueError(f"incomplete value {ev.show(val)}", incomplete=True)
+
+
+def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
+    if depth > 500:
+        raise CueError("structural cycle", path=v.path() or None)
+    ev.evaluate(v)
+    if v.is_list:
+        return [_export_vertex(ev, a, depth + 1) for a in v.arcs.values()]
+    if v.is_struct:
+        out: dict[str, Any] = {}
+        for label, a in v.arcs.items():
+            if not isinstance(label, str) or is_hidden_or_def(label):
+                continue
+            if a.arc_type != REGULAR:
+                if a.arc_type == REQUIRED:
+                    raise CueError("field is required but not present", path=a.path() or None)
+                continue
+            out[label] = _export_vertex(ev, a, depth + 1)
+        return out
+    val = v.value
+    if isinstance(val, Disj):
+        d = val.default()
+        if d is None:
+            raise CueError(f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True)
+        if isinstance(d, Vertex):
+            return _export_vertex(ev, d, depth + 1)
+        val = d
+    if is_concrete_scalar(val):
+        return val
+    if val is TOP or isinstance(val, Constraint):
+        raise CueError(f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True)
+    raise CueError(f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True)
+
+
+def to_json(val: Any) -> Any:
+    """CUE-native data to JSON-like Python data."""
+    if val is NULL:
+        return None
+    t = type(val)
+    if t is dict:
+        return {k: to_json(x) for k, x in val.items()}
+    if t is list:
+        return [to_json(x) for x in val]
+    if t is Decimal:
+        f = float(val)
+        return f
+    if t is bytes:
+        return base64.b64encode(val).decode("ascii")
+    return val

@@ -1,0 +1,112 @@
+"""Vertices (nodes of the evaluated configuration) and evaluation environments."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from specflow.spec.cue import ast as A
+from specflow.spec.cue.errors import CueError
+from specflow.spec.cue.values import TOP
+
+NEW = 0
+EVALUATING = 1
+DONE = 2
+
+REGULAR = 0
+REQUIRED = 1
+OPTIONAL = 2
+
+_IDENT_RE = re.compile(r"^[#_]?#?[A-Za-z_$][A-Za-z0-9_$]*$")
+
+# A conjunct: an expression, the environment it is evaluated in and whether it is closed
+# (it comes from a definition).
+Conjunct = tuple[A.Node, "Env | None", bool]
+
+
+class Env:
+    """One frame of lexical scope: a struct literal bound to the vertex it is evaluated into,
+    or the bindings of a comprehension clause."""
+
+    __slots__ = ("up", "vertex", "binds", "lets")
+
+    def __init__(
+        self, up: Env | None, vertex: Vertex | None = None, binds: dict[str, Any] | None = None
+    ) -> None:
+        self.up = up
+        self.vertex = vertex
+        self.binds = binds
+        self.lets: dict[str, Any] | None = None
+
+
+class Group:
+    """The fields a struct literal allows; only consulted when ``closed``."""
+
+    __slots__ = ("labels", "patterns", "open", "closed")
+
+    def __init__(self, closed: bool) -> None:
+        self.labels: set[str | int] = set()
+        self.patterns: list[Any] = []
+        self.open = False
+        self.closed = closed
+
+
+class Vertex:
+    __slots__ = (
+        "parent",
+        "label",
+        "conjuncts",
+        "arcs",
+        "arc_type",
+        "status",
+        "err",
+        "value",
+        "is_struct",
+        "is_list",
+        "closed",
+        "__weakref__",
+    )
+
+    def __init__(self, parent: Vertex | None, label: str | int | None) -> None:
+        self.parent = parent
+        self.label = label
+        self.conjuncts: list[Conjunct] = []
+        self.arcs: dict[str | int, Vertex] = {}
+        self.arc_type = REGULAR
+        self.status = NEW
+        self.err: CueError | None = None
+        # scalar part: TOP, a concrete scalar, a Constraint or a Disj (ambiguous)
+        self.value: Any = TOP
+        self.is_struct = False
+        self.is_list = False
+        self.closed = False
+
+    def path(self) -> str:
+        parts: list[str] = []
+        v: Vertex | None = self
+        while v is not None and v.label is not None:
+            lab = v.label
+            if isinstance(lab, int):
+                parts.append(str(lab))
+            elif _IDENT_RE.match(lab):
+                parts.append(lab)
+            else:
+                parts.append(_quote(lab))
+            v = v.parent
+        return ".".join(reversed(parts))
+
+    def __repr__(self) -> str:
+        return f"<Vertex {self.path() or '<root>'}>"
+
+
+def _quote(s: str) -> str:
+    out = s.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{out}"'
+
+
+def is_hidden_or_def(label: str | int) -> bool:
+    return isinstance(label, str) and (label.startswith("#") or label.startswith("_"))
+
+
+def is_def(label: str | int) -> bool:
+    return isinstance(label, str) and (label.startswith("#") or label.startswith("_#"))
