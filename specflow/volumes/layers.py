@@ -63,6 +63,7 @@ def shared_context(cache_bytes: int = 0, concurrency: int = 0) -> ts.Context:
 
 def _reset_contexts_after_fork() -> None:
     _CONTEXTS.clear()
+    _RUNTIMES.clear()
 
 
 os.register_at_fork(after_in_child=_reset_contexts_after_fork)
@@ -281,6 +282,32 @@ def _read_scales(fmt: str, url: str) -> list[ScaleInfo]:
 # --------------------------------------------------------------------------- the layer
 
 
+class _Runtime:
+    """What a process knows about one layer: its opened stores and its metadata."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stores: dict[Vec3, Any] = {}
+        self.scales: list[ScaleInfo] | None = None
+        self.format: str | None = None
+
+
+_RUNTIMES: dict[str, _Runtime] = {}
+_RUNTIME_LOCK = threading.Lock()
+
+
+def forget_layer(path: str) -> None:
+    """Drop what this process cached about the layer at ``path`` (after it was recreated)."""
+    url = kvstore_url(path)
+    with _RUNTIME_LOCK:
+        for key, rt in list(_RUNTIMES.items()):
+            if json.loads(key).get("path") == url:
+                with rt.lock:
+                    rt.stores.clear()
+                    rt.scales = None
+                    rt.format = None
+
+
 class TSLayer:
     """A volume on any kvstore tensorstore reaches, read and written by index."""
 
@@ -346,10 +373,32 @@ class TSLayer:
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._stores: dict[Vec3, Any] = {}
-        self._scales: list[ScaleInfo] | None = None
-        self._format: str | None = None
+        # opened stores and metadata are shared by every layer object of this process that
+        # has the same settings, so unpickling a layer per task does not reopen its store
+        key = json.dumps(self.settings, sort_keys=True)
+        with _RUNTIME_LOCK:
+            rt = _RUNTIMES.get(key)
+            if rt is None:
+                rt = _RUNTIMES[key] = _Runtime()
+        self._rt = rt
+        self._lock = rt.lock
+        self._stores = rt.stores
+
+    @property
+    def _scales(self) -> list[ScaleInfo] | None:
+        return self._rt.scales
+
+    @_scales.setter
+    def _scales(self, value: list[ScaleInfo] | None) -> None:
+        self._rt.scales = value
+
+    @property
+    def _format(self) -> str | None:
+        return self._rt.format
+
+    @_format.setter
+    def _format(self, value: str | None) -> None:
+        self._rt.format = value
 
     # pickled and hashed as settings only
     def __getstate__(self) -> dict[str, Any]:
@@ -517,10 +566,7 @@ class TSLayer:
         )
 
     def _forget(self) -> None:
-        with self._lock:
-            self._stores.clear()
-            self._scales = None
-            self._format = None
+        forget_layer(self.path)
 
     # ------------------------------------------------------------------ stores
 

@@ -1,0 +1,39 @@
+"""Chunked processing of volumes: the subchunkable apply flow, blending, built-in operations."""
+
+from specflow.processing.operations import (
+    DownsampleOp,
+    FnOperation,
+    SyntheticVolumeOp,
+    VolumetricOperation,
+    affine_intensity,
+    copy,
+    gaussian_filter,
+    invert,
+    mean_filter,
+    threshold,
+)
+from specflow.processing.subchunkable import (
+    Level,
+    SubchunkableConfigError,
+    build_postpad_subchunkable_apply_flow,
+    build_reduce_staged_flow,
+    build_subchunkable_apply_flow,
+)
+
+__all__ = [
+    "DownsampleOp",
+    "FnOperation",
+    "Level",
+    "SubchunkableConfigError",
+    "SyntheticVolumeOp",
+    "VolumetricOperation",
+    "affine_intensity",
+    "build_postpad_subchunkable_apply_flow",
+    "build_reduce_staged_flow",
+    "build_subchunkable_apply_flow",
+    "copy",
+    "gaussian_filter",
+    "invert",
+    "mean_filter",
+    "threshold",
+]

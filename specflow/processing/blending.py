@@ -1,0 +1,132 @@
+"""Blending weights and the in-memory combination of overlapping chunk outputs.
+
+Neighbouring chunks padded by a blend pad ``b`` overlap over ``2 * b`` voxels per axis. In
+that band one chunk's weight rises from 0 to 1 while its neighbour's falls from 1 to 0, so
+the weights of all contributions to a voxel sum to one (per axis, and so for their product
+in 3-D). A side with no neighbour keeps weight 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from specflow.volumes.geometry import VolumetricIndex
+from specflow.volumes.layers import cast_for_layer
+
+Array = npt.NDArray[Any]
+
+BLEND_MODES = ("linear", "quadratic", "max", "defer")
+WEIGHTED = ("linear", "quadratic")
+
+
+def rising(n: int, mode: str) -> npt.NDArray[np.float64]:
+    """Weights rising from 0 to 1 over ``n`` voxels (sampled at voxel centres)."""
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n
+    if mode == "linear":
+        return x
+    if mode == "quadratic":
+        out: npt.NDArray[np.float64] = np.where(x < 0.5, 2 * x * x, 1 - 2 * (1 - x) ** 2)
+        return out
+    raise ValueError(f"blend mode {mode!r} has no weights; expected linear or quadratic")
+
+
+def weights_1d(length: int, blend: int, low: bool, high: bool, mode: str) -> npt.NDArray[np.float64]:
+    """Weights along one axis of a chunk output of ``length`` voxels (chunk plus a blend pad on
+    each side); ``low``/``high`` say whether a neighbour overlaps that side."""
+    w = np.ones(length, dtype=np.float64)
+    if blend > 0:
+        r = rising(2 * blend, mode)
+        if low:
+            w[: 2 * blend] = r
+        if high:
+            w[length - 2 * blend:] = 1.0 - r
+    return w
+
+
+def acc_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype a weighted sum of ``dtype`` values is accumulated in."""
+    if dtype == np.float64 or (np.issubdtype(dtype, np.integer) and dtype.itemsize > 2):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def lowest(dtype: np.dtype[Any]) -> Any:
+    if np.issubdtype(dtype, np.floating):
+        return -np.inf
+    if np.issubdtype(dtype, np.integer):
+        return np.iinfo(dtype).min
+    return False
+
+
+class Combiner:
+    """Combines chunk outputs into the array of ``target``: each part is placed where it
+    falls inside ``target`` (parts outside are dropped), weighted (linear, quadratic),
+    maximised (max) or copied (no blend pad)."""
+
+    def __init__(self, target: VolumetricIndex, blend: tuple[int, int, int], mode: str) -> None:
+        self.target = target
+        self.blend = blend
+        self.mode = mode
+        self.out: Array | None = None
+        self.dtype: np.dtype[Any] | None = None
+        self.weighted = any(blend) and mode in WEIGHTED
+
+    def _init(self, channels: int, dtype: np.dtype[Any]) -> Array:
+        shape = (channels, *self.target.shape)
+        self.dtype = dtype
+        if self.weighted:
+            return np.zeros(shape, dtype=acc_dtype(dtype))
+        if self.mode == "max" and any(self.blend):
+            return np.full(shape, lowest(dtype), dtype=dtype)
+        return np.zeros(shape, dtype=dtype)
+
+    def add(self, out_idx: VolumetricIndex, data: Array, low: Iterable[bool],
+            high: Iterable[bool], data_idx: VolumetricIndex | None = None) -> None:
+        """Add the output of one chunk: ``out_idx`` is the chunk grown by the blend pad (the
+        box its weights span), ``data`` covers ``data_idx`` (all of ``out_idx`` by default)."""
+        if self.out is None:
+            self.out = self._init(data.shape[0], data.dtype)
+        covered = out_idx if data_idx is None else data_idx
+        inter = covered.intersection(self.target)
+        if inter.is_empty():
+            return
+        src = _local(inter, covered)
+        dst = _local(inter, self.target)
+        part = data[(slice(None), *src)]
+        if self.weighted:
+            wsl = _local(inter, out_idx)
+            ws = [
+                weights_1d(n, b, lo, hi, self.mode)[s]
+                for n, b, lo, hi, s in zip(out_idx.shape, self.blend, low, high, wsl, strict=True)
+            ]
+            w = (ws[0][:, None, None] * ws[1][None, :, None] * ws[2][None, None, :])
+            self.out[(slice(None), *dst)] += part * w.astype(self.out.dtype)
+        elif self.mode == "max" and any(self.blend):
+            view = self.out[(slice(None), *dst)]
+            np.maximum(view, part, out=view)
+        else:
+            self.out[(slice(None), *dst)] = part
+
+    def result(self) -> Array:
+        assert self.out is not None and self.dtype is not None, "nothing was combined"
+        if self.weighted:
+            return cast_for_layer(self.out, str(self.dtype))
+        return self.out
+
+
+def _local(inner: VolumetricIndex, outer: VolumetricIndex) -> tuple[slice, slice, slice]:
+    """The slices of ``inner`` within an array covering ``outer``."""
+    a = [x - y for x, y in zip(inner.start, outer.start, strict=True)]
+    s = inner.shape
+    return (slice(a[0], a[0] + s[0]), slice(a[1], a[1] + s[1]), slice(a[2], a[2] + s[2]))
+
+
+def neighbours(chunk: VolumetricIndex, region: VolumetricIndex) -> tuple[list[bool], list[bool]]:
+    """Whether ``chunk`` has a neighbour within ``region`` below / above it, per axis."""
+    low = [c > r for c, r in zip(chunk.start, region.start, strict=True)]
+    high = [c < r for c, r in zip(chunk.stop, region.stop, strict=True)]
+    return low, high
