@@ -12,12 +12,14 @@ from specflow.processing.operations import (
     mean_filter,
     threshold,
 )
+from specflow.processing.preview import build_volume_summary, png_bytes, to_uint8, write_png
 from specflow.processing.subchunkable import (
     Level,
     SubchunkableConfigError,
     build_postpad_subchunkable_apply_flow,
     build_reduce_staged_flow,
     build_subchunkable_apply_flow,
+    build_synthetic_volume_flow,
 )
 
 __all__ = [
@@ -31,9 +33,14 @@ __all__ = [
     "build_postpad_subchunkable_apply_flow",
     "build_reduce_staged_flow",
     "build_subchunkable_apply_flow",
+    "build_synthetic_volume_flow",
+    "build_volume_summary",
     "copy",
     "gaussian_filter",
     "invert",
     "mean_filter",
+    "png_bytes",
     "threshold",
+    "to_uint8",
+    "write_png",
 ]

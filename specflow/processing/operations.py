@@ -254,8 +254,8 @@ def _hash_noise(x: Array, y: Array, z: Array, seed: int) -> Array:
     return out
 
 
-@register("synthetic_volume")
 @register("SyntheticVolumeOp")
+@register("synthetic_volume_op")
 class SyntheticVolumeOp(VolumetricOperation):
     """A deterministic test volume: smooth blobs (a sum of sines of the voxel coordinates)
     plus a little hashed noise, scaled to ``[0, scale]``. Values depend only on the absolute

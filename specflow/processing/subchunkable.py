@@ -717,3 +717,44 @@ __all__ = [
     "plan_levels",
     "reduction_parts",
 ]
+
+
+@register("synthetic_volume")
+@register("build_synthetic_volume_flow")
+def build_synthetic_volume_flow(
+    path: str,
+    size: list[int],
+    resolution: list[float] | None = None,
+    voxel_offset: list[int] | None = None,
+    chunk_size: list[int] | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+    period: Any = 24.0,
+    noise: float = 0.1,
+    scale: float = 1.0,
+    format: str = "zarr",
+    compression: str = "raw",
+    processing_chunk_size: list[int] | None = None,
+) -> Flow:
+    """Write a small deterministic test volume (see ``SyntheticVolumeOp``) to ``path``:
+    ``size`` voxels from ``voxel_offset`` at ``resolution``, stored in chunks of
+    ``chunk_size`` (defaults: resolution 1, offset 0, chunks of 32). An existing layer with
+    the same metadata is rewritten in place."""
+    from specflow.processing.operations import SyntheticVolumeOp
+
+    resolution = resolution or [1.0, 1.0, 1.0]
+    voxel_offset = voxel_offset or [0, 0, 0]
+    chunk_size = chunk_size or [32, 32, 32]
+    dst = TSLayer(path, format=format,  # type: ignore[arg-type]
+                  info_dtype=dtype, info_resolution=resolution,
+                  info_voxel_offset=voxel_offset, info_size=size, info_chunk_size=chunk_size,
+                  info_compression=compression)
+    start = ivec3(voxel_offset, "voxel_offset")
+    stop = _add(start, ivec3(size, "size"))
+    return build_subchunkable_apply_flow(
+        dst=dst, dst_resolution=list(resolution),
+        processing_chunk_sizes=[list(processing_chunk_size or chunk_size)],
+        op=SyntheticVolumeOp(seed=seed, period=period, noise=noise, scale=scale, dtype=dtype),
+        bbox=VolumetricIndex.from_voxels(start, stop, resolution).bbox,
+        skip_intermediaries=True, shrink_processing_chunk=True,
+    )

@@ -471,10 +471,17 @@ class TSLayer:
             ref_scale = scales[0]
             if resolution is not None and ref.scale(resolution) is not None:
                 ref_scale = ref.scale(resolution)  # type: ignore[assignment]
+            offset, size = list(ref_scale.voxel_offset), list(ref_scale.size)
+            if resolution is not None and not _close(ref_scale.resolution, resolution):
+                # the same physical region at the resolution written
+                f = [r / q for r, q in zip(ref_scale.resolution, resolution, strict=True)]
+                lo = [int(np.floor(o * k + 1e-9)) for o, k in zip(offset, f, strict=True)]
+                hi = [int(np.ceil((o + n) * k - 1e-9)) for o, n, k in
+                      zip(offset, size, f, strict=True)]
+                offset, size = lo, [b - a for a, b in zip(lo, hi, strict=True)]
             base = {
                 "dtype": ref_scale.dtype, "num_channels": ref_scale.num_channels,
-                "resolution": list(ref_scale.resolution),
-                "voxel_offset": list(ref_scale.voxel_offset), "size": list(ref_scale.size),
+                "voxel_offset": offset, "size": size,
                 "chunk_size": list(ref_scale.chunk_size), "compression": ref_scale.compression,
                 "layer_type": ref_scale.layer_type,
             }
