@@ -20,7 +20,7 @@ def make_backend(name: str, **settings: Any) -> Backend:
 
         return LocalBackend(**settings)
     if name == "slurm":
-        from specflow.backends.slurm import make_slurm_backend  # type: ignore[attr-defined]
+        from specflow.backends.slurm import make_slurm_backend
 
         backend: Backend = make_slurm_backend(**settings)
         return backend

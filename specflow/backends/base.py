@@ -105,8 +105,16 @@ class Backend(abc.ABC):
         return []
 
 
+_WORKER: tuple[int, str] = (-1, "")
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process (cached; forks get their own)."""
+    global _WORKER
+    pid = os.getpid()
+    if _WORKER[0] != pid:
+        _WORKER = (pid, f"{socket.gethostname()}:{pid}")
+    return _WORKER[1]
 
 
 @contextmanager
@@ -143,15 +151,19 @@ def _exc_types(exc: BaseException) -> tuple[str, ...]:
 def run_task(task: Task) -> Outcome:
     """Run one task where this is called and describe what happened. Never raises for the
     task's own exceptions (KeyboardInterrupt and SystemExit still propagate)."""
-    started = time.time()
+    limit = task.runtime_limit_sec
+    started = _now()
     try:
-        with _time_limit(task.runtime_limit_sec):
-            value = task()
-        finished = time.time()
-        limit = task.runtime_limit_sec
-        if limit and finished - started > limit:
-            raise TaskTimeoutError(f"task exceeded its runtime limit of {limit:g} s")
-        return Outcome(task.id, True, value, started=started, finished=finished, worker=worker_name())
+        if limit:
+            with _time_limit(limit):
+                value = task.fn(**task.kwargs)
+            finished = _now()
+            if finished - started > limit:
+                raise TaskTimeoutError(f"task exceeded its runtime limit of {limit:g} s")
+        else:
+            value = task.fn(**task.kwargs)
+            finished = _now()
+        return Outcome(task.id, True, value, None, (), None, started, finished, worker_name())
     except Exception as exc:  # noqa: BLE001 - reported, not swallowed
         return Outcome(
             task.id,
@@ -160,9 +172,12 @@ def run_task(task: Task) -> Outcome:
             exc_types=_exc_types(exc),
             traceback=traceback.format_exc(),
             started=started,
-            finished=time.time(),
+            finished=_now(),
             worker=worker_name(),
         )
+
+
+_now = time.time
 
 
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:

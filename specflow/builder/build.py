@@ -17,6 +17,16 @@ from specflow.spec.errors import SpecError, join_path
 from specflow.spec.source import SourceMap
 
 META_KEYS = ("@type", "@mode", "@version")
+
+
+class _Unbuilt:
+    """Stands for a typed node that a check does not build: it fits any annotation."""
+
+    def __repr__(self) -> str:
+        return "<built value>"
+
+
+UNBUILT = _Unbuilt()
 MODES = ("regular", "partial")
 
 
@@ -88,8 +98,8 @@ def _build(spec: Any, path: str, version: str) -> Any:
     return result
 
 
-def _key(k: Any) -> str:
-    k = str(k)
+def _key(key: Any) -> str:
+    k: str = str(key)
     if k.replace("_", "a").isalnum() and not k[:1].isdigit():
         return k
     return f'"{k}"'
@@ -169,7 +179,7 @@ def _ann_name(ann: Any) -> str:
 
 def _conforms(value: Any, ann: Any) -> bool:
     """A conservative check: only refuses values that clearly do not fit plain annotations."""
-    if ann is Any or ann is object:
+    if ann is Any or ann is object or value is UNBUILT:
         return True
     origin = typing.get_origin(ann)
     if origin in (typing.Union, types.UnionType):

@@ -306,7 +306,7 @@ class Checkpoint:
         self.conn.exec_driver_sql(
             "INSERT OR REPLACE INTO tasks (id, operation, status, attempts, started, finished, "
             "error, traceback, value_json, worker, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            rows,  # type: ignore[arg-type]
+            rows,
         )
         self.conn.commit()
         self._last_flush = time.monotonic()

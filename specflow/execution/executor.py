@@ -99,7 +99,7 @@ class _FlowRun:
         self.failed = False
         self.closed = False
         self.result: Any = None
-        self.name = flow.name
+        self.name: str = str(flow.name)
 
 
 class _TaskState:

@@ -75,9 +75,9 @@ class TaskableOperation:
 
     @property
     def name(self) -> str:
-        return (
+        return str(
             self.operation_name
-            or getattr(self, "__specflow_type__", None)
+            or self.__dict__.get("__specflow_type__")
             or getattr(self.fn, "__name__", "operation")
         )
 
@@ -90,11 +90,12 @@ class TaskableOperation:
         return self._identity_cache
 
     def make_task(self, **kwargs: Any) -> Task:
+        name = self.name
         return Task(
             fn=self,
             kwargs=kwargs,
-            id=task_id(self.name, self._identity(), kwargs),
-            operation=self.name,
+            id=task_id(name, self._identity(), kwargs),
+            operation=name,
             priority=self.priority,
             runtime_limit_sec=self.runtime_limit_sec,
             max_attempts=self.max_attempts,
@@ -103,7 +104,7 @@ class TaskableOperation:
 
     def with_options(self, **options: Any) -> TaskableOperation:
         """A copy with other task settings (``priority``, ``runtime_limit_sec``, ...)."""
-        settings = {
+        settings: dict[str, Any] = {
             "operation_name": self.operation_name,
             "priority": self.priority,
             "runtime_limit_sec": self.runtime_limit_sec,
@@ -157,7 +158,7 @@ def _rebuild_operation(
 
 
 def taskable_operation(
-    fn: Callable[..., Any] | None = None,
+    fn: Callable[..., Any] | None = None,  # noqa: D417
     *,
     operation_name: str | None = None,
     priority: int = 0,
@@ -263,7 +264,7 @@ class Flow:
         self.fn = fn
         self.args = tuple(args)
         self.kwargs = kwargs or {}
-        self.name = name or getattr(fn, "__name__", "flow")
+        self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.seq = next(_flow_counter)
 
     def generator(self) -> Generator[Any, Any, Any]:
@@ -315,5 +316,5 @@ def flow_schema_cls(cls: C) -> C:
     instance gives a :class:`Flow`."""
     if not callable(getattr(cls, "flow", None)):
         raise TypeError(f"{cls.__qualname__} needs a `flow` generator method to be a flow schema")
-    cls.__call__ = _cls_flow_call  # type: ignore[attr-defined]
+    cls.__call__ = _cls_flow_call  # type: ignore[method-assign]
     return cls

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import json
 import math
 import pathlib
 import struct
@@ -178,12 +179,51 @@ def task_digest_of(obj: Any) -> str:
     return h.hexdigest()
 
 
+_dumps = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True,
+    check_circular=False,
+).encode
+
+
 def task_id(operation: str, op_identity: Any, kwargs: Mapping[str, Any]) -> str:
     """The id of calling ``op_identity`` (registered name@version or qualified name, plus
-    its spec when built) with ``kwargs``."""
+    its spec when built) with ``kwargs``.
+
+    Plain JSON data (str keys, no subclasses of builtins beyond what JSON prints the same)
+    takes a fast path through the C JSON encoder; anything else the canonical walk.
+    """
+    if _plain_keys(kwargs):
+        try:
+            text = _dumps([operation, op_identity, kwargs])
+        except (TypeError, ValueError, RecursionError):
+            pass
+        else:
+            return hashlib.blake2b(b"J" + text.encode("utf-8", "surrogatepass"),
+                                   digest_size=16).hexdigest()
     h = hashlib.blake2b(digest_size=16)
     h.update(operation.encode())
     h.update(b"\x00")
     _feed(h, op_identity)
     _feed(h, dict(kwargs))
     return h.hexdigest()
+
+
+def _plain_keys(obj: Any) -> bool:
+    """True when every mapping in ``obj`` is a plain dict with str keys (so the JSON form
+    cannot confuse ``{1: x}`` with ``{"1": x}``), and holds no built object."""
+    t = type(obj)
+    if t is dict:
+        for k, v in obj.items():
+            if type(k) is not str:
+                return False
+            tv = type(v)
+            if (tv is dict or tv is list or tv is tuple) and not _plain_keys(v):
+                return False
+        return True
+    if t is list or t is tuple:
+        for v in obj:
+            tv = type(v)
+            if (tv is dict or tv is list or tv is tuple) and not _plain_keys(v):
+                return False
+        return True
+    return True

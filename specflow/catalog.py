@@ -1,0 +1,22 @@
+"""Loading every built-in registered type (for the CLI, ``specflow types`` and the schema)."""
+
+from __future__ import annotations
+
+import importlib
+
+BUILTIN_MODULES = (
+    "specflow.flow.builtin",
+    "specflow.flow.ops",
+    "specflow.runs",
+    "specflow.volumes",
+    "specflow.processing",
+)
+
+
+def load_builtins() -> None:
+    for name in BUILTIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise

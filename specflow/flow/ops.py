@@ -1,0 +1,134 @@
+"""Built-in operations for trying things out and for tests: ``echo``, ``sleep``,
+``system_info``, ``noop`` and ``shell`` (refused unless the run allows shell commands)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from specflow.builder.registry import register
+from specflow.flow.core import TaskableOperation
+from specflow.flow.task import Task
+
+
+class ShellNotAllowedError(Exception):
+    """A spec asked for a shell command without ``--allow-shell``."""
+
+
+_shell_allowed = False
+
+
+def allow_shell(allowed: bool = True) -> None:
+    """Let ``shell`` tasks be built (the CLI's ``--allow-shell``)."""
+    global _shell_allowed
+    _shell_allowed = allowed
+
+
+def _echo_fn(message: Any) -> Any:
+    print(message, flush=True)
+    return message
+
+
+def _sleep_fn(seconds: float, label: Any = None) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _noop_fn(i: int = 0) -> None:
+    return None
+
+
+def _system_info_fn() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "pid": os.getpid(),
+    }
+
+
+def _shell_fn(command: str | list[str], cwd: str | None = None, env: dict[str, str] | None = None,
+           check: bool = True) -> dict[str, Any]:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        command, shell=isinstance(command, str), cwd=cwd, env=full_env,
+        capture_output=True, text=True,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"command exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}"
+        )
+    return {"returncode": proc.returncode, "stdout": proc.stdout[-2000:]}
+
+
+_echo = TaskableOperation(_echo_fn, operation_name="echo")
+_sleep = TaskableOperation(_sleep_fn, operation_name="sleep")
+_noop = TaskableOperation(_noop_fn, operation_name="noop")
+_system_info = TaskableOperation(_system_info_fn, operation_name="system_info")
+_shell = TaskableOperation(_shell_fn, operation_name="shell")
+
+
+@register("echo")
+def echo(message: Any) -> Task:
+    """A task that prints ``message`` and returns it."""
+    return _echo.make_task(message=message)
+
+
+@register("sleep")
+def sleep(seconds: float, label: Any = None) -> Task:
+    """A task that sleeps ``seconds``; ``label`` makes otherwise identical sleeps distinct."""
+    if seconds < 0:
+        raise ValueError(f"seconds must be >= 0, got {seconds}")
+    return _sleep.make_task(seconds=seconds, label=label)
+
+
+@register("noop")
+def noop(i: int = 0) -> Task:
+    """A task that does nothing (``i`` tells copies apart)."""
+    return _noop.make_task(i=i)
+
+
+@register("system_info")
+def system_info() -> Task:
+    """A task that returns the host, Python version and CPU count of where it ran."""
+    return _system_info.make_task()
+
+
+@register("shell")
+def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] | None = None,
+          check: bool = True) -> Task:
+    """A task that runs a shell command (only with ``--allow-shell``)."""
+    if not _shell_allowed:
+        raise ShellNotAllowedError(
+            "shell commands are refused unless the run passes --allow-shell"
+        )
+    return _shell.make_task(command=command, cwd=cwd, env=env or {}, check=check)
+
+
+@register("repeat")
+def repeat(task: Task, count: int) -> list[Task]:
+    """``count`` copies of ``task``'s operation, told apart by a ``copy`` tag in the id."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    op = task.fn
+    make = getattr(op, "make_task", None)
+    if make is None:
+        raise ValueError("repeat needs a task made by an operation")
+    out = []
+    for i in range(count):
+        kwargs = dict(task.kwargs)
+        if "label" in kwargs or task.operation == "sleep":
+            kwargs["label"] = [kwargs.get("label"), i]
+        elif "i" in kwargs or task.operation == "noop":
+            kwargs["i"] = i
+        else:
+            raise ValueError(f"repeat cannot tell copies of {task.operation!r} apart")
+        out.append(make(**kwargs))
+    return out
