@@ -43,7 +43,7 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
         f = parse(text, filename)
         ev = Evaluator(PACKAGES)
         root = Vertex(None, None)
-        root.conjuncts.append((f.root, None, False))
+        root.conjuncts.append((f.root, None, ()))
         return to_json(export_value(ev, root))
     except CueError as e:
         raise _to_spec_error(e) from None

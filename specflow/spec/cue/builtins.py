@@ -25,7 +25,7 @@ from specflow.spec.cue.values import (
     kind_of,
     scalar_eq,
 )
-from specflow.spec.cue.vertex import REGULAR, Vertex, is_hidden_or_def
+from specflow.spec.cue.vertex import REGULAR, Vertex, elems, is_hidden_or_def
 
 if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
@@ -79,7 +79,7 @@ def _list_arcs(ev: Evaluator, val: Any, name: str) -> list[Vertex]:
     if isinstance(x, Vertex):
         ev.evaluate(x)
         if x.is_list:
-            return list(x.arcs.values())
+            return elems(x)
         x = x.value if not x.is_struct else x
     if x is TOP or isinstance(x, Constraint | Disj):
         raise CueError(f"{name}: incomplete list argument", incomplete=True)
@@ -110,7 +110,7 @@ def from_native(ev: Evaluator, x: Any) -> Any:
         s = A.StructLit(_NOPOS, decls)
         s.has_fields = True
         tmp = Vertex(None, None)
-        tmp.conjuncts.append((s, None, False))
+        tmp.conjuncts.append((s, None, ()))
         return tmp
     return x
 
@@ -136,7 +136,7 @@ def _len(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     if isinstance(x, Vertex):
         ev.evaluate(x)
         if x.is_list:
-            return len(x.arcs)
+            return len(elems(x))
         if x.is_struct:
             return sum(
                 1
@@ -158,7 +158,8 @@ def _close(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     x = args[0]
     if isinstance(x, Vertex):
         tmp = Vertex(None, None)
-        tmp.conjuncts = [(e, env, True) for e, env, _ in x.conjuncts]
+        marker = object()
+        tmp.conjuncts = [(e, env, c + (marker,)) for e, env, c in x.conjuncts]
         return tmp
     return x
 
@@ -168,7 +169,7 @@ def _and(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     arcs = _list_arcs(ev, args[0], "and")
     tmp = Vertex(None, None)
     for a in arcs:
-        tmp.conjuncts.append((A.Lit(call.pos, a), None, False))
+        tmp.conjuncts.append((A.Lit(call.pos, a), None, ()))
     return tmp
 
 
@@ -422,7 +423,7 @@ def _sorted(ev: Evaluator, args: list[Any], name: str) -> list[Any]:
             ],
         )
         s.has_fields = True
-        tmp.conjuncts.append((s, None, False))
+        tmp.conjuncts.append((s, None, ()))
         ev.evaluate(tmp)
         arc = tmp.arcs.get("less")
         if arc is None:
@@ -474,7 +475,7 @@ def _list_unique(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
 
 def _order_value(descending: bool) -> Vertex:
     tmp = Vertex(None, None)
-    tmp.conjuncts.append((A.Lit(_NOPOS, _Order(descending)), None, False))
+    tmp.conjuncts.append((A.Lit(_NOPOS, _Order(descending)), None, ()))
     tmp.status = 2
     tmp.is_struct = True
     return tmp

@@ -42,12 +42,16 @@ from specflow.spec.cue.vertex import (
     Group,
     Vertex,
     is_def,
+    elems,
     is_hidden_or_def,
 )
 
 _NOPOS = Pos("<builtin>", 0, 0)
 
 MAX_DISJ_RUNS = 256
+
+
+Ctx = tuple[object, ...]
 
 
 class Builtin:
@@ -79,17 +83,17 @@ class _Pending(Exception):
 
 
 class _Disjunct:
-    __slots__ = ("alts", "closed", "group", "has_default")
+    __slots__ = ("alts", "ctx", "group", "has_default")
 
-    def __init__(self, alts: list[tuple[Any, bool]], closed: bool, group: Group | None) -> None:
+    def __init__(self, alts: list[tuple[Any, bool]], ctx: Ctx, group: Group | None) -> None:
         self.alts = alts
-        self.closed = closed
+        self.ctx = ctx
         self.group = group
         self.has_default = any(d for _, d in alts)
 
 
 class _ListPart:
-    __slots__ = ("length", "open", "tail", "env", "closed", "pos")
+    __slots__ = ("length", "open", "tail", "env", "ctx", "pos")
 
     def __init__(
         self,
@@ -97,14 +101,14 @@ class _ListPart:
         open_: bool,
         tail: A.Node | None,
         env: Env | None,
-        closed: bool,
+        ctx: Ctx,
         pos: Pos | None,
     ) -> None:
         self.length = length
         self.open = open_
         self.tail = tail
         self.env = env
-        self.closed = closed
+        self.ctx = ctx
         self.pos = pos
 
 
@@ -131,9 +135,9 @@ class _State:
         self.scalar: Any = TOP
         self.scalar_pos: Pos | None = None
         self.struct_pos: Pos | None = None
-        self.groups: list[Group] = []
-        self.patterns: list[tuple[Any, A.Node, Env | None, bool]] = []
-        self.deferred: list[tuple[A.Comprehension, Env, bool, Group | None]] = []
+        self.groups: dict[object, Group] = {}
+        self.patterns: list[tuple[Any, A.Node, Env | None, Ctx]] = []
+        self.deferred: list[tuple[A.Comprehension, Env, Ctx, Group | None]] = []
         self.disj: list[_Disjunct] = []
         self.choices = choices
         self.default_ok = True
@@ -295,8 +299,8 @@ class Evaluator:
         v.value = TOP
         v.is_struct = False
         v.is_list = False
-        for expr, env, closed in v.conjuncts:
-            self.add(st, expr, env, closed, None)
+        for expr, env, ctx in v.conjuncts:
+            self.add(st, expr, env, ctx, None)
         self._flush_deferred(st)
         i = 0
         while i < len(st.disj):
@@ -306,7 +310,7 @@ class Evaluator:
             alt, is_def_ = d.alts[choices[i]]
             if d.has_default and not is_def_:
                 st.default_ok = False
-            self.add_value(st, alt, d.closed, d.group, None)
+            self.add_value(st, alt, d.ctx, d.group, None)
             self._flush_deferred(st)
             i += 1
         self._finish(st)
@@ -316,33 +320,31 @@ class Evaluator:
         while st.deferred:
             items = st.deferred
             st.deferred = []
-            for comp, env, closed, group in items:
+            for comp, env, ctx, group in items:
                 for benv in self.comprehend(comp.clauses, 0, env):
-                    self.add_struct(st, comp.body, benv, closed, group)
+                    self.add_struct(st, comp.body, benv, ctx, group)
 
     def _finish(self, st: _State) -> None:
         v = st.v
         arcs = v.arcs
         # pattern constraints
         if st.patterns:
-            for pat, expr, env, closed in st.patterns:
+            for pat, expr, env, ctx in st.patterns:
                 for label, arc in arcs.items():
                     if isinstance(label, str) and not is_hidden_or_def(label):
                         if self.match_pattern(pat, label):
-                            self.add_arc_conjunct(arc, expr, env, closed)
+                            self.add_arc_conjunct(arc, expr, env, ctx)
         # closedness
-        closed_groups = [g for g in st.groups if g.closed]
-        if closed_groups:
+        if st.groups:
             v.closed = True
             for label in arcs:
                 if isinstance(label, int) or is_hidden_or_def(label):
                     continue
-                for g in closed_groups:
-                    if g.open or label in g.labels:
-                        continue
-                    if any(self.match_pattern(p, label) for p in g.patterns):
-                        continue
-                    raise CueError(f"field {label} not allowed", path=v.path(), pos=[])
+                for g in st.groups.values():
+                    if not self._allows(g, label) and not any(
+                        self._allows(e, label) for e in g.also
+                    ):
+                        raise CueError(f"field {label} not allowed", path=v.path(), pos=[])
         # lists
         if st.lists:
             self._finish_list(st)
@@ -405,20 +407,25 @@ class Evaluator:
         for p in st.lists:
             if p.open and p.tail is not None:
                 for i in range(p.length, n):
-                    self.add_arc_conjunct(v.arcs[i], p.tail, p.env, p.closed)
+                    self.add_arc_conjunct(v.arcs[i], p.tail, p.env, p.ctx)
         if len(v.arcs) != n:
             # keep only the integer positions in order
             for k in list(v.arcs):
                 if isinstance(k, int) and k >= n:
                     del v.arcs[k]
 
-    def add_arc_conjunct(self, arc: Vertex, expr: A.Node, env: Env | None, closed: bool) -> None:
+    def _allows(self, g: Group, label: str) -> bool:
+        if g.open or label in g.labels:
+            return True
+        return any(self.match_pattern(p, label) for p in g.patterns)
+
+    def add_arc_conjunct(self, arc: Vertex, expr: A.Node, env: Env | None, ctx: Ctx) -> None:
         if arc.status != NEW:
             if arc.status == EVALUATING:
                 raise CueError("cycle: field modified while being evaluated", path=arc.path(), incomplete=True)
             arc.status = NEW
             arc.err = None
-        arc.conjuncts.append((expr, env, closed))
+        arc.conjuncts.append((expr, env, ctx))
 
     def get_arc(self, v: Vertex, label: str | int, kind: int) -> Vertex:
         arcs = v.arcs
@@ -434,38 +441,40 @@ class Evaluator:
     # =========================================================================================
     # adding conjuncts
 
-    def add(self, st: _State, expr: A.Node, env: Env | None, closed: bool, group: Group | None) -> None:
+    def add(self, st: _State, expr: A.Node, env: Env | None, ctx: Ctx, embed: Group | None) -> None:
+        """Unify ``expr`` (evaluated in ``env``) into the vertex of ``st``.
+
+        ``ctx`` lists the definitions the conjunct comes from (each closes the struct);
+        ``embed`` is the field set of the struct literal the expression is embedded in.
+        """
         t = type(expr)
         if t is A.StructLit:
-            self.add_struct(st, expr, env, closed, group)  # type: ignore[arg-type]
+            self.add_struct(st, expr, env, ctx, embed)  # type: ignore[arg-type]
             return
         if t is A.Lit:
-            self.add_value(st, expr.value, closed, group, expr.pos)  # type: ignore[attr-defined]
+            self.add_value(st, expr.value, ctx, embed, expr.pos)  # type: ignore[attr-defined]
             return
         if t is A.Unify:
             for it in expr.items:  # type: ignore[attr-defined]
-                self.add(st, it, env, closed, group)
+                self.add(st, it, env, ctx, embed)
             return
         if t is A.Paren:
-            self.add(st, expr.x, env, closed, group)  # type: ignore[attr-defined]
+            self.add(st, expr.x, env, ctx, embed)  # type: ignore[attr-defined]
             return
         if t is A.ListLit:
-            self.add_list(st, expr, env, closed)  # type: ignore[arg-type]
+            self.add_list(st, expr, env, ctx)  # type: ignore[arg-type]
             return
         if t is A.Disjunction:
             d = self.eval_disjunction(expr, env)  # type: ignore[arg-type]
-            self.add_value(st, d, closed, group, expr.pos)
+            self.add_value(st, d, ctx, embed, expr.pos)
             return
-        if t is A.Ident or t is A.Selector or t is A.Index:
-            val = self.eval(expr, env)
-            if isinstance(val, Vertex):
-                self.add_ref(st, val, closed, group, expr.pos)
-            else:
-                self.add_value(st, val, closed, group, expr.pos)
-            return
-        self.add_value(st, self.eval(expr, env), closed, group, expr.pos)
+        val = self.eval(expr, env)
+        if isinstance(val, Vertex):
+            self.add_ref(st, val, ctx, embed, expr.pos)
+        else:
+            self.add_value(st, val, ctx, embed, expr.pos)
 
-    def add_ref(self, st: _State, r: Vertex, closed: bool, group: Group | None, pos: Pos) -> None:
+    def add_ref(self, st: _State, r: Vertex, ctx: Ctx, embed: Group | None, pos: Pos) -> None:
         """Unify with a referenced vertex: its conjuncts are evaluated here again."""
         v = st.v
         key = id(r)
@@ -487,25 +496,34 @@ class Evaluator:
             raise r.err
         st.expanding.add(key)
         try:
-            if r.status == DONE and r.err is None and isinstance(r.value, Disj) and not r.conjuncts:
-                self.add_value(st, r.value, closed, group, pos)
-            for expr, env, c in r.conjuncts:
-                self.add(st, expr, env, c or closed, group)
+            for expr, env, rc in r.conjuncts:
+                if rc:
+                    if embed is not None:
+                        for cid in rc:
+                            g = st.groups.get(cid)
+                            if g is None:
+                                g = st.groups[cid] = Group()
+                            if embed not in g.also:
+                                g.also.append(embed)
+                    nctx = ctx + tuple(c for c in rc if c not in ctx) if ctx else rc
+                else:
+                    nctx = ctx
+                self.add(st, expr, env, nctx, embed)
         finally:
             st.expanding.discard(key)
 
     def add_value(
-        self, st: _State, val: Any, closed: bool, group: Group | None, pos: Pos | None
+        self, st: _State, val: Any, ctx: Ctx, embed: Group | None, pos: Pos | None
     ) -> None:
         if isinstance(val, Vertex):
-            self.add_ref(st, val, closed, group, pos or _NOPOS)
+            self.add_ref(st, val, ctx, embed, pos or _NOPOS)
             return
         if isinstance(val, Disj):
             alts = val.alts
             if len(alts) == 1:
-                self.add_value(st, alts[0][0], closed, group, pos)
+                self.add_value(st, alts[0][0], ctx, embed, pos)
                 return
-            st.disj.append(_Disjunct(alts, closed, group))
+            st.disj.append(_Disjunct(alts, ctx, embed))
             return
         if val is TOP:
             return
@@ -522,19 +540,23 @@ class Evaluator:
         if pos is not None and st.scalar is val:
             st.scalar_pos = pos
 
+    def _group(self, st: _State, cid: object) -> Group:
+        g = st.groups.get(cid)
+        if g is None:
+            g = st.groups[cid] = Group()
+        return g
+
     def add_struct(
-        self, st: _State, s: A.StructLit, env: Env | None, closed: bool, group: Group | None
+        self, st: _State, s: A.StructLit, env: Env | None, ctx: Ctx, embed: Group | None
     ) -> None:
         v = st.v
         if s.has_fields or not s.decls or not any(isinstance(d, A.Embed) for d in s.decls):
             if not v.is_struct:
                 v.is_struct = True
                 st.struct_pos = s.pos
-        if group is None:
-            group = Group(closed)
-            st.groups.append(group)
-        elif closed:
-            group.closed = True
+        groups = [self._group(st, cid) for cid in ctx]
+        lit = embed if embed is not None else Group()
+        groups.append(lit)
         frame = Env(env, v)
         for d in s.decls:
             t = type(d)
@@ -556,26 +578,29 @@ class Evaluator:
                 marker = d.marker
                 kind = REGULAR if not marker else (OPTIONAL if marker == "?" else REQUIRED)
                 arc = self.get_arc(v, name, kind)
-                self.add_arc_conjunct(arc, d.value, frame, closed or is_def(name))
-                group.labels.add(name)
+                self.add_arc_conjunct(arc, d.value, frame, ctx + (d,) if is_def(name) else ctx)
+                for g in groups:
+                    g.labels.add(name)
             elif t is A.Embed:
                 assert isinstance(d, A.Embed)
-                self.add(st, d.expr, frame, closed, group)
+                self.add(st, d.expr, frame, ctx, lit)
             elif t is A.Comprehension:
                 assert isinstance(d, A.Comprehension)
-                st.deferred.append((d, frame, closed, group))
+                st.deferred.append((d, frame, ctx, lit))
             elif t is A.Pattern:
                 assert isinstance(d, A.Pattern)
                 pat = self.eval(d.pattern, frame)
                 if isinstance(pat, Vertex):
                     pat = self.concrete(pat, d.pattern.pos)
-                st.patterns.append((pat, d.value, frame, closed))
-                group.patterns.append(pat)
+                st.patterns.append((pat, d.value, frame, ctx))
+                for g in groups:
+                    g.patterns.append(pat)
             elif t is A.Ellipsis:
-                group.open = True
+                for g in groups:
+                    g.open = True
             # LetDecl: evaluated lazily on reference
 
-    def add_list(self, st: _State, lst: A.ListLit, env: Env | None, closed: bool) -> None:
+    def add_list(self, st: _State, lst: A.ListLit, env: Env | None, ctx: Ctx) -> None:
         v = st.v
         v.is_list = True
         if st.struct_pos is None:
@@ -586,19 +611,13 @@ class Evaluator:
                 assert isinstance(el, A.Comprehension)
                 for benv in self.comprehend(el.clauses, 0, env):
                     arc = self.get_arc(v, i, REGULAR)
-                    self.add_arc_conjunct(arc, el.body, benv, closed)
+                    self.add_arc_conjunct(arc, el.body, benv, ctx)
                     i += 1
             else:
                 arc = self.get_arc(v, i, REGULAR)
-                self.add_arc_conjunct(arc, el, env, closed)
+                self.add_arc_conjunct(arc, el, env, ctx)
                 i += 1
-        st.lists.append(_ListPart(i, lst.open, lst.ellipsis, env, closed, lst.pos))
-        if lst.open and lst.ellipsis is not None:
-            # positions beyond this literal are created later when the length is known
-            pass
-        # make sure later positions exist when other literals are longer
-        for k in range(i):
-            v.arcs.setdefault(k, Vertex(v, k))
+        st.lists.append(_ListPart(i, lst.open, lst.ellipsis, env, ctx, lst.pos))
 
     # =========================================================================================
     # comprehensions
@@ -617,7 +636,7 @@ class Evaluator:
             if isinstance(src, Vertex):
                 self.evaluate(src)
                 if src.is_list:
-                    items: list[tuple[Any, Any]] = [(k, a) for k, a in src.arcs.items()]
+                    items: list[tuple[Any, Any]] = list(enumerate(elems(src)))
                 elif src.is_struct:
                     items = [
                         (k, a)
@@ -735,7 +754,7 @@ class Evaluator:
             return self.call(expr, env)
         if t is A.StructLit or t is A.ListLit:
             tmp = Vertex(None, None)
-            tmp.conjuncts.append((expr, env, False))
+            tmp.conjuncts.append((expr, env, ()))
             return tmp
         if t is A.Paren:
             return self.eval(expr.x, env)  # type: ignore[attr-defined]
@@ -754,7 +773,7 @@ class Evaluator:
                 return acc
             tmp = Vertex(None, None)
             for x, it in zip(vals, expr.items, strict=True):
-                tmp.conjuncts.append((A.Lit(it.pos, x), None, False))
+                tmp.conjuncts.append((A.Lit(it.pos, x), None, ()))
             return tmp
         if t is A.Disjunction:
             assert isinstance(expr, A.Disjunction)
@@ -877,7 +896,7 @@ class Evaluator:
                         f"invalid index {fmt_scalar(idx)} (type {kind_name(kind_of(idx))})",
                         pos=[expr.index.pos],
                     )
-                n = len(base.arcs)
+                n = len(elems(base))
                 if idx < 0 or idx >= n:
                     raise CueError(
                         f"index out of range [{idx}] with length {n}",
@@ -912,7 +931,7 @@ class Evaluator:
         base = self.resolve_default(self.eval(expr.x, env), expr.x.pos)
         lo = 0 if expr.lo is None else self.concrete(self.eval(expr.lo, env), expr.lo.pos)
         if isinstance(base, Vertex) and base.is_list:
-            n = len(base.arcs)
+            n = len(elems(base))
             hi = n if expr.hi is None else self.concrete(self.eval(expr.hi, env), expr.hi.pos)
             if type(lo) is not int or type(hi) is not int:
                 raise CueError("slice indices must be integers", pos=[expr.pos])
@@ -932,7 +951,7 @@ class Evaluator:
     def list_vertex(self, elems: list[Any]) -> Vertex:
         """A new list whose elements unify with the given values or vertices."""
         tmp = Vertex(None, None)
-        tmp.conjuncts.append((A.ListLit(_NOPOS, [A.Lit(_NOPOS, e) for e in elems], None, False), None, False))
+        tmp.conjuncts.append((A.ListLit(_NOPOS, [A.Lit(_NOPOS, e) for e in elems], None, False), None, ()))
         return tmp
 
     def concrete(self, val: Any, pos: Pos | None, what: str = "") -> Any:
@@ -1109,7 +1128,7 @@ class Evaluator:
             if ta is bytes and tb is bytes:
                 return a + b
             if isinstance(a, Vertex) and isinstance(b, Vertex) and a.is_list and b.is_list:
-                return self.list_vertex(list(a.arcs.values()) + list(b.arcs.values()))
+                return self.list_vertex(elems(a) + elems(b))
         if op == "*":
             if ta is int and tb in (str, bytes):
                 a, b, ta, tb = b, a, tb, ta
@@ -1123,7 +1142,7 @@ class Evaluator:
             if isinstance(a, Vertex) and a.is_list and tb is int:
                 if b < 0:
                     raise CueError("negative repeat count", pos=[pos])
-                return self.list_vertex(list(a.arcs.values()) * b)
+                return self.list_vertex(elems(a) * b)
         raise self._bad_operands(op, a, b, pos)
 
     def _bad_operands(self, op: str, a: Any, b: Any, pos: Pos) -> CueError:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue.errors import CueError
 from specflow.spec.cue.values import NULL, TOP, Constraint, Disj, is_concrete_scalar
-from specflow.spec.cue.vertex import REGULAR, REQUIRED, Vertex, is_hidden_or_def
+from specflow.spec.cue.vertex import REGULAR, REQUIRED, Vertex, elems, is_hidden_or_def
 
 if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
@@ -33,7 +33,7 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
         raise CueError("structural cycle", path=v.path() or None)
     ev.evaluate(v)
     if v.is_list:
-        return [_export_vertex(ev, a, depth + 1) for a in v.arcs.values()]
+        return [_export_vertex(ev, a, depth + 1) for a in elems(v)]
     if v.is_struct:
         out: dict[str, Any] = {}
         for label, a in v.arcs.items():

@@ -38,6 +38,7 @@ _BINARY_PREC = {
     "*": 7,
     "/": 7,
 }
+_WORD_OPS = frozenset({"div", "mod", "quo", "rem"})
 _UNARY_BOUNDS = frozenset({"<", "<=", ">", ">=", "!=", "=~", "!~"})
 
 BUILTIN_FUNCS = frozenset({"len", "close", "and", "or", "div", "mod", "quo", "rem"})
@@ -212,7 +213,7 @@ class Parser:
         elif t.kind == KEYWORD and t.value in ("package", "import", "in"):
             self.next()
             label = A.Label(t.pos, t.value, None, True)
-        elif t.kind == STRING:
+        elif t.kind == STRING or t.kind == BYTES:
             self.next()
             if all(isinstance(p, str) for p in t.parts):
                 label = A.Label(t.pos, "".join(p for p in t.parts if isinstance(p, str)), None, False)
@@ -344,6 +345,14 @@ class Parser:
         x = self.unary()
         while True:
             t = self.tok
+            if t.kind == IDENT and t.value in _WORD_OPS:
+                if min_prec > 7:
+                    break
+                self.next()
+                y = self.expr(8)
+                fn = A.Ident(t.pos, "__" + t.value)
+                x = A.Call(t.pos, fn, [_strip_default(x), _strip_default(y)])
+                continue
             if t.kind != OP:
                 break
             prec = _BINARY_PREC.get(t.value)

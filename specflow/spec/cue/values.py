@@ -209,12 +209,8 @@ def fmt_decimal(d: Decimal) -> str:
     if not d.is_finite():
         return str(d)
     s = str(d)
-    if "E" in s or "e" in s:
-        exp = d.adjusted()
-        if -6 <= exp < 21:
-            s = format(d, "f")
-        else:
-            return s.replace("E+", "e+").replace("E-", "e-")
+    if "E" in s:
+        return s
     if "." not in s:
         s += ".0"
     return s

@@ -19,9 +19,9 @@ OPTIONAL = 2
 
 _IDENT_RE = re.compile(r"^[#_]?#?[A-Za-z_$][A-Za-z0-9_$]*$")
 
-# A conjunct: an expression, the environment it is evaluated in and whether it is closed
-# (it comes from a definition).
-Conjunct = tuple[A.Node, "Env | None", bool]
+# A conjunct: an expression, the environment it is evaluated in and the definitions it comes
+# from (each of which closes the struct it describes).
+Conjunct = tuple[A.Node, "Env | None", tuple[object, ...]]
 
 
 class Env:
@@ -40,15 +40,17 @@ class Env:
 
 
 class Group:
-    """The fields a struct literal allows; only consulted when ``closed``."""
+    """The fields allowed by one closed definition (or declared by one struct literal, for
+    embedding). A definition embedded in a literal also allows the literal's fields
+    (``also``)."""
 
-    __slots__ = ("labels", "patterns", "open", "closed")
+    __slots__ = ("labels", "patterns", "open", "also")
 
-    def __init__(self, closed: bool) -> None:
+    def __init__(self) -> None:
         self.labels: set[str | int] = set()
         self.patterns: list[Any] = []
         self.open = False
-        self.closed = closed
+        self.also: list[Group] = []
 
 
 class Vertex:
@@ -110,3 +112,8 @@ def is_hidden_or_def(label: str | int) -> bool:
 
 def is_def(label: str | int) -> bool:
     return isinstance(label, str) and (label.startswith("#") or label.startswith("_#"))
+
+
+def elems(v: Vertex) -> list[Vertex]:
+    """The elements of a list vertex, in order."""
+    return [a for k, a in v.arcs.items() if type(k) is int]
