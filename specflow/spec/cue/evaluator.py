@@ -128,9 +128,15 @@ class _State:
         "default_ok",
         "lists",
         "expanding",
+        "comp_first",
+        "embeds",
+        "stale",
     )
 
-    def __init__(self, v: Vertex, choices: list[int]) -> None:
+    def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
+        self.comp_first = comp_first
+        self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
+        self.stale = False
         self.v = v
         self.scalar: Any = TOP
         self.scalar_pos: Pos | None = None
@@ -293,8 +299,8 @@ class Evaluator:
             stack.extend(a.arcs.values())
         return True
 
-    def _run(self, v: Vertex, choices: list[int]) -> _State:
-        st = _State(v, choices)
+    def _run(self, v: Vertex, choices: list[int], comp_first: bool = False) -> _State:
+        st = _State(v, choices, comp_first)
         v.arcs = {}
         v.value = TOP
         v.is_struct = False
@@ -302,6 +308,10 @@ class Evaluator:
         for expr, env, ctx in v.conjuncts:
             self.add(st, expr, env, ctx, None)
         self._flush_deferred(st)
+        if st.stale and not comp_first:
+            # A field was read before all of its declarations were known (an embedding used
+            # a field that a comprehension extends): evaluate again, embeddings last.
+            return self._run(v, choices, True)
         i = 0
         while i < len(st.disj):
             d = st.disj[i]
@@ -317,12 +327,18 @@ class Evaluator:
         return st
 
     def _flush_deferred(self, st: _State) -> None:
-        while st.deferred:
-            items = st.deferred
-            st.deferred = []
-            for comp, env, ctx, group in items:
-                for benv in self.comprehend(comp.clauses, 0, env):
-                    self.add_struct(st, comp.body, benv, ctx, group)
+        while st.deferred or st.embeds:
+            while st.deferred:
+                items = st.deferred
+                st.deferred = []
+                for comp, env, ctx, group in items:
+                    for benv in self.comprehend(comp.clauses, 0, env):
+                        self.add_struct(st, comp.body, benv, ctx, group)
+            if st.embeds:
+                embeds = st.embeds
+                st.embeds = []
+                for expr, env, ctx, group in embeds:
+                    self.add(st, expr, env, ctx, group)
 
     def _finish(self, st: _State) -> None:
         v = st.v
@@ -578,12 +594,17 @@ class Evaluator:
                 marker = d.marker
                 kind = REGULAR if not marker else (OPTIONAL if marker == "?" else REQUIRED)
                 arc = self.get_arc(v, name, kind)
-                self.add_arc_conjunct(arc, d.value, frame, ctx + (d,) if is_def(name) else ctx)
+                if arc.status == DONE:
+                    st.stale = True
+                self.add_arc_conjunct(arc, d.value, frame, ctx + ((v, name),) if is_def(name) else ctx)
                 for g in groups:
                     g.labels.add(name)
             elif t is A.Embed:
                 assert isinstance(d, A.Embed)
-                self.add(st, d.expr, frame, ctx, lit)
+                if st.comp_first:
+                    st.embeds.append((d.expr, frame, ctx, lit))
+                else:
+                    self.add(st, d.expr, frame, ctx, lit)
             elif t is A.Comprehension:
                 assert isinstance(d, A.Comprehension)
                 st.deferred.append((d, frame, ctx, lit))
