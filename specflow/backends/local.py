@@ -118,7 +118,8 @@ class LocalBackend(Backend):
                 out.extend(_lost(chunk, "a worker process died"))
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable return value
-                out.extend(_lost(chunk, f"{type(exc).__name__}: {exc}", lost=False))
+                out.extend(_lost(chunk, f"{type(exc).__name__}: {exc}", lost=False,
+                                 kind="TaskTransportError"))
                 continue
             self._learn(outcomes)
             out.extend(outcomes)
@@ -166,10 +167,10 @@ class LocalBackend(Backend):
             self._pool = None
 
 
-def _lost(chunk: list[Task], why: str, lost: bool = True) -> list[Outcome]:
+def _lost(chunk: list[Task], why: str, lost: bool = True, kind: str = "WorkerLost") -> list[Outcome]:
     now = time.time()
     return [
-        Outcome(t.id, False, error=f"WorkerLost: {why}", exc_types=("WorkerLost",),
+        Outcome(t.id, False, error=f"{kind}: {why}", exc_types=(kind,),
                 started=now, finished=now, worker=worker_name(), lost=lost)
         for t in chunk
     ]

@@ -43,6 +43,7 @@ def build(spec: Any, *, source: SourceMap | None = None, path: str = "") -> Any:
     version = DEFAULT_VERSION
     if isinstance(spec, Mapping) and "@version" in spec:
         version = str(spec["@version"])
+    _no_cycles(spec, path, [])
     try:
         return _build(spec, path, version)
     except SpecError as exc:
@@ -96,6 +97,19 @@ def _build(spec: Any, path: str, version: str) -> Any:
             ) from exc
     set_spec(result, resolved_spec)
     return result
+
+
+def _no_cycles(spec: Any, path: str, stack: list[int]) -> None:
+    """Refuse a spec that contains itself (YAML anchors can make one)."""
+    if not isinstance(spec, (Mapping, list, tuple)):
+        return
+    if id(spec) in stack:
+        raise SpecError("the spec contains itself (a reference cycle)", path=path or None)
+    stack.append(id(spec))
+    items = spec.items() if isinstance(spec, Mapping) else enumerate(spec)
+    for k, v in items:
+        _no_cycles(v, f"{path}[{k}]" if isinstance(k, int) else join_path(path, _key(k)), stack)
+    stack.pop()
 
 
 def _key(key: Any) -> str:

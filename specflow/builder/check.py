@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from specflow.builder.build import META_KEYS, MODES, UNBUILT, _check_arguments, _key
+from specflow.builder.build import (
+    META_KEYS,
+    MODES,
+    UNBUILT,
+    _check_arguments,
+    _key,
+    _no_cycles,
+)
 from specflow.builder.registry import DEFAULT_VERSION, lookup
 from specflow.spec.errors import SpecError, join_path
 from specflow.spec.source import SourceMap
@@ -15,7 +22,12 @@ from specflow.spec.source import SourceMap
 def check_spec(spec: Any, source: SourceMap | None = None) -> list[SpecError]:
     """Every problem the registry can see in ``spec``, each with its path and position."""
     problems: list[SpecError] = []
-    _walk(spec, "", DEFAULT_VERSION, problems)
+    try:
+        _no_cycles(spec, "", [])
+    except SpecError as exc:
+        problems.append(exc)
+    else:
+        _walk(spec, "", DEFAULT_VERSION, problems)
     if source is None:
         return problems
     return [

@@ -39,6 +39,21 @@ class Entry:
 
 
 _REGISTRY: dict[str, list[Entry]] = {}
+_LOADERS: list[Callable[[], None]] = []
+
+
+def add_loader(loader: Callable[[], None]) -> None:
+    """Call ``loader`` (once) the first time a name is looked up that is not registered:
+    the package uses it to import its built-in types only when needed."""
+    _LOADERS.append(loader)
+
+
+def _run_loaders() -> bool:
+    ran = False
+    while _LOADERS:
+        _LOADERS.pop(0)()
+        ran = True
+    return ran
 
 
 def register(name: str, versions: str = ">=0") -> Callable[[T], T]:
@@ -69,16 +84,20 @@ def unregister(name: str) -> None:
 
 
 def registered_names() -> list[str]:
+    _run_loaders()
     return sorted(_REGISTRY)
 
 
 def entries() -> list[Entry]:
+    _run_loaders()
     return [e for name in sorted(_REGISTRY) for e in _REGISTRY[name]]
 
 
 def lookup(name: str, version: str = DEFAULT_VERSION, *, path: str | None = None) -> Entry:
     """The entry for ``name`` that accepts ``version``; a :class:`SpecError` otherwise."""
     found = _REGISTRY.get(name)
+    if not found and _run_loaders():
+        found = _REGISTRY.get(name)
     if not found:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (

@@ -117,16 +117,21 @@ class TaskableOperation:
     def __reduce__(self) -> Any:
         module = getattr(self.fn, "__module__", None)
         qualname = getattr(self.fn, "__qualname__", "")
+        fn_ref: Any = self.fn
         if module and "<locals>" not in qualname:
             try:
-                if _lookup_attr(module, qualname) is self:
-                    return (_lookup_attr, (module, qualname))
+                found = _lookup_attr(module, qualname)
             except (ImportError, AttributeError):
-                pass
+                found = None
+            if found is self:
+                return (_lookup_attr, (module, qualname))
+            if isinstance(found, TaskableOperation) and found.fn is self.fn:
+                # a copy with other options: the function travels as its module's wrapper
+                fn_ref = found
         return (
             _rebuild_operation,
             (
-                self.fn,
+                fn_ref,
                 self.operation_name,
                 self.priority,
                 self.runtime_limit_sec,
@@ -147,6 +152,8 @@ def _rebuild_operation(
     max_attempts: int | None,
     transient: tuple[TransientErrorCondition, ...],
 ) -> TaskableOperation:
+    if isinstance(fn, TaskableOperation):
+        fn = fn.fn
     return TaskableOperation(
         fn,
         operation_name=operation_name,

@@ -63,7 +63,7 @@ def loads_yaml(text: str, filename: str = "<string>") -> tuple[Any, SourceMap]:
         node = loader.get_single_node()
         if node is None:
             return None, source
-        value = _construct(loader, node, "", source)
+        value = _construct(loader, node, "", source, [])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = [Location(filename, mark.line + 1, mark.column + 1)] if mark else []
@@ -76,7 +76,30 @@ def loads_yaml(text: str, filename: str = "<string>") -> tuple[Any, SourceMap]:
     return value, source
 
 
-def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: str, source: SourceMap) -> Any:
+def _construct(
+    loader: yaml.SafeLoader, node: yaml.Node, path: str, source: SourceMap, stack: list[int]
+) -> Any:
+    if id(node) in stack:
+        raise SpecError(
+            "the spec contains itself (a YAML alias refers to its own anchor)",
+            path=path or None,
+            locations=[Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)],
+        )
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        stack.append(id(node))
+        try:
+            return _construct_collection(loader, node, path, source, stack)
+        finally:
+            stack.pop()
+    source.positions.setdefault(
+        path, Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)
+    )
+    return loader.construct_object(node, deep=True)
+
+
+def _construct_collection(
+    loader: yaml.SafeLoader, node: yaml.Node, path: str, source: SourceMap, stack: list[int]
+) -> Any:
     source.positions.setdefault(
         path, Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)
     )
@@ -103,10 +126,11 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: str, source: Sour
             source.positions[child] = Location(
                 source.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1
             )
-            out[key] = _construct(loader, value_node, child, source)
+            out[key] = _construct(loader, value_node, child, source, stack)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _construct(loader, v, f"{path}[{i}]", source) for i, v in enumerate(node.value)
+            _construct(loader, v, f"{path}[{i}]", source, stack)
+            for i, v in enumerate(node.value)
         ]
-    return loader.construct_object(node, deep=True)
+    raise AssertionError("unreachable")

@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import specflow
+from specflow import Dependency
+from specflow.execution.events import Event
+from user_ops import append, fail, flaky, hold_cpu, square
+
+BACKENDS = ["inline", "local"]
+
+
+def lines(p: Path) -> list[str]:
+    return p.read_text().splitlines() if p.exists() else []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dependency_hands_back_values_and_orders_stages(workdir: Path, backend: str) -> None:
+    out = workdir / "out.txt"
+
+    @specflow.flow_schema
+    def flow() -> Generator[Any, Any, None]:
+        tasks = [square.make_task(x=i) for i in range(10)]
+        yield tasks
+        values = yield Dependency(tasks)
+        yield append.make_task(path=str(out), line=f"sum={sum(values)}")
+        one = square.make_task(x=12)
+        yield one
+        v = yield Dependency(one)
+        yield append.make_task(path=str(out), line=f"one={v}")
+        yield Dependency()
+        yield append.make_task(path=str(out), line="last")
+
+    report = specflow.execute(flow(), backend=backend, workers=2)
+    assert report.status == "done"
+    assert lines(out) == ["sum=285", "one=144", "last"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_identical_tasks_execute_once(workdir: Path, backend: str) -> None:
+    out = workdir / "out.txt"
+
+    @specflow.flow_schema
+    def flow() -> Generator[Any, Any, None]:
+        t = append.make_task(path=str(out), line="once", delay=0.05)
+        yield t
+        yield append.make_task(path=str(out), line="once", delay=0.05)
+        yield Dependency()
+        yield append.make_task(path=str(out), line="once", delay=0.05)
+
+    report = specflow.execute(flow(), backend=backend, workers=2)
+    assert report.status == "done"
+    assert lines(out) == ["once"]
+    assert report.duplicates == 2
+
+
+def test_sequential_and_concurrent_flows_from_a_spec(workdir: Path) -> None:
+    out = str(workdir / "o.txt")
+    spec = {"@type": "sequential_flow", "stages": [
+        {"@type": "concurrent_flow", "stages": [
+            {"@type": "test.append", "path": out, "line": "a", "delay": 0.1},
+            {"@type": "test.append", "path": out, "line": "b"}]},
+        {"@type": "test.append", "path": out, "line": "c"},
+    ]}
+    # built ops here are the registered functions; wrap them as tasks through flows
+    spec = {"@type": "sequential_flow", "stages": [
+        {"@type": "test.append_many", "path": out, "n": 3},
+        {"@type": "echo", "message": "after"},
+    ]}
+    report = specflow.execute(specflow.build(spec), backend="inline")
+    assert report.status == "done"
+    assert lines(Path(out)) == ["t0", "t1", "t2"]
+    assert report.counts["echo"]["done"] == 1
+
+
+def test_transient_errors_retry_with_backoff_then_succeed(workdir: Path) -> None:
+    counter = workdir / "count"
+    events: list[Event] = []
+    t0 = time.monotonic()
+    report = specflow.execute(
+        flaky.make_task(counter=str(counter), failures=2), backend="inline",
+        retry_backoff=0.05, listeners=[events.append],
+    )
+    elapsed = time.monotonic() - t0
+    assert report.status == "done"
+    assert counter.read_text() == "3"
+    kinds = [e.kind for e in events]
+    assert kinds.count("task_retried") == 2
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert "task_succeeded" in kinds
+    assert elapsed >= 0.05 + 0.1  # backoff 0.05 then 0.1 actually waited
+
+
+def test_transient_errors_stop_at_max_attempts(workdir: Path) -> None:
+    counter = workdir / "count"
+    report = specflow.execute(flaky.make_task(counter=str(counter), failures=10),
+                              backend="inline", retry_backoff=0.01)
+    assert report.status == "failed" and report.exit_code == 1
+    assert counter.read_text() == "4"  # the operation allows 4 attempts
+    assert report.failures[0].attempts == 4
+    assert "ConnectionError: try again" in report.failures[0].error
+
+
+def test_non_transient_error_fails_fast_with_traceback(workdir: Path) -> None:
+    out = workdir / "o.txt"
+
+    @specflow.flow_schema
+    def flow() -> Generator[Any, Any, None]:
+        yield fail.make_task(message="bad input")
+        yield Dependency()
+        yield append.make_task(path=str(out), line="never")
+
+    report = specflow.execute(flow(), backend="inline")
+    assert report.status == "failed"
+    f = report.failures[0]
+    assert f.attempts == 1 and f.error == "ValueError: bad input"
+    assert "raise ValueError(message)" in (f.traceback or "")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keep_going_skips_only_dependents(workdir: Path, backend: str) -> None:
+    out = workdir / "o.txt"
+
+    @specflow.flow_schema
+    def broken_branch() -> Generator[Any, Any, None]:
+        yield fail.make_task(message="x")
+        yield Dependency()
+        yield append.make_task(path=str(out), line="dependent")
+
+    @specflow.flow_schema
+    def healthy_branch() -> Generator[Any, Any, None]:
+        yield append.make_task(path=str(out), line="h1", delay=0.05)
+        yield Dependency()
+        yield append.make_task(path=str(out), line="h2")
+
+    @specflow.flow_schema
+    def root() -> Generator[Any, Any, None]:
+        yield [broken_branch(), healthy_branch()]
+
+    report = specflow.execute(root(), backend=backend, keep_going=True, workers=2)
+    assert report.status == "failed" and report.exit_code == 1
+    assert sorted(lines(out)) == ["h1", "h2"]
+    assert report.skipped_flows == ["broken_branch"]
+
+
+def test_priorities_order_ready_tasks(workdir: Path) -> None:
+    out = workdir / "o.txt"
+    low = append.with_options(priority=0)
+    high = append.with_options(priority=10)
+
+    @specflow.flow_schema
+    def flow() -> Generator[Any, Any, None]:
+        yield [low.make_task(path=str(out), line=f"low{i}") for i in range(3)]
+        yield high.make_task(path=str(out), line="high")
+
+    specflow.execute(flow(), backend="inline")
+    assert lines(out)[0] == "high"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runtime_limit_stops_a_slow_task(workdir: Path, backend: str) -> None:
+    slow = append.with_options(runtime_limit_sec=0.2)
+    t0 = time.monotonic()
+    report = specflow.execute(slow.make_task(path=str(workdir / "o"), line="x", delay=5),
+                              backend=backend, workers=1)
+    assert time.monotonic() - t0 < 4.5
+    assert report.status == "failed"
+    assert "TaskTimeoutError" in report.failures[0].error
+
+
+def test_dead_worker_is_replaced_and_its_task_retried(workdir: Path) -> None:
+    from user_ops import die_once
+
+    marker = workdir / "marker"
+    report = specflow.execute(die_once.make_task(marker=str(marker)), backend="local", workers=2)
+    assert report.status == "done"
+    assert marker.read_text() == "died"
+    assert report.counts["test.die_once"]["retried"] >= 1
+
+
+def test_semaphores_bound_concurrency_across_workers(workdir: Path) -> None:
+    log = workdir / "spans"
+
+    @specflow.flow_schema
+    def flow() -> Generator[Any, Any, None]:
+        yield [hold_cpu.make_task(log=str(log), i=i, seconds=0.05) for i in range(8)]
+
+    report = specflow.execute(flow(), backend="local", workers=2, semaphores={"cpu": 1})
+    assert report.status == "done"
+    spans = sorted(tuple(map(float, s.split())) for s in lines(log))
+    assert len(spans) == 8
+    for (s0, e0), (s1, _) in zip(spans, spans[1:]):
+        assert s1 >= e0 - 1e-4, "two holders of a 1-slot semaphore overlapped"
+
+
+def test_flow_expansion_is_lazy(workdir: Path) -> None:
+    yielded = [0]
+    max_ahead = [0]
+
+    @specflow.taskable_operation
+    def observe(i: int) -> None:
+        max_ahead[0] = max(max_ahead[0], yielded[0] - i)
+
+    @specflow.flow_schema
+    def big() -> Generator[Any, Any, None]:
+        for i in range(20000):
+            yielded[0] += 1
+            yield observe.make_task(i=i)
+
+    report = specflow.execute(big(), backend="inline", checkpoint=False)
+    assert report.total("done") == 20000
+    assert max_ahead[0] <= 4096, f"the executor pulled {max_ahead[0]} tasks ahead"
+
+
+def test_flow_errors_are_reported_not_raised(workdir: Path) -> None:
+    @specflow.flow_schema
+    def bad() -> Generator[Any, Any, None]:
+        yield 42
+
+    report = specflow.execute(bad(), backend="inline")
+    assert report.status == "failed"
+    assert "yielded int" in report.failures[0].error
+
+
+def test_listener_that_raises_does_not_break_the_run(workdir: Path) -> None:
+    def broken(e: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    report = specflow.execute(square.make_task(x=2), backend="inline", listeners=[broken])
+    assert report.status == "done"
+
+
+def test_local_workers_are_other_processes(workdir: Path) -> None:
+    from specflow.flow.ops import system_info
+
+    report = specflow.execute([system_info()], backend="local", workers=2)
+    assert report.status == "done"
+    from specflow.execution.checkpoint import Checkpoint
+
+    (ck,) = list(Path(".specflow/runs").glob("*/checkpoint.db"))
+    with Checkpoint(ck) as c:
+        (row,) = list(c.task_rows("done"))
+    assert row.worker and not row.worker.endswith(f":{os.getpid()}")
