@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import json
+import shutil
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -411,8 +412,11 @@ create_staging = TaskableOperation(
 
 def _delete_staging(path: str) -> None:
     """Remove the staging array (after the reduction wrote dst)."""
-    kv = ts.KvStore.open(kvstore_url(path)).result()
+    url = kvstore_url(path)
+    kv = ts.KvStore.open(url).result()
     kv.delete_range(ts.KvStore.KeyRange()).result()
+    if url.startswith("file://"):  # a local store also leaves its empty directories
+        shutil.rmtree(url[len("file://"):], ignore_errors=True)
     forget_layer(path)
 
 
