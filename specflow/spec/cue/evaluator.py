@@ -189,6 +189,7 @@ class Evaluator:
             return
         except _Pending as p:
             first = p
+        v.had_disj = True
         # Disjunctions: explore the choices depth first, each run on a fresh vertex.
         results: list[tuple[Vertex, bool]] = []
         errors: list[CueError] = []
@@ -510,6 +511,16 @@ class Evaluator:
                     raise
         elif r.status == DONE and r.err is not None and not r.err.incomplete:
             raise r.err
+        if (
+            r.status == DONE
+            and r.err is None
+            and not r.had_disj
+            and not r.is_struct
+            and not r.is_list
+        ):
+            # a scalar does not depend on where it is used
+            self.add_value(st, r.value, ctx, embed, pos)
+            return
         st.expanding.add(key)
         try:
             for expr, env, rc in r.conjuncts:

@@ -66,6 +66,7 @@ class Vertex:
         "is_struct",
         "is_list",
         "closed",
+        "had_disj",
         "__weakref__",
     )
 
@@ -82,6 +83,7 @@ class Vertex:
         self.is_struct = False
         self.is_list = False
         self.closed = False
+        self.had_disj = False
 
     def path(self) -> str:
         parts: list[str] = []
