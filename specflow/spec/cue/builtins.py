@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import posixpath
 import re
 from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
@@ -53,15 +52,15 @@ def _native(ev: Evaluator, val: Any) -> Any:
 
 def _num(ev: Evaluator, val: Any, name: str) -> int | Decimal:
     x = ev.concrete(val, None)
-    if type(x) in (int, Decimal):
-        return x  # type: ignore[no-any-return]
+    if isinstance(x, int | Decimal) and not isinstance(x, bool):
+        return x
     raise CueError(f"{name}: cannot use {ev.show(x)} (type {ev.kind_str(x)}) as number")
 
 
 def _int(ev: Evaluator, val: Any, name: str) -> int:
     x = ev.concrete(val, None)
     if type(x) is int:
-        return x  # type: ignore[no-any-return]
+        return x
     if type(x) is Decimal and x == x.to_integral_value():
         raise CueError(f"{name}: cannot use {fmt_decimal(x)} (type float) as int")
     raise CueError(f"{name}: cannot use {ev.show(x)} (type {ev.kind_str(x)}) as int")
@@ -70,7 +69,7 @@ def _int(ev: Evaluator, val: Any, name: str) -> int:
 def _str(ev: Evaluator, val: Any, name: str) -> str:
     x = ev.concrete(val, None)
     if type(x) is str:
-        return x  # type: ignore[no-any-return]
+        return x
     raise CueError(f"{name}: cannot use {ev.show(x)} (type {ev.kind_str(x)}) as string")
 
 
@@ -139,9 +138,7 @@ def _len(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
             return len(elems(x))
         if x.is_struct:
             return sum(
-                1
-                for k, a in x.arcs.items()
-                if a.arc_type == REGULAR and not is_hidden_or_def(k)
+                1 for k, a in x.arcs.items() if a.arc_type == REGULAR and not is_hidden_or_def(k)
             )
         x = ev.concrete(x, call.pos)
     if isinstance(x, str):
@@ -280,7 +277,7 @@ def _list_product(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     _arity("list.Product", args, 1)
     xs = _nums(ev, args[0], "list.Product")
     if all(type(x) is int for x in xs):
-        p = 1
+        p: int | Decimal = 1
         for x in xs:
             p *= x
         return p
@@ -418,8 +415,12 @@ def _sorted(ev: Evaluator, args: list[Any], name: str) -> list[Any]:
         s = A.StructLit(
             _NOPOS,
             [
-                A.Field(_NOPOS, A.Label(_NOPOS, "x", None, True), A.Lit(_NOPOS, from_native(ev, a)), ""),
-                A.Field(_NOPOS, A.Label(_NOPOS, "y", None, True), A.Lit(_NOPOS, from_native(ev, b)), ""),
+                A.Field(
+                    _NOPOS, A.Label(_NOPOS, "x", None, True), A.Lit(_NOPOS, from_native(ev, a)), ""
+                ),
+                A.Field(
+                    _NOPOS, A.Label(_NOPOS, "y", None, True), A.Lit(_NOPOS, from_native(ev, b)), ""
+                ),
             ],
         )
         s.has_fields = True
@@ -712,7 +713,9 @@ def _format_int(n: int, base: int) -> str:
 
 def _strconv_format_int(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     _arity("strconv.FormatInt", args, 2)
-    return _format_int(_int(ev, args[0], "strconv.FormatInt"), _int(ev, args[1], "strconv.FormatInt"))
+    return _format_int(
+        _int(ev, args[0], "strconv.FormatInt"), _int(ev, args[1], "strconv.FormatInt")
+    )
 
 
 def _strconv_itoa(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
@@ -927,7 +930,9 @@ def _regexp_replace_all(literal: bool) -> Fn:
         repl = _str(ev, args[2], name)
         if literal:
             return rx.sub(lambda _m: repl, s)
-        py = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">", repl)
+        py = re.sub(
+            r"\$\{(\w+)\}|\$(\w+)", lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">", repl
+        )
         try:
             return rx.sub(py, s)
         except (re.error, IndexError) as e:
@@ -1113,7 +1118,12 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Join": _strings_join,
             "Split": _s2("Split", _go_split),
             "SplitN": _strings_splitn,
-            "SplitAfter": _s2("SplitAfter", lambda s, sep: [p + sep for p in s.split(sep)[:-1]] + [s.split(sep)[-1]] if sep else list(s)),
+            "SplitAfter": _s2(
+                "SplitAfter",
+                lambda s, sep: (
+                    [p + sep for p in s.split(sep)[:-1]] + [s.split(sep)[-1]] if sep else list(s)
+                ),
+            ),
             "Replace": _strings_replace,
             "ReplaceAll": _strings_replace_all,
             "ToUpper": _s1("ToUpper", str.upper),
@@ -1130,11 +1140,17 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Trim": _s2("Trim", str.strip),
             "TrimLeft": _s2("TrimLeft", str.lstrip),
             "TrimRight": _s2("TrimRight", str.rstrip),
-            "TrimPrefix": _s2("TrimPrefix", lambda s, p: s[len(p) :] if p and s.startswith(p) else s),
-            "TrimSuffix": _s2("TrimSuffix", lambda s, p: s[: -len(p)] if p and s.endswith(p) else s),
+            "TrimPrefix": _s2(
+                "TrimPrefix", lambda s, p: s[len(p) :] if p and s.startswith(p) else s
+            ),
+            "TrimSuffix": _s2(
+                "TrimSuffix", lambda s, p: s[: -len(p)] if p and s.endswith(p) else s
+            ),
             "Index": _s2("Index", _go_index),
             "LastIndex": _s2("LastIndex", _go_last_index),
-            "IndexAny": _s2("IndexAny", lambda s, cs: min((i for i, c in enumerate(s) if c in cs), default=-1)),
+            "IndexAny": _s2(
+                "IndexAny", lambda s, cs: min((i for i, c in enumerate(s) if c in cs), default=-1)
+            ),
             "Count": _s2("Count", _go_count),
             "Compare": _s2("Compare", lambda a, b: (a > b) - (a < b)),
             "EqualFold": _s2("EqualFold", lambda a, b: a.casefold() == b.casefold()),
@@ -1215,4 +1231,12 @@ def ensure_init() -> None:
         _init()
 
 
-__all__ = ["PREDECLARED", "PACKAGES", "package_member", "ensure_init", "kind_name", "kind_of", "scalar_eq"]
+__all__ = [
+    "PREDECLARED",
+    "PACKAGES",
+    "package_member",
+    "ensure_init",
+    "kind_name",
+    "kind_of",
+    "scalar_eq",
+]

@@ -19,7 +19,6 @@ from specflow.spec.cue.values import (
     K_NUMBER,
     K_STRING,
     K_STRUCT,
-    NULL,
     TOP,
     Bound,
     Constraint,
@@ -41,8 +40,8 @@ from specflow.spec.cue.vertex import (
     Env,
     Group,
     Vertex,
-    is_def,
     elems,
+    is_def,
     is_hidden_or_def,
 )
 
@@ -177,10 +176,10 @@ class Evaluator:
             v.status = DONE
             raise
         except RecursionError:
-            e = CueError("structural cycle or nesting too deep", path=v.path())
-            v.err = e
+            deep = CueError("structural cycle or nesting too deep", path=v.path())
+            v.err = deep
             v.status = DONE
-            raise e from None
+            raise deep from None
         v.status = DONE
 
     def _run_vertex(self, v: Vertex) -> None:
@@ -247,11 +246,10 @@ class Evaluator:
         if errors:
             e0 = errors[0]
             if len(errors) > 1:
-                msg = e0.msg
-                e = CueError(msg, path=e0.path, pos=list(e0.pos))
+                merged = CueError(e0.msg, path=e0.path, pos=list(e0.pos))
                 for other in errors[1:]:
-                    e.add_pos(*other.pos)
-                raise e
+                    merged.add_pos(*other.pos)
+                raise merged
             raise e0
         raise CueError("empty disjunction", path=v.path())
 
@@ -387,7 +385,9 @@ class Evaluator:
                             pos=[p for p in (st.scalar_pos, st.struct_pos) if p],
                         )
                     scalar = TOP
-                elif v.is_struct and not any(not is_hidden_or_def(k) for k in arcs) and not v.is_list:
+                elif (
+                    v.is_struct and not any(not is_hidden_or_def(k) for k in arcs) and not v.is_list
+                ):
                     # a struct literal with only hidden fields embedding a scalar
                     v.is_struct = False
                 else:
@@ -439,7 +439,9 @@ class Evaluator:
     def add_arc_conjunct(self, arc: Vertex, expr: A.Node, env: Env | None, ctx: Ctx) -> None:
         if arc.status != NEW:
             if arc.status == EVALUATING:
-                raise CueError("cycle: field modified while being evaluated", path=arc.path(), incomplete=True)
+                raise CueError(
+                    "cycle: field modified while being evaluated", path=arc.path(), incomplete=True
+                )
             arc.status = NEW
             arc.err = None
         arc.conjuncts.append((expr, env, ctx))
@@ -607,7 +609,9 @@ class Evaluator:
                 arc = self.get_arc(v, name, kind)
                 if arc.status == DONE:
                     st.stale = True
-                self.add_arc_conjunct(arc, d.value, frame, ctx + ((v, name),) if is_def(name) else ctx)
+                self.add_arc_conjunct(
+                    arc, d.value, frame, ctx + ((v, name),) if is_def(name) else ctx
+                )
                 for g in groups:
                     g.labels.add(name)
             elif t is A.Embed:
@@ -796,9 +800,7 @@ class Evaluator:
         if t is A.Unify:
             assert isinstance(expr, A.Unify)
             vals = [self.eval(it, env) for it in expr.items]
-            if all(
-                not isinstance(x, Vertex | Disj | Builtin | Package) for x in vals
-            ):
+            if all(not isinstance(x, Vertex | Disj | Builtin | Package) for x in vals):
                 acc: Any = TOP
                 for x, it in zip(vals, expr.items, strict=True):
                     acc = unify_scalars(acc, x, expr.pos, it.pos)
@@ -874,10 +876,11 @@ class Evaluator:
                 return val
             val = val.value
         if val is TOP or isinstance(val, Constraint):
-            raise CueError(
-                f"incomplete value {self.show(val)}", pos=[pos], incomplete=True
-            )
-        raise CueError(f"invalid operand {self.show(val)} (found {kind_name(kind_of(val))}, want struct)", pos=[pos])
+            raise CueError(f"incomplete value {self.show(val)}", pos=[pos], incomplete=True)
+        raise CueError(
+            f"invalid operand {self.show(val)} (found {kind_name(kind_of(val))}, want struct)",
+            pos=[pos],
+        )
 
     def select(self, expr: A.Selector, env: Env | None) -> Any:
         base = self.eval(expr.x, env)
@@ -898,9 +901,7 @@ class Evaluator:
                         pos=[expr.pos],
                         incomplete=True,
                     )
-                raise CueError(
-                    f"invalid selector {expr.name} on {self.show(val)}", pos=[expr.pos]
-                )
+                raise CueError(f"invalid selector {expr.name} on {self.show(val)}", pos=[expr.pos])
             a = v.arcs.get(expr.name)
             if a is None:
                 raise CueError(
@@ -923,7 +924,10 @@ class Evaluator:
             if base.is_list:
                 if type(idx) is not int:
                     if type(idx) is Decimal and idx == idx.to_integral_value():
-                        raise CueError(f"invalid index {fmt_scalar(idx)} (index must be integer)", pos=[expr.index.pos])
+                        raise CueError(
+                            f"invalid index {fmt_scalar(idx)} (index must be integer)",
+                            pos=[expr.index.pos],
+                        )
                     raise CueError(
                         f"invalid index {fmt_scalar(idx)} (type {kind_name(kind_of(idx))})",
                         pos=[expr.index.pos],
@@ -953,7 +957,9 @@ class Evaluator:
             if type(idx) is not int:
                 raise CueError(f"invalid index {fmt_scalar(idx)}", pos=[expr.index.pos])
             if idx < 0 or idx >= len(base):
-                raise CueError(f"index out of range [{idx}] with length {len(base)}", pos=[expr.pos])
+                raise CueError(
+                    f"index out of range [{idx}] with length {len(base)}", pos=[expr.pos]
+                )
             return base[idx] if isinstance(base, bytes) else base.encode()[idx]
         if base is TOP or isinstance(base, Constraint | Disj):
             raise CueError(f"incomplete value {self.show(base)}", pos=[expr.pos], incomplete=True)
@@ -983,7 +989,9 @@ class Evaluator:
     def list_vertex(self, elems: list[Any]) -> Vertex:
         """A new list whose elements unify with the given values or vertices."""
         tmp = Vertex(None, None)
-        tmp.conjuncts.append((A.ListLit(_NOPOS, [A.Lit(_NOPOS, e) for e in elems], None, False), None, ()))
+        tmp.conjuncts.append(
+            (A.ListLit(_NOPOS, [A.Lit(_NOPOS, e) for e in elems], None, False), None, ())
+        )
         return tmp
 
     def concrete(self, val: Any, pos: Pos | None, what: str = "") -> Any:
@@ -1090,14 +1098,18 @@ class Evaluator:
         if op == "&&" or op == "||":
             a = self.concrete(self.eval(expr.x, env), expr.x.pos)
             if type(a) is not bool:
-                raise CueError(f"invalid operands to {op}: {self.show(a)} is not bool", pos=[expr.pos])
+                raise CueError(
+                    f"invalid operands to {op}: {self.show(a)} is not bool", pos=[expr.pos]
+                )
             if op == "&&" and not a:
                 return False
             if op == "||" and a:
                 return True
             b = self.concrete(self.eval(expr.y, env), expr.y.pos)
             if type(b) is not bool:
-                raise CueError(f"invalid operands to {op}: {self.show(b)} is not bool", pos=[expr.pos])
+                raise CueError(
+                    f"invalid operands to {op}: {self.show(b)} is not bool", pos=[expr.pos]
+                )
             return b
         what = f" in operand to {op}"
         a = self.concrete(self.eval(expr.x, env), expr.x.pos, what)

@@ -49,7 +49,9 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
     if isinstance(val, Disj):
         d = val.default()
         if d is None:
-            raise CueError(f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True)
+            raise CueError(
+                f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True
+            )
         if isinstance(d, Vertex):
             return _export_vertex(ev, d, depth + 1)
         val = d

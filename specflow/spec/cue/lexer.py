@@ -275,8 +275,10 @@ class Lexer:
         while k < n and (text[k].isdigit() or text[k] == "_"):
             k += 1
         if k < n and text[k] == "." and not text.startswith("...", k):
-            if k + 1 < n and text[k + 1].isdigit() or not (
-                k + 1 < n and (_is_ident_start(text[k + 1]))
+            if (
+                k + 1 < n
+                and text[k + 1].isdigit()
+                or not (k + 1 < n and (_is_ident_start(text[k + 1])))
             ):
                 is_float = True
                 k += 1
@@ -301,7 +303,7 @@ class Lexer:
                 mult = 1024**exp
                 k += 1
         if k < n and _is_ident_char(text[k]):
-            raise self.error(f"invalid number literal {text[start:k + 1]!r}", start)
+            raise self.error(f"invalid number literal {text[start : k + 1]!r}", start)
         self.i = k
         try:
             if mult:
@@ -406,9 +408,7 @@ class Lexer:
         return Token(kind, "", pos, parts=parts)
 
 
-def _strip_multiline(
-    parts: list[str | list[Token]], pos: Pos
-) -> list[str | list[Token]]:
+def _strip_multiline(parts: list[str | list[Token]], pos: Pos) -> list[str | list[Token]]:
     """Remove the closing-quote indentation from every line of a multi-line string."""
     last = parts[-1] if parts else ""
     if not isinstance(last, str):

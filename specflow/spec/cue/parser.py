@@ -216,7 +216,9 @@ class Parser:
         elif t.kind == STRING or t.kind == BYTES:
             self.next()
             if all(isinstance(p, str) for p in t.parts):
-                label = A.Label(t.pos, "".join(p for p in t.parts if isinstance(p, str)), None, False)
+                label = A.Label(
+                    t.pos, "".join(p for p in t.parts if isinstance(p, str)), None, False
+                )
             else:
                 if not self._label_follows():
                     self.k = save
@@ -336,7 +338,9 @@ class Parser:
                 self.expect_op("=")
                 clauses.append(A.LetClause(t.pos, name, self.expr()))
         if not self.is_op("{"):
-            raise self.error(f"expected '{{' after comprehension clauses, found {self.describe(self.tok)}")
+            raise self.error(
+                f"expected '{{' after comprehension clauses, found {self.describe(self.tok)}"
+            )
         body = self.struct_lit()
         return A.Comprehension(pos, clauses, body)
 

@@ -109,7 +109,9 @@ class Bound:
             try:
                 self.regex = re.compile(go_regex(value))
             except re.error as e:
-                raise CueError(f"invalid regular expression {value!r}: {e}", pos=[pos] if pos else []) from None
+                raise CueError(
+                    f"invalid regular expression {value!r}: {e}", pos=[pos] if pos else []
+                ) from None
 
     def kinds(self) -> int:
         if self.op in ("=~", "!~"):
