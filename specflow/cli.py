@@ -456,6 +456,10 @@ def runs(
 
 def main() -> None:
     """Entry point of the ``specflow`` script."""
+    if "--traceback" in sys.argv[1:]:
+        sys.argv.remove("--traceback")
+        _state["traceback"] = True
+        sys.argv.insert(1, "--traceback")
     try:
         app()
     except SystemExit:

@@ -84,11 +84,13 @@ def _build(spec: Any, path: str, version: str) -> Any:
     }
     _check_arguments(entry, kwargs, path, partial=(mode == "partial"))
     resolved_spec = _with_version(spec, version)
+    make_task = None if inspect.isclass(entry.fn) else getattr(entry.fn, "make_task", None)
     if mode == "partial":
         result: Any = functools.partial(entry.fn, **kwargs)
     else:
         try:
-            result = entry.fn(**kwargs)
+            # a registered operation in a spec is a task to run, not a call at build time
+            result = make_task(**kwargs) if make_task is not None else entry.fn(**kwargs)
         except SpecError as exc:
             raise exc.with_path_prefix(path) from exc
         except Exception as exc:  # a constructor refusing its input is a spec problem

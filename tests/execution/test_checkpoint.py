@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import specflow
+from specflow.execution.checkpoint import Checkpoint, CheckpointError
+from user_ops import append_many, square
+
+
+def test_checkpoint_records_run_and_tasks(workdir: Path) -> None:
+    out = workdir / "o.txt"
+    report = specflow.execute(append_many(str(out), 50), backend="inline",
+                              run_dir=workdir / "run", spec={"note": "x"})
+    assert report.status == "done"
+    with Checkpoint(workdir / "run" / "checkpoint.db") as ck:
+        info = ck.run_info()
+        assert info.status == "done" and info.spec == {"note": "x"}
+        assert info.specflow_version == specflow.__version__
+        assert ck.counts() == {"test.append": {"done": 50}}
+        rows = list(ck.task_rows("done"))
+        assert len({r.id for r in rows}) == 50
+        assert all(r.started and r.finished and r.finished >= r.started for r in rows)
+        assert sorted(r.value_json for r in rows)[0] == '"t0"'
+    # WAL journal is on
+    con = sqlite3.connect(workdir / "run" / "checkpoint.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
+def test_rerun_on_same_checkpoint_skips_done_tasks_and_restores_values(workdir: Path) -> None:
+    out = workdir / "o.txt"
+    specflow.execute(append_many(str(out), 20), backend="inline", run_dir=workdir / "run")
+    again = specflow.execute(append_many(str(out), 25), backend="inline",
+                             checkpoint=workdir / "run" / "checkpoint.db")
+    assert again.resumed_done == 20
+    assert again.total("done") == 5
+    assert len(out.read_text().splitlines()) == 25
+
+    from user_ops import sum_of_squares
+
+    specflow.execute(sum_of_squares(4, str(workdir / "s.txt")), backend="inline",
+                     run_dir=workdir / "r2")
+    (workdir / "s.txt").unlink()
+    rerun = specflow.execute(sum_of_squares(4, str(workdir / "s.txt")), backend="inline",
+                             checkpoint=workdir / "r2" / "checkpoint.db")
+    # every task was done; the dependency values come back from the checkpoint
+    assert rerun.resumed_done == 5 and rerun.total("done") == 0
+    assert square(0) == 0
+
+
+def test_foreign_and_corrupt_files_get_clear_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(CheckpointError, match="not a readable SQLite database"):
+        Checkpoint(junk)
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(CheckpointError, match="not a specflow checkpoint"):
+        Checkpoint(other)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        Checkpoint(tmp_path / "missing.db")
