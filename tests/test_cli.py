@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from support import ROOT
 
 

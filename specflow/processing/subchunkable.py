@@ -574,7 +574,10 @@ def build_subchunkable_apply_flow(
     res = vec3(dst_resolution, "dst_resolution")
     if any(r <= 0 for r in res):
         raise SubchunkableConfigError(f"dst_resolution must be positive, got {list(res)}")
-    operation = as_operation(fn, op)
+    try:
+        operation = as_operation(fn, op)
+    except ValueError as exc:
+        raise SubchunkableConfigError(str(exc)) from None
     kwargs = dict(op_kwargs or {})
     region = _region(bbox, start_coord, end_coord, coord_resolution, res)
     region, levels = plan_levels(

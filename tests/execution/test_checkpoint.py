@@ -4,10 +4,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from user_ops import append_many, square
 
 import specflow
 from specflow.execution.checkpoint import Checkpoint, CheckpointError
-from user_ops import append_many, square
 
 
 def test_checkpoint_records_run_and_tasks(workdir: Path) -> None:

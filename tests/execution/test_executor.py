@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from user_ops import append, fail, flaky, hold_cpu, square
 
 import specflow
 from specflow import Dependency
 from specflow.execution.events import Event
-from user_ops import append, fail, flaky, hold_cpu, square
 
 BACKENDS = ["inline", "local"]
 
@@ -198,7 +198,7 @@ def test_semaphores_bound_concurrency_across_workers(workdir: Path) -> None:
     assert report.status == "done"
     spans = sorted(tuple(map(float, s.split())) for s in lines(log))
     assert len(spans) == 8
-    for (s0, e0), (s1, _) in zip(spans, spans[1:]):
+    for (_s0, e0), (s1, _) in zip(spans, spans[1:], strict=False):
         assert s1 >= e0 - 1e-4, "two holders of a 1-slot semaphore overlapped"
 
 

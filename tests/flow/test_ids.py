@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from user_ops import append, square
 
 import specflow
 from specflow.builder import build
 from specflow.flow.ids import UnhashableArgumentError, task_id
-from user_ops import append, square
 
 
 def test_same_work_same_id_different_work_different_id() -> None:

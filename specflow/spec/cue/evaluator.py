@@ -500,7 +500,10 @@ class Evaluator:
         if key in st.expanding:
             return
         # a reference to an ancestor is a structural cycle
-        p: Vertex | None = v
+        if r is v:
+            # a reference cycle back to this field adds no information
+            return
+        p: Vertex | None = v.parent
         while p is not None:
             if p is r:
                 raise CueError("structural cycle", path=v.path(), pos=[pos])
@@ -863,7 +866,6 @@ class Evaluator:
                     raise CueError(
                         f"incomplete value {self.show(val.value)}",
                         pos=[pos],
-                        path=val.path() or None,
                         incomplete=True,
                     )
                 return self.resolve_default(d, pos)
@@ -906,7 +908,6 @@ class Evaluator:
             if a is None:
                 raise CueError(
                     f"undefined field: {expr.name}",
-                    path=v.path() or None,
                     pos=[expr.pos],
                     incomplete=not v.closed,
                 )
@@ -936,7 +937,6 @@ class Evaluator:
                 if idx < 0 or idx >= n:
                     raise CueError(
                         f"index out of range [{idx}] with length {n}",
-                        path=base.path() or None,
                         pos=[expr.pos],
                     )
                 return base.arcs[idx]
@@ -947,7 +947,6 @@ class Evaluator:
                 if a is None:
                     raise CueError(
                         f"undefined field: {idx}",
-                        path=base.path() or None,
                         pos=[expr.pos],
                         incomplete=not base.closed,
                     )
@@ -1006,7 +1005,6 @@ class Evaluator:
                 if d is None:
                     raise CueError(
                         f"incomplete value {self.show(inner)}",
-                        path=val.path() or None,
                         pos=[pos] if pos else [],
                         incomplete=True,
                     )
@@ -1015,7 +1013,6 @@ class Evaluator:
                 return inner
             raise CueError(
                 f"incomplete value {self.show(inner)}{what}",
-                path=val.path() or None,
                 pos=[pos] if pos else [],
                 incomplete=True,
             )
@@ -1283,13 +1280,14 @@ def unify_scalars(a: Any, b: Any, pa: Pos | None = None, pb: Pos | None = None) 
             if not any(x.same(bb) for x in bounds):
                 bounds.append(bb)
         return _simplify(Constraint(kinds, tuple(bounds)), pa, pb)
+    first, pfirst, second, psecond = a, pa, b, pb
     if cb:
         a, b = b, a
         pa, pb = pb, pa
     # a is a Constraint, b concrete
     k = kind_of(b)
     if not a.kinds & k:
-        raise _conflict(a, b, pa, pb) if a.bounds else _conflict(b, a, pb, pa)
+        raise _conflict(first, second, pfirst, psecond)
     for bound in a.bounds:
         if not bound.check(b):
             raise CueError(
