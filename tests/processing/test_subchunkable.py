@@ -165,13 +165,14 @@ def test_ops_from_a_spec(tmp_path: Path) -> None:
     ds = build_ts_layer(str(tmp_path / "ds"))
     got = ds.read(whole((32, 32, 8)).at_resolution((2, 2, 1)))
     assert np.array_equal(got, data.reshape(1, 16, 2, 16, 2, 8).max(axis=(2, 4)))
-    for fn, want in [
+    cases: list[tuple[dict[str, Any], Any]] = [
         ({"@type": "threshold", "@mode": "partial", "value": 100},
          (data > 100).astype(np.uint8)),
         ({"@type": "invert", "@mode": "partial"}, 255 - data),
         ({"@type": "affine_intensity", "@mode": "partial", "a": 0.5, "b": 1, "dtype": "uint8"},
          (data * 0.5 + 1).astype(np.uint8)),
-    ]:
+    ]
+    for fn, want in cases:
         out = tmp_path / f"out_{fn['@type']}"
         run_inline(build({
             "@type": "build_subchunkable_apply_flow", "fn": fn,
