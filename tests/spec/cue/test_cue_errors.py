@@ -169,11 +169,13 @@ def test_unknown_import() -> None:
 
 
 def test_unknown_package_member() -> None:
-    assert str(refuse('import "strings"\na: strings.Nope("x")')).startswith("a: undefined: strings.Nope")
+    assert str(refuse('import "strings"\na: strings.Nope("x")')).startswith(
+        "a: undefined: strings.Nope"
+    )
 
 
 def test_builtin_argument_errors() -> None:
-    assert str(refuse("import \"list\"\na: list.Min([])")).startswith("a: ")
+    assert str(refuse('import "list"\na: list.Min([])')).startswith("a: ")
     assert str(refuse("a: len(1)")).startswith("a: len: invalid argument 1")
 
 

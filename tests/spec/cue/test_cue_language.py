@@ -255,11 +255,11 @@ def test_multiline_string_with_interpolation() -> None:
 
 
 def test_raw_strings() -> None:
-    src = r'''
+    src = r"""
     a: #"no \escape "quotes" here"#
     x: 1
     b: #"interp \#(x) and \(x)"#
-    '''
+    """
     out = ev(src)
     assert out["a"] == r'no \escape "quotes" here'
     assert out["b"] == r"interp 1 and \(x)"

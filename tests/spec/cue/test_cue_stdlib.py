@@ -1,0 +1,233 @@
+"""Standard library packages and predeclared functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from specflow.spec.cue import loads_cue
+
+
+def ev(text: str) -> Any:
+    return loads_cue(text, "lib.cue")
+
+
+def test_list_package() -> None:
+    src = """
+    import "list"
+
+    r: list.Range(0, 5, 2)
+    rd: list.Range(3, 0, -1)
+    rf: list.Range(0, 1, 0.25)
+    mn: list.Min([3, 1, 2])
+    mx: list.Max([3, 1.5, 2])
+    s: list.Sum([1, 2, 3])
+    sf: list.Sum([0.1, 0.2])
+    p: list.Product([2, 3])
+    c: list.Concat([[1], [2, 3], []])
+    f: list.FlattenN([1, [2, [3, [4]]]], 2)
+    ctn: list.Contains([1, 2], 2)
+    nctn: list.Contains([1, 2], 5)
+    srt: list.Sort([3, 1, 2], list.Ascending)
+    srtd: list.Sort(["b", "a", "c"], list.Descending)
+    ss: list.SortStrings(["b", "a"])
+    tk: list.Take([1, 2, 3], 2)
+    dr: list.Drop([1, 2, 3], 2)
+    sl: list.Slice([1, 2, 3, 4], 1, 3)
+    rp: list.Repeat([1, 2], 2)
+    av: list.Avg([1, 2])
+    """
+    assert ev(src) == {
+        "r": [0, 2, 4],
+        "rd": [3, 2, 1],
+        "rf": [0, 0.25, 0.5, 0.75],
+        "mn": 1,
+        "mx": 3,
+        "s": 6,
+        "sf": 0.3,
+        "p": 6,
+        "c": [1, 2, 3],
+        "f": [1, 2, 3, [4]],
+        "ctn": True,
+        "nctn": False,
+        "srt": [1, 2, 3],
+        "srtd": ["c", "b", "a"],
+        "ss": ["a", "b"],
+        "tk": [1, 2],
+        "dr": [3],
+        "sl": [2, 3],
+        "rp": [1, 2, 1, 2],
+        "av": 1.5,
+    }
+
+
+def test_list_sort_with_custom_comparator() -> None:
+    src = """
+    import "list"
+    #byLen: {x: string, y: string, less: len(x) < len(y)}
+    s: list.Sort(["ccc", "a", "bb"], #byLen)
+    """
+    assert ev(src)["s"] == ["a", "bb", "ccc"]
+
+
+def test_list_functions_on_struct_elements() -> None:
+    src = """
+    import "list"
+    #T: {n: int, sq: n * n}
+    all: list.Concat([[#T & {n: 2}], [#T & {n: 3}]])
+    """
+    assert ev(src) == {"all": [{"n": 2, "sq": 4}, {"n": 3, "sq": 9}]}
+
+
+def test_math_package() -> None:
+    src = """
+    import "math"
+
+    p: math.Pow(2, 10)
+    pf: math.Pow(2, -1)
+    c: math.Ceil(2.1)
+    f: math.Floor(-2.1)
+    r: math.Round(2.5)
+    re: math.RoundToEven(2.5)
+    t: math.Trunc(-2.7)
+    a: math.Abs(-3)
+    sq: math.Sqrt(16)
+    l2: math.Log2(1024)
+    l10: math.Log10(1000)
+    pi: math.Pi > 3.14
+    mx: math.MaxInt32
+    """
+    assert ev(src) == {
+        "p": 1024,
+        "pf": 0.5,
+        "c": 3,
+        "f": -3,
+        "r": 3,
+        "re": 2,
+        "t": -2,
+        "a": 3,
+        "sq": 4,
+        "l2": 10,
+        "l10": 3,
+        "pi": True,
+        "mx": 2**31 - 1,
+    }
+
+
+def test_math_results_interpolate_as_integers_when_whole() -> None:
+    src = r"""
+    import "math"
+    s: "\(math.Pow(2, 3))-\(math.Ceil(1.2))"
+    """
+    assert ev(src)["s"] == "8-2"
+
+
+def test_strings_package() -> None:
+    src = """
+    import "strings"
+
+    j: strings.Join(["a", "b"], "/")
+    s: strings.Split("a,b,c", ",")
+    r: strings.Replace("aaa", "a", "b", 2)
+    ra: strings.ReplaceAll("aaa", "a", "b")
+    u: strings.ToUpper("abc")
+    l: strings.ToLower("ABC")
+    c: strings.Contains("hello", "ell")
+    hp: strings.HasPrefix("hello", "he")
+    hs: strings.HasSuffix("hello", "lo")
+    tp: strings.TrimPrefix("gs://b", "gs://")
+    ts: strings.TrimSuffix("a.cue", ".cue")
+    sp: strings.TrimSpace("  x ")
+    i: strings.Index("chicken", "ken")
+    rep: strings.Repeat("ab", 2)
+    f: strings.Fields(" a  b ")
+    cnt: strings.Count("cheese", "e")
+    """
+    assert ev(src) == {
+        "j": "a/b",
+        "s": ["a", "b", "c"],
+        "r": "bba",
+        "ra": "bbb",
+        "u": "ABC",
+        "l": "abc",
+        "c": True,
+        "hp": True,
+        "hs": True,
+        "tp": "b",
+        "ts": "a",
+        "sp": "x",
+        "i": 4,
+        "rep": "abab",
+        "f": ["a", "b"],
+        "cnt": 3,
+    }
+
+
+def test_strconv_package() -> None:
+    src = """
+    import "strconv"
+
+    a: strconv.FormatInt(255, 16)
+    b: strconv.Itoa(42)
+    c: strconv.Atoi("17")
+    d: strconv.ParseInt("-101", 2, 64)
+    e: strconv.FormatBool(true)
+    f: strconv.Quote("hi")
+    """
+    assert ev(src) == {"a": "ff", "b": "42", "c": 17, "d": -5, "e": "true", "f": '"hi"'}
+
+
+def test_path_package() -> None:
+    src = """
+    import "path"
+
+    j: path.Join(["gs://bucket/a", "tmp"])
+    k: path.Join(["a", "", "../b", "c"])
+    b: path.Base("/x/y.txt")
+    d: path.Dir("/x/y.txt")
+    e: path.Ext("/x/y.txt")
+    """
+    assert ev(src) == {"j": "gs:/bucket/a/tmp", "k": "b/c", "b": "y.txt", "d": "/x", "e": ".txt"}
+
+
+def test_regexp_and_json_packages() -> None:
+    src = """
+    import (
+        "regexp"
+        "encoding/json"
+    )
+
+    m: regexp.Match("^a+$", "aaa")
+    f: regexp.Find("[0-9]+", "ab123c")
+    r: regexp.ReplaceAll("a(x*)b", "-axxb-", "${1}W")
+    js: json.Marshal({a: 1, b: [true, null]})
+    un: json.Unmarshal("{\\"k\\": [1, 2.5]}")
+    """
+    assert ev(src) == {
+        "m": True,
+        "f": "123",
+        "r": "-xxW-",
+        "js": '{"a":1,"b":[true,null]}',
+        "un": {"k": [1, 2.5]},
+    }
+
+
+def test_import_alias() -> None:
+    assert ev('import S "strings"\na: S.ToUpper("x")') == {"a": "X"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "value"),
+    [
+        ("len([1, 2, 3])", 3),
+        ('len("abc")', 3),
+        ("len({a: 1, b?: 2})", 1),
+        ("div(-7, 2)", -4),
+        ("mod(-7, 2)", 1),
+        ("quo(7, -2)", -3),
+        ("rem(7, -2)", 1),
+    ],
+)
+def test_predeclared_functions(expr: str, value: Any) -> None:
+    assert ev(f"a: {expr}") == {"a": value}
