@@ -1,0 +1,760 @@
+"""Runs tasks as SLURM jobs, submitted through submitit.
+
+Tasks are grouped: one SLURM job (an element of a job array) runs a list of tasks one after
+another and returns their outcomes. Grouping keeps the per-task cost of a cluster low; the
+group size adapts to the cluster's width and to how long tasks take, or is fixed with
+``tasks_per_job``.
+
+How the driver learns what happened, cheaply:
+
+* every job appends one record per finished task to its own *outcome stream* file, so
+  outcomes reach the executor while the job still runs, and a job that is killed midway still
+  reports the tasks it finished;
+* one ``squeue`` call per poll interval (filtered by this run's job name) gives every job's
+  state; ``sacct`` is asked only about jobs that ``squeue`` no longer knows;
+* a job that ended without reporting all its tasks (cancelled, failed, timed out, preempted,
+  out of memory, node failure) returns ``lost`` outcomes for the rest, naming the job id, its
+  state and its log file, so the executor retries them.
+
+Each driver gets its own submitit folder under ``<run dir>/slurm/`` (SLURM job ids restart
+when a cluster's state is wiped, so folders are never shared between drivers).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specflow.backends.base import (
+    Backend,
+    BackendContext,
+    JobRecord,
+    Outcome,
+    import_modules,
+    run_task,
+    worker_name,
+)
+from specflow.flow.task import Task
+
+#: job states after which a job will not report anything more
+TERMINAL_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY",
+    "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
+})
+
+#: seconds to wait for the outcome stream or the result file of a job that SLURM says ended
+#: (shared file systems can show a file a little after its writer exited)
+GRACE_COMPLETED_S = 15.0
+GRACE_OTHER_S = 3.0
+#: how long tasks submitted close together are gathered before they go out as one array
+LINGER_S = 0.25
+#: interval of the squeue poll
+POLL_S = 1.0
+#: auto grouping: a job should hold at least this much work (once task durations are known)
+MIN_JOB_WORK_S = 5.0
+#: ... and at most this much (further bounded by half the time limit)
+MAX_JOB_WORK_S = 1800.0
+#: auto grouping: most tasks in one job before any duration is known
+AUTO_MAX_TASKS_PER_JOB = 1000
+#: auto grouping: most tasks handed out at once
+AUTO_WINDOW = 20_000
+DEFAULT_TIME_LIMIT_MIN = 60
+
+_LEN = struct.Struct("<Q")
+
+
+class SlurmError(RuntimeError):
+    """SLURM could not be used (no cluster here, or a command failed)."""
+
+
+# ------------------------------------------------------------------------------- worker side
+def _encode(outcome: Outcome) -> bytes:
+    """One stream record: the task id and the pickled outcome, behind their length. The
+    outcome is pickled on its own so that a value the driver cannot unpickle spoils only
+    that task's outcome."""
+    try:
+        inner = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - fall back to cloudpickle, then to an honest failure
+        try:
+            import cloudpickle
+
+            inner = cloudpickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001
+            outcome.ok = False
+            outcome.value = None
+            outcome.error = (
+                f"TaskTransportError: the task's return value cannot be pickled: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            outcome.exc_types = ("TaskTransportError",)
+            inner = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps((outcome.task_id, inner), protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+def _unpickle_outcome(task_id: str, inner: bytes) -> Outcome:
+    try:
+        outcome = pickle.loads(inner)
+        if isinstance(outcome, Outcome):
+            return outcome
+        raise TypeError(f"expected an Outcome, got {type(outcome).__name__}")
+    except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+        now = time.time()
+        return Outcome(
+            task_id, False,
+            error=f"TaskTransportError: the outcome cannot be unpickled here: "
+                  f"{type(exc).__name__}: {exc}",
+            exc_types=("TaskTransportError",), started=now, finished=now,
+        )
+
+
+def _decode(buf: bytes) -> tuple[list[tuple[str, bytes]], int]:
+    """The complete records at the start of ``buf`` (task id, pickled outcome) and how many
+    bytes they span."""
+    out: list[tuple[str, bytes]] = []
+    pos = 0
+    n = len(buf)
+    while pos + _LEN.size <= n:
+        (size,) = _LEN.unpack_from(buf, pos)
+        end = pos + _LEN.size + size
+        if end > n:
+            break
+        task_id, inner = pickle.loads(buf[pos + _LEN.size : end])
+        out.append((str(task_id), bytes(inner)))
+        pos = end
+    return out, pos
+
+
+def run_job(stream: str, imports: Sequence[str], payload: bytes) -> list[Outcome]:
+    """The body of one SLURM job: import the user's modules, unpickle the tasks, run them
+    one after another, append each outcome to ``stream`` as it finishes, and return all
+    outcomes. A job that runs again (requeued) skips the tasks its stream already holds."""
+    import_modules(imports)
+    tasks: list[Task] = pickle.loads(payload)
+    done: dict[str, Outcome] = {}
+    try:
+        with open(stream, "rb") as f:
+            for task_id, inner in _decode(f.read())[0]:
+                done[task_id] = _unpickle_outcome(task_id, inner)
+    except FileNotFoundError:
+        pass
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for task in tasks:
+            if task.id in done:
+                continue
+            outcome = run_task(task)
+            os.write(fd, _encode(outcome))
+            done[task.id] = outcome
+    finally:
+        os.close(fd)
+    return [done[t.id] for t in tasks]
+
+
+# ------------------------------------------------------------------------------ driver side
+@dataclass
+class _Job:
+    job_id: str
+    tasks: dict[str, Task]
+    n_tasks: int
+    stream: Path
+    log: Path
+    result: Path
+    submitted: float
+    state: str = "PENDING"
+    offset: int = 0
+    ended_at: float | None = None
+
+
+def parse_time_limit(value: int | float | str | None) -> int:
+    """Minutes from a number of minutes or a SLURM time (``MM``, ``MM:SS``, ``HH:MM:SS``,
+    ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``), rounded up."""
+    if value is None:
+        return DEFAULT_TIME_LIMIT_MIN
+    if isinstance(value, bool):
+        raise ValueError(f"time_limit: expected minutes or HH:MM:SS, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"time_limit must be positive, got {value!r}")
+        return max(1, math.ceil(value))
+    text = str(value).strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        raise ValueError(f"time_limit: cannot read {value!r} (use minutes or HH:MM:SS)")
+    days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    assert a is not None
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = a * 3600 + (b or 0) * 60 + c
+    elif b is not None:  # MM:SS
+        seconds = a * 60 + b
+    else:  # MM
+        seconds = a * 60
+    if seconds <= 0:
+        raise ValueError(f"time_limit must be positive, got {value!r}")
+    return max(1, math.ceil(seconds / 60))
+
+
+def _run(cmd: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _state_word(state: str) -> str:
+    """``CANCELLED by 0`` → ``CANCELLED``; ``COMPLETED+`` → ``COMPLETED``."""
+    word = state.strip().split(" ")[0].rstrip("+") if state.strip() else "UNKNOWN"
+    return word.upper()
+
+
+def _expand_ids(job_id: str) -> list[str]:
+    """``12_[1-3,7%2]`` → ``12_1 12_2 12_3 12_7``; plain ids stay as they are."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not m:
+        return [job_id]
+    main, spec = m.group(1), m.group(2).split("%")[0]
+    out: list[str] = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(f"{main}_{i}" for i in range(int(lo), int(hi) + 1))
+        elif part:
+            out.append(f"{main}_{int(part)}")
+    return out
+
+
+def cluster_config() -> dict[str, str]:
+    """``scontrol show config`` as a dict."""
+    proc = _run(["scontrol", "show", "config"])
+    if proc.returncode != 0:
+        raise SlurmError(f"scontrol show config failed: {proc.stderr.strip()}")
+    conf: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        if " = " in line:
+            key, _, value = line.partition(" = ")
+            conf[key.strip()] = value.strip()
+    return conf
+
+
+def partition_cpus(partition: str | None) -> int:
+    """Total CPUs of ``partition`` (the default partition when None); 0 if unknown."""
+    proc = _run(["sinfo", "-h", "-o", "%P|%C"])
+    if proc.returncode != 0:
+        return 0
+    for line in proc.stdout.splitlines():
+        name, _, cpus = line.partition("|")
+        is_default = name.endswith("*")
+        name = name.rstrip("*")
+        if (partition is None and is_default) or name == partition:
+            try:
+                return int(cpus.split("/")[3])
+            except (IndexError, ValueError):
+                return 0
+    return 0
+
+
+class SlurmBackend(Backend):
+    """Runs tasks on a SLURM cluster through submitit job arrays.
+
+    Settings:
+        partition: the partition to submit to (the cluster's default when None).
+        time_limit: per job, minutes or ``HH:MM:SS`` (default 60 minutes).
+        cpus_per_task, mem_gb (or mem, e.g. ``"500M"``), gres: what each job asks for.
+        tasks_per_job: how many tasks one job runs; None adapts it to the cluster's width
+            and to the measured task durations.
+        array_parallelism: most elements of one array running at once.
+        max_jobs_in_flight: most jobs submitted and not yet finished.
+        setup: shell commands each job runs before the worker (module load, venv, ...).
+        sbatch_options: more ``#SBATCH`` options, e.g. ``{"account": "lab", "qos": "low"}``.
+        folder: where submitit keeps pickles and logs (default ``<run dir>/slurm``).
+        python: the command that starts Python in a job (default: this interpreter).
+        use_srun: run the worker through ``srun`` inside the job (one more launch step).
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        *,
+        partition: str | None = None,
+        time_limit: int | float | str | None = None,
+        cpus_per_task: int | None = None,
+        mem_gb: float | None = None,
+        mem: str | None = None,
+        gres: str | None = None,
+        tasks_per_job: int | None = None,
+        array_parallelism: int | None = None,
+        max_jobs_in_flight: int = 512,
+        setup: Sequence[str] | None = None,
+        sbatch_options: dict[str, Any] | None = None,
+        folder: str | os.PathLike[str] | None = None,
+        python: str | None = None,
+        use_srun: bool = False,
+        poll_interval: float = POLL_S,
+        job_name: str | None = None,
+    ) -> None:
+        if mem_gb is not None and mem is not None:
+            raise ValueError("give mem_gb or mem, not both")
+        if tasks_per_job is not None and tasks_per_job < 1:
+            raise ValueError(f"tasks_per_job must be at least 1, got {tasks_per_job}")
+        if array_parallelism is not None and array_parallelism < 1:
+            raise ValueError(f"array_parallelism must be at least 1, got {array_parallelism}")
+        if max_jobs_in_flight < 1:
+            raise ValueError(f"max_jobs_in_flight must be at least 1, got {max_jobs_in_flight}")
+        if cpus_per_task is not None and cpus_per_task < 1:
+            raise ValueError(f"cpus_per_task must be at least 1, got {cpus_per_task}")
+        self.partition = partition
+        self.time_limit_min = parse_time_limit(time_limit)
+        self.cpus_per_task = cpus_per_task
+        self.mem = mem if mem is not None else (_mem_text(mem_gb) if mem_gb is not None else None)
+        self.gres = gres
+        self.tasks_per_job = tasks_per_job
+        self.array_parallelism = array_parallelism
+        self.max_jobs_in_flight = max_jobs_in_flight
+        self.setup = list(setup or [])
+        self.sbatch_options = dict(sbatch_options or {})
+        self.folder = Path(folder) if folder is not None else None
+        self.python = python
+        self.use_srun = use_srun
+        self.poll_interval = poll_interval
+        self.job_name = job_name
+
+        self._ctx: BackendContext | None = None
+        self._name = job_name or "specflow"
+        self._executor: Any = None
+        self._dir: Path | None = None
+        self._max_array = 1001
+        self._slots = 1
+        self._buffer: list[Task] = []
+        self._last_submit = 0.0
+        self._jobs: dict[str, _Job] = {}
+        self._ready: list[Outcome] = []
+        self._updates: dict[str, JobRecord] = {}
+        self._last_poll = 0.0
+        self._last_scan = 0.0
+        self._mean_task_s = 0.0
+        self._samples = 0
+        self._auto_cap = AUTO_MAX_TASKS_PER_JOB
+        self._submitted_jobs = 0
+
+    # -- setup ----------------------------------------------------------------------------
+    def start(self, ctx: BackendContext) -> None:
+        if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+            raise SlurmError("sbatch/squeue not found: this machine is not a SLURM submit host")
+        self._ctx = ctx
+        self._name = self.job_name or f"specflow-{ctx.run_id}"
+        base = self.folder if self.folder is not None else Path(ctx.run_dir) / "slurm"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self._dir = (base / f"driver-{stamp}-{os.getpid()}").absolute()
+        (self._dir / "streams").mkdir(parents=True, exist_ok=True)
+        try:
+            self._max_array = max(1, int(cluster_config().get("MaxArraySize", "1001")))
+        except (SlurmError, ValueError):
+            self._max_array = 1001
+        cpus = partition_cpus(self.partition)
+        slots = max(1, cpus // (self.cpus_per_task or 1)) if cpus else 1
+        if self.array_parallelism:
+            slots = min(slots, self.array_parallelism)
+        self._slots = max(1, min(slots, self.max_jobs_in_flight))
+        self._executor = self._make_executor()
+        if ctx.previous_jobs:
+            self._cancel_previous(ctx.previous_jobs)
+
+    def _make_executor(self) -> Any:
+        import submitit
+
+        assert self._dir is not None
+        ex = submitit.SlurmExecutor(
+            folder=self._dir,
+            python=self.python or shlex.quote(sys.executable),
+        )
+        params: dict[str, Any] = {
+            "job_name": self._name,
+            "time": self.time_limit_min,
+            "stderr_to_stdout": True,
+            "use_srun": self.use_srun,
+            "array_parallelism": self.array_parallelism or self._max_array,
+        }
+        if self.partition:
+            params["partition"] = self.partition
+        if self.cpus_per_task:
+            params["cpus_per_task"] = self.cpus_per_task
+        if self.mem:
+            params["mem"] = self.mem
+        if self.gres:
+            params["gres"] = self.gres
+        if self.setup:
+            params["setup"] = list(self.setup)
+        if self.sbatch_options:
+            params["additional_parameters"] = dict(self.sbatch_options)
+        ex.update_parameters(**params)
+        return ex
+
+    def _cancel_previous(self, job_ids: Iterable[str]) -> None:
+        """Cancel jobs an earlier driver of this run left behind, and wait until they have
+        stopped, so that none of their tasks runs alongside this driver's."""
+        ids = sorted(set(job_ids))
+        states = self._query_states(ids, name=self._name)
+        alive = [j for j in ids if j in states and _state_word(states[j]) not in TERMINAL_STATES]
+        if not alive:
+            return
+        _run(["scancel", *alive])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = self._query_states(alive, name=self._name)
+            alive = [j for j in alive if j in states and
+                     _state_word(states[j]) not in TERMINAL_STATES]
+            if not alive:
+                return
+            time.sleep(0.5)
+
+    # -- the Backend interface ------------------------------------------------------------
+    def capacity(self) -> int:
+        if self.tasks_per_job:
+            window = self.max_jobs_in_flight * self.tasks_per_job
+        else:
+            window = min(AUTO_WINDOW, self.max_jobs_in_flight * self._auto_cap)
+        return max(0, window - self.in_flight())
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        if not tasks:
+            return
+        self._buffer.extend(tasks)
+        self._last_submit = time.monotonic()
+
+    def in_flight(self) -> int:
+        return (
+            len(self._buffer)
+            + sum(len(j.tasks) for j in self._jobs.values())
+            + len(self._ready)
+        )
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            self._maybe_flush()
+            self._scan()
+            if self._ready:
+                out, self._ready = self._ready, []
+                return out
+            now = time.monotonic()
+            if now >= deadline or (not self._jobs and not self._buffer):
+                return []
+            time.sleep(min(self._scan_interval(), max(0.0, deadline - now)))
+
+    def cancel(self) -> None:
+        self._buffer.clear()
+        jobs = list(self._jobs.values())
+        if jobs:
+            _run(["scancel", *sorted({j.job_id.split("_")[0] for j in jobs})])
+        for job in jobs:
+            self._set_state(job, "CANCELLED")
+        self._jobs.clear()
+        self._ready.clear()
+
+    def close(self) -> None:
+        if self._jobs or self._buffer:
+            self.cancel()
+
+    def job_updates(self) -> list[JobRecord]:
+        out = list(self._updates.values())
+        self._updates.clear()
+        return out
+
+    # -- submitting -----------------------------------------------------------------------
+    def _maybe_flush(self) -> None:
+        if not self._buffer:
+            return
+        quiet = time.monotonic() - self._last_submit >= LINGER_S
+        if quiet or self.capacity() == 0:
+            self._flush()
+
+    def _job_size(self, n: int) -> int:
+        if self.tasks_per_job:
+            return self.tasks_per_job
+        size = math.ceil(n / self._slots)
+        cap = self._auto_cap
+        if self._samples:
+            per = max(self._mean_task_s, 1e-4)
+            size = max(size, math.ceil(MIN_JOB_WORK_S / per))
+            max_work = min(MAX_JOB_WORK_S, self.time_limit_min * 60 / 2)
+            cap = min(cap, max(1, int(max_work / per)))
+        return max(1, min(size, cap, n))
+
+    def _flush(self) -> None:
+        free = self.max_jobs_in_flight - len(self._jobs)
+        if free <= 0 or not self._buffer:
+            return
+        n = len(self._buffer)
+        size = self._job_size(n)
+        n_jobs = min(math.ceil(n / size), free)
+        take = min(n, n_jobs * size)
+        tasks, self._buffer = self._buffer[:take], self._buffer[take:]
+        # spread evenly: job sizes differ by one at most
+        groups = [tasks[i * take // n_jobs : (i + 1) * take // n_jobs] for i in range(n_jobs)]
+        for start in range(0, len(groups), self._max_array):
+            self._submit_array(groups[start : start + self._max_array])
+
+    def _submit_array(self, groups: list[list[Task]]) -> None:
+        assert self._dir is not None and self._ctx is not None
+        import cloudpickle
+
+        imports = tuple(self._ctx.imports)
+        streams: list[Path] = []
+        payloads: list[bytes] = []
+        for group in groups:
+            streams.append(self._dir / "streams" / f"{uuid.uuid4().hex}.out")
+            payloads.append(cloudpickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            submitted = self._executor.map_array(
+                run_job, [str(s) for s in streams], [imports] * len(groups), payloads
+            )
+        except Exception as exc:  # noqa: BLE001 - sbatch refused: the tasks fail, honestly
+            now = time.time()
+            why = f"SlurmSubmitError: sbatch failed: {type(exc).__name__}: {exc}"
+            for group in groups:
+                self._ready.extend(
+                    Outcome(t.id, False, error=why, exc_types=("SlurmSubmitError",),
+                            started=now, finished=now, worker=worker_name())
+                    for t in group
+                )
+            return
+        now = time.time()
+        for sjob, group, stream in zip(submitted, groups, streams, strict=True):
+            job = _Job(
+                job_id=str(sjob.job_id),
+                tasks={t.id: t for t in group},
+                n_tasks=len(group),
+                stream=stream,
+                log=Path(sjob.paths.stdout),
+                result=Path(sjob.paths.result_pickle),
+                submitted=now,
+            )
+            self._jobs[job.job_id] = job
+            self._submitted_jobs += 1
+            self._updates[job.job_id] = JobRecord(job.job_id, "PENDING", job.n_tasks,
+                                                  str(job.log))
+
+    # -- watching -------------------------------------------------------------------------
+    def _scan_interval(self) -> float:
+        return min(1.0, 0.05 + len(self._jobs) / 4000)
+
+    def _scan(self) -> None:
+        """Read new outcomes from the jobs' streams; poll SLURM now and then."""
+        now = time.monotonic()
+        if now - self._last_scan < self._scan_interval() and not self._ready:
+            return
+        self._last_scan = now
+        for job in list(self._jobs.values()):
+            self._read_stream(job)
+        if self._jobs and now - self._last_poll >= self.poll_interval:
+            self._last_poll = now
+            self._poll()
+        for job in list(self._jobs.values()):
+            if job.ended_at is not None:
+                self._settle(job)
+
+    def _read_stream(self, job: _Job) -> None:
+        try:
+            size = job.stream.stat().st_size
+        except FileNotFoundError:
+            return
+        if size <= job.offset:
+            return
+        if job.state == "PENDING":
+            self._set_state(job, "RUNNING")
+        with open(job.stream, "rb") as f:
+            f.seek(job.offset)
+            records, used = _decode(f.read(size - job.offset))
+        job.offset += used
+        self._take(job, [_unpickle_outcome(tid, inner) for tid, inner in records
+                         if tid in job.tasks])
+
+    def _take(self, job: _Job, outcomes: Iterable[Outcome]) -> None:
+        for o in outcomes:
+            if job.tasks.pop(o.task_id, None) is None:
+                continue  # a requeued job reporting a task again
+            o.log_path = str(job.log)
+            self._learn(o)
+            self._ready.append(o)
+        if not job.tasks:
+            self._finish(job, "COMPLETED")
+
+    def _learn(self, o: Outcome) -> None:
+        d = max(0.0, o.finished - o.started)
+        self._samples += 1
+        k = 1.0 / min(self._samples, 100)
+        self._mean_task_s += (d - self._mean_task_s) * k
+
+    def _poll(self) -> None:
+        states = self._query_states(list(self._jobs), name=self._name)
+        now = time.monotonic()
+        for job in list(self._jobs.values()):
+            raw = states.get(job.job_id)
+            if raw is None:
+                continue
+            word = _state_word(raw)
+            if word in TERMINAL_STATES:
+                if job.ended_at is None:
+                    job.ended_at = now
+                    self._set_state(job, word)
+            elif word != job.state and job.ended_at is None:
+                self._set_state(job, word)
+
+    def _query_states(self, job_ids: Sequence[str], name: str) -> dict[str, str]:
+        """States of ``job_ids``: ``squeue`` for what the controller still holds, ``sacct``
+        for the rest. Jobs neither knows (just submitted) are left out."""
+        states: dict[str, str] = {}
+        proc = _run(["squeue", "-h", "-r", "-t", "all", "-n", name, "-o", "%i|%T"])
+        if proc.returncode == 0:
+            for line in proc.stdout.splitlines():
+                jid, _, state = line.partition("|")
+                for j in _expand_ids(jid.strip()):
+                    states[j] = state.strip()
+        wanted = set(job_ids)
+        missing = sorted(wanted - set(states))
+        if missing and shutil.which("sacct"):
+            # ids repeat when a cluster's state is wiped: look only at recent jobs of ours
+            cmd = ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Submit", "--name", name,
+                   "-S", "now-7days", "-j", ",".join(sorted({m.split("_")[0] for m in missing}))]
+            proc = _run(cmd)
+            if proc.returncode == 0:
+                latest: dict[str, str] = {}
+                for line in proc.stdout.splitlines():
+                    parts = line.split("|")
+                    if len(parts) < 3:
+                        continue
+                    for j in _expand_ids(parts[0].strip()):
+                        if j in wanted and j not in states and parts[2] >= latest.get(j, ""):
+                            latest[j] = parts[2]
+                            states[j] = parts[1]
+        return {j: s for j, s in states.items() if j in wanted}
+
+    def _settle(self, job: _Job) -> None:
+        """A job SLURM says has ended: collect what it reported, then give up on the rest."""
+        assert job.ended_at is not None
+        self._read_stream(job)
+        if job.job_id not in self._jobs:
+            return  # the stream held everything
+        if job.result.exists():
+            try:
+                with open(job.result, "rb") as f:
+                    kind, value = pickle.load(f)
+            except Exception:  # noqa: BLE001 - half-written or unreadable: wait, then lose
+                kind, value = "unreadable", None
+            if kind == "success" and isinstance(value, list):
+                self._take(job, value)
+                if job.job_id not in self._jobs:
+                    return
+            elif kind == "error":
+                self._fail_job(job, str(value))
+                return
+        grace = GRACE_COMPLETED_S if job.state == "COMPLETED" else GRACE_OTHER_S
+        if time.monotonic() - job.ended_at < grace:
+            return
+        self._lose_job(job)
+
+    def _fail_job(self, job: _Job, trace: str) -> None:
+        """The job's Python code failed outside any task (e.g. a user module did not
+        import): its remaining tasks fail with that traceback. Not lost: it would repeat."""
+        last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
+        now = time.time()
+        for task_id in list(job.tasks):
+            self._ready.append(Outcome(
+                task_id, False,
+                error=f"SlurmJobError: job {job.job_id} failed outside its tasks: {last} "
+                      f"(log: {job.log})",
+                exc_types=("SlurmJobError",), traceback=trace, started=now, finished=now,
+                worker=f"slurm:{job.job_id}", log_path=str(job.log),
+            ))
+        job.tasks.clear()
+        self._finish(job, "FAILED")
+
+    def _lose_job(self, job: _Job) -> None:
+        state = job.state if job.state in TERMINAL_STATES else "LOST"
+        if state == "COMPLETED":
+            what = "completed without reporting"
+        else:
+            what = f"ended {state} before finishing"
+        if state == "TIMEOUT" and not self.tasks_per_job:
+            # smaller jobs next time, so that retried tasks fit in the time limit
+            self._auto_cap = max(1, min(self._auto_cap, job.n_tasks // 2))
+        now = time.time()
+        for task_id in list(job.tasks):
+            self._ready.append(Outcome(
+                task_id, False,
+                error=f"SlurmJobLost: job {job.job_id} {what} this task "
+                      f"(state {state}; log: {job.log})",
+                exc_types=("SlurmJobLost",), started=now, finished=now,
+                worker=f"slurm:{job.job_id}", lost=True, log_path=str(job.log),
+            ))
+        job.tasks.clear()
+        self._finish(job, state)
+
+    def _finish(self, job: _Job, state: str) -> None:
+        self._jobs.pop(job.job_id, None)
+        self._set_state(job, state)
+
+    def _set_state(self, job: _Job, state: str) -> None:
+        if state == job.state:
+            return
+        job.state = state
+        self._updates[job.job_id] = JobRecord(job.job_id, state, job.n_tasks, str(job.log))
+
+    # -- introspection (tests, benchmarks) ------------------------------------------------
+    @property
+    def folder_in_use(self) -> Path | None:
+        """The submitit folder of this driver."""
+        return self._dir
+
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs this backend submitted that have not finished."""
+        return sorted(self._jobs)
+
+
+def _mem_text(mem_gb: float) -> str:
+    if mem_gb <= 0:
+        raise ValueError(f"mem_gb must be positive, got {mem_gb}")
+    if float(mem_gb).is_integer():
+        return f"{int(mem_gb)}G"
+    return f"{math.ceil(mem_gb * 1024)}M"
+
+
+_SETTINGS = {
+    "partition", "time_limit", "cpus_per_task", "mem_gb", "mem", "gres", "tasks_per_job",
+    "array_parallelism", "max_jobs_in_flight", "setup", "sbatch_options", "folder", "python",
+    "use_srun", "poll_interval", "job_name",
+}
+_ALIASES = {"additional_parameters": "sbatch_options", "slurm_additional_parameters":
+            "sbatch_options", "extra": "sbatch_options", "slurm_setup": "setup"}
+
+
+def make_slurm_backend(**settings: Any) -> SlurmBackend:
+    """A :class:`SlurmBackend` from spec or command-line settings (unset values dropped)."""
+    clean: dict[str, Any] = {}
+    for key, value in settings.items():
+        key = _ALIASES.get(key, key)
+        if key not in _SETTINGS:
+            raise ValueError(
+                f"unknown SLURM setting {key!r}; expected one of {', '.join(sorted(_SETTINGS))}"
+            )
+        if value is not None:
+            clean[key] = value
+    return SlurmBackend(**clean)
+
+
+__all__ = [
+    "SlurmBackend", "SlurmError", "make_slurm_backend", "parse_time_limit", "run_job",
+]
