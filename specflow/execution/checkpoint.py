@@ -21,6 +21,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 FORMAT = "specflow-checkpoint/1"
+#: the newest row of every task id
+LATEST = "(SELECT * FROM tasks WHERE seq IN (SELECT MAX(seq) FROM tasks GROUP BY id))"
 #: return values larger than this (as JSON) are not stored
 MAX_VALUE_BYTES = 4096
 
@@ -52,10 +54,14 @@ run_table = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False, default=1),
 )
 
+# Append-only: a task's rows are appended as it reaches a final state (done or failed) and
+# the newest row of an id is its state. Appending touches only the last pages of the table,
+# where a unique index on the (random) hash ids would rewrite pages all over the file.
 tasks_table = sa.Table(
     "tasks",
     metadata,
-    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String, nullable=False),
     sa.Column("operation", sa.String, nullable=False),
     sa.Column("status", sa.String, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
@@ -304,7 +310,7 @@ class Checkpoint:
             return
         rows, self._pending = self._pending, []
         self.conn.exec_driver_sql(
-            "INSERT OR REPLACE INTO tasks (id, operation, status, attempts, started, finished, "
+            "INSERT INTO tasks (id, operation, status, attempts, started, finished, "
             "error, traceback, value_json, worker, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
@@ -318,6 +324,7 @@ class Checkpoint:
             self.flush()
 
     def done_ids(self) -> set[str]:
+        # done is final: a done row is never followed by another row of the same id
         rows = self.conn.exec_driver_sql("SELECT id FROM tasks WHERE status = 'done'")
         return {r[0] for r in rows}
 
@@ -328,17 +335,20 @@ class Checkpoint:
         return {r[0]: r[1] for r in rows}
 
     def task_rows(self, status: str | None = None) -> Iterator[TaskRow]:
-        q = sa.select(tasks_table)
-        if status:
-            q = q.where(tasks_table.c.status == status)
-        for row in self.conn.execute(q).mappings():
+        """The newest row of each task (optionally only those with ``status``)."""
+        where = " WHERE status = ?" if status else ""
+        cols = ", ".join(c.name for c in tasks_table.columns if c.name != "seq")
+        rows = self.conn.exec_driver_sql(
+            f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq", (status,) if status else ()
+        )
+        for row in rows.mappings():
             yield TaskRow(**dict(row))
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{operation: {status: n}}``."""
+        """``{operation: {status: n}}`` over the newest row of each task."""
         out: dict[str, dict[str, int]] = {}
         rows = self.conn.exec_driver_sql(
-            "SELECT operation, status, COUNT(*) FROM tasks GROUP BY operation, status"
+            f"SELECT operation, status, COUNT(*) FROM {LATEST} GROUP BY operation, status"
         )
         for op, status, n in rows:
             out.setdefault(op, {})[status] = n

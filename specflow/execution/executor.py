@@ -7,6 +7,7 @@ never with the total number of tasks a flow will yield.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import json
@@ -166,6 +167,11 @@ class Executor:
             self.checkpoint.set_status("running")
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
         self._emit("run_started")
+        # the loop allocates many short-lived objects; frequent young-generation collections
+        # would cost more than the tasks themselves
+        gc_thresholds = gc.get_threshold()
+        gc.set_threshold(max(gc_thresholds[0], 50_000), max(gc_thresholds[1], 20),
+                         max(gc_thresholds[2], 100))
         try:
             self._loop()
             if self.report.status == "running":
@@ -178,6 +184,7 @@ class Executor:
             self.backend.cancel()
             raise
         finally:
+            gc.set_threshold(*gc_thresholds)
             self.report.finished = time.time()
             self._close_flows()
             try:
