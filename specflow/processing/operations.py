@@ -146,30 +146,57 @@ def _radius3(radius: Sequence[int] | int) -> IVec3:
     return ivec3(radius, "radius")
 
 
-def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]]) -> Array:
-    """Convolve the X, Y, Z axes of ``src`` with symmetric 1-D kernels, zeros outside.
+def _shift_add(out: Array, a: Array, k: int, axis: int, weight: float | None,
+               scratch: Array | None) -> None:
+    """``out[i] += weight * (a[i - k] + ...)`` for both neighbours at distance ``k`` along
+    ``axis`` (terms outside the array are zero, so they are skipped)."""
+    for dst_sl, src_sl in ((slice(k, None), slice(None, -k)), (slice(None, -k), slice(k, None))):
+        d: list[slice] = [slice(None)] * 4
+        s: list[slice] = [slice(None)] * 4
+        d[axis], s[axis] = dst_sl, src_sl
+        target = out[tuple(d)]
+        if weight is None:
+            np.add(target, a[tuple(s)], out=target)
+        else:
+            assert scratch is not None
+            buf = scratch[tuple(d)]
+            np.multiply(a[tuple(s)], np.float32(weight), out=buf)
+            np.add(target, buf, out=target)
 
-    Each voxel's value is summed in the same order wherever the voxel sits in the array, so a
-    chunk with enough context gives bit-identical results to the whole volume.
+
+def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]] | None,
+               radius: IVec3 | None = None) -> Array:
+    """Convolve the X, Y, Z axes of ``src`` with symmetric 1-D kernels (or, with ``radius``,
+    box sums), zeros outside.
+
+    Each voxel's terms are added in the same order (centre, then the neighbours at distance
+    1, 2, ...) wherever the voxel sits in the array, so a chunk with enough context gives
+    bit-identical results to the whole volume.
     """
     out_dtype = src.dtype if np.issubdtype(src.dtype, np.floating) else np.dtype(np.float32)
-    acc = src.astype(np.float32, copy=False)
-    for axis, kernel in enumerate(kernels, start=1):
-        r = (len(kernel) - 1) // 2
-        if r == 0 and kernel[0] == 1.0:
+    acc = np.array(src, dtype=np.float32, copy=True)
+    for axis in (1, 2, 3):
+        if kernels is not None:
+            kernel = kernels[axis - 1]
+            r = (len(kernel) - 1) // 2
+        else:
+            assert radius is not None
+            r = radius[axis - 1]
+            kernel = None
+        if r == 0 or acc.shape[axis] == 0:
             continue
-        n = acc.shape[axis]
-        padded_shape = list(acc.shape)
-        padded_shape[axis] = n + 2 * r
-        padded = np.zeros(padded_shape, dtype=np.float32)
-        sl: list[slice] = [slice(None)] * 4
-        sl[axis] = slice(r, r + n)
-        padded[tuple(sl)] = acc
-        res = np.zeros(acc.shape, dtype=np.float32)
-        for k, w in enumerate(kernel):
-            sl[axis] = slice(k, k + n)
-            res += np.float32(w) * padded[tuple(sl)]
+        if kernel is None:
+            res = acc.copy()
+            for k in range(1, min(r, acc.shape[axis] - 1) + 1):
+                _shift_add(res, acc, k, axis, None, None)
+        else:
+            res = acc * np.float32(kernel[r])
+            scratch = np.empty_like(acc)
+            for k in range(1, min(r, acc.shape[axis] - 1) + 1):
+                _shift_add(res, acc, k, axis, float(kernel[r + k]), scratch)
         acc = res
+    if kernels is None and radius is not None:
+        acc *= np.float32(1.0 / ((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1)))
     return acc.astype(out_dtype, copy=False)
 
 
@@ -177,9 +204,7 @@ def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]]) -> Array:
 def mean_filter(src: Array, radius: list[int] | int = 1) -> Array:
     """The mean over a box of ``2 * radius + 1`` voxels per axis (zeros outside the array):
     process with crop pads of at least ``radius``."""
-    r = _radius3(radius)
-    kernels = [np.full(2 * q + 1, 1.0 / (2 * q + 1)) for q in r]
-    return _separable(src, kernels)
+    return _separable(src, None, _radius3(radius))
 
 
 def gaussian_kernel(sigma: float, truncate: float = 3.0) -> npt.NDArray[np.float64]:
