@@ -44,7 +44,9 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
         ev = Evaluator(PACKAGES)
         root = Vertex(None, None)
         root.conjuncts.append((f.root, None, ()))
-        return to_json(export_value(ev, root))
+        value = export_value(ev, root)
+        ev.validate(root)
+        return to_json(value)
     except CueError as e:
         raise _to_spec_error(e) from None
     except RecursionError:

@@ -298,6 +298,25 @@ class Evaluator:
             stack.extend(a.arcs.values())
         return True
 
+    def validate(self, v: Vertex, depth: int = 0) -> None:
+        """Raise the first conflict among the top-level fields of ``v`` (definitions and hidden
+        fields included) and among everything already evaluated below them; values that are
+        merely incomplete are fine here."""
+        if depth > 200:
+            return
+        for a in list(v.arcs.values()):
+            if depth > 0 and a.status == NEW:
+                # only what was evaluated anyway, plus the top-level fields
+                continue
+            try:
+                self.evaluate(a)
+            except CueError as e:
+                if e.incomplete:
+                    continue
+                raise
+            if a.arcs:
+                self.validate(a, depth + 1)
+
     def _run(self, v: Vertex, choices: list[int], comp_first: bool = False) -> _State:
         st = _State(v, choices, comp_first)
         v.arcs = {}

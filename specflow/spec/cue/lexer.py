@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
 from decimal import Decimal
 
 from specflow.spec.cue.errors import CueError, Pos
@@ -57,6 +57,12 @@ _OPERATORS = (
     "=",
 )
 
+_OPS2 = frozenset(op for op in _OPERATORS if len(op) == 2)
+_OPS1 = frozenset(op for op in _OPERATORS if len(op) == 1)
+_SKIP_RE = re.compile(r"(?:[ \t\r\ufeff]+|//[^\n]*)*")
+# identifiers, including #Definition, _hidden and _#hiddenDefinition
+_IDENT_RE = re.compile(r"(?:_#|#)?(?:[^\W\d]|\$)(?:\w|\$)*")
+
 _MULTIPLIERS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 
 _SIMPLE_ESCAPES = {
@@ -74,14 +80,28 @@ _SIMPLE_ESCAPES = {
 }
 
 
-@dataclass
+_NO_PARTS: list[str | list[Token]] = []
+
+
 class Token:
-    kind: str
-    value: str
-    pos: Pos
-    # For STRING/BYTES: literal text pieces and interpolated token lists, in order.
-    parts: list[str | list[Token]] = field(default_factory=list)
-    number: int | Decimal | None = None
+    """A token. STRING/BYTES tokens carry their literal pieces and interpolated token lists
+    in ``parts``; number tokens their value in ``number``."""
+
+    __slots__ = ("kind", "value", "pos", "parts", "number")
+
+    def __init__(
+        self,
+        kind: str,
+        value: str,
+        pos: Pos,
+        parts: list[str | list[Token]] | None = None,
+        number: int | Decimal | None = None,
+    ) -> None:
+        self.kind = kind
+        self.value = value
+        self.pos = pos
+        self.parts = _NO_PARTS if parts is None else parts
+        self.number = number
 
 
 def _is_ident_start(c: str) -> bool:
@@ -123,93 +143,78 @@ class Lexer:
     def tokens(self, stop_at_paren: bool = False) -> list[Token]:
         """Tokenize; with stop_at_paren, stop at the ')' closing an interpolation."""
         out: list[Token] = []
+        append = out.append
         text = self.text
         n = len(text)
+        fname = self.filename
         depth = 0
         semi = False
+        skip = _SKIP_RE.match
+        ident = _IDENT_RE.match
         while True:
-            # skip whitespace and comments
-            while self.i < n:
-                c = text[self.i]
-                if c == "\n":
+            # skip blanks and comments; newlines may end a declaration
+            while True:
+                self.i = skip(text, self.i).end()
+                if self.i < n and text[self.i] == "\n":
                     if semi and not stop_at_paren:
-                        out.append(Token(COMMA, "\n", self.pos_at(self.i)))
+                        append(
+                            Token(COMMA, "\n", Pos(fname, self.line, self.i - self.line_start + 1))
+                        )
                     semi = False
                     self.i += 1
                     self.line += 1
                     self.line_start = self.i
-                elif c in " \t\r\ufeff":
-                    self.i += 1
-                elif c == "/" and text.startswith("//", self.i):
-                    j = text.find("\n", self.i)
-                    self.i = n if j < 0 else j
-                else:
-                    break
-            if self.i >= n:
+                    continue
+                break
+            start = self.i
+            if start >= n:
                 if stop_at_paren:
                     raise self.error("unterminated string interpolation")
                 if semi:
-                    out.append(Token(COMMA, "", self.pos_at(self.i)))
-                out.append(Token(EOF, "", self.pos_at(self.i)))
+                    append(Token(COMMA, "", self.pos_at(start)))
+                append(Token(EOF, "", self.pos_at(start)))
                 return out
-            start = self.i
-            pos = self.pos_at(start)
+            pos = Pos(fname, self.line, start - self.line_start + 1)
             c = text[start]
+            m = ident(text, start)
+            if m is not None:
+                word = m.group()
+                self.i = m.end()
+                if word == "_" and text.startswith("|_", self.i):
+                    self.i += 2
+                    append(Token(OP, "_|_", pos))
+                    semi = True
+                elif word in KEYWORDS:
+                    append(Token(KEYWORD, word, pos))
+                    semi = False
+                else:
+                    append(Token(IDENT, word, pos))
+                    semi = True
+                continue
             if c == "#" or c == "'" or c == '"':
                 j = start
                 while j < n and text[j] == "#":
                     j += 1
                 if j < n and text[j] in "\"'":
-                    tok = self._string(j - start)
-                    out.append(tok)
+                    append(self._string(j - start))
                     semi = True
                     continue
-                if c == "#":
-                    # definition identifier
-                    if j == start + 1 and j < n and _is_ident_start(text[j]):
-                        k = j
-                        while k < n and _is_ident_char(text[k]):
-                            k += 1
-                        self.i = k
-                        out.append(Token(IDENT, text[start:k], pos))
-                        semi = True
-                        continue
-                    raise self.error(f"illegal character {c!r}")
+                raise self.error(f"illegal character {c!r}")
             if c.isdigit() or (c == "." and start + 1 < n and text[start + 1].isdigit()):
-                out.append(self._number())
+                append(self._number())
                 semi = True
-                continue
-            if c == "_" and text.startswith("_|_", start):
-                self.i = start + 3
-                out.append(Token(OP, "_|_", pos))
-                semi = True
-                continue
-            if _is_ident_start(c):
-                k = start + 1
-                while k < n and _is_ident_char(text[k]):
-                    k += 1
-                # allow _#Name hidden definitions
-                if k == start + 1 and c == "_" and k < n and text[k] == "#":
-                    k += 1
-                    while k < n and _is_ident_char(text[k]):
-                        k += 1
-                word = text[start:k]
-                self.i = k
-                if word in KEYWORDS:
-                    out.append(Token(KEYWORD, word, pos))
-                    semi = False
-                else:
-                    out.append(Token(IDENT, word, pos))
-                    semi = True
                 continue
             if c == "@":
                 self._attribute()
-                out.append(Token(ATTR, text[start : self.i], pos))
+                append(Token(ATTR, text[start : self.i], pos))
                 semi = True
                 continue
-            for op in _OPERATORS:
-                if text.startswith(op, start):
-                    break
+            if text.startswith("...", start):
+                op = "..."
+            elif text[start : start + 2] in _OPS2:
+                op = text[start : start + 2]
+            elif c in _OPS1:
+                op = c
             else:
                 raise self.error(f"illegal character {c!r}")
             self.i = start + len(op)
@@ -218,10 +223,10 @@ class Lexer:
                     depth += 1
                 elif op == ")":
                     if depth == 0:
-                        out.append(Token(EOF, "", pos))
+                        append(Token(EOF, "", pos))
                         return out
                     depth -= 1
-            out.append(Token(COMMA if op == "," else OP, op, pos))
+            append(Token(COMMA if op == "," else OP, op, pos))
             semi = op in _SEMI_OPS
 
     def _attribute(self) -> None:

@@ -210,12 +210,7 @@ def fmt_decimal(d: Decimal) -> str:
     """Format a CUE float the way cue prints it."""
     if not d.is_finite():
         return str(d)
-    s = str(d)
-    if "E" in s:
-        return s
-    if "." not in s:
-        s += ".0"
-    return s
+    return str(d)
 
 
 def fmt_scalar(v: Any) -> str:
