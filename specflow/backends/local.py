@@ -149,14 +149,16 @@ class LocalBackend(Backend):
         return self._in_flight + len(self._lost)
 
     def cancel(self) -> None:
-        for fut in self._futures:
-            fut.cancel()
+        # Stop the workers; the pool then fails its own futures (nobody waits on them).
+        # Cancelling the futures first would race with the pool's manager thread.
         if self._pool is not None:
-            procs = list(getattr(self._pool, "_processes", {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
             for p in procs:
                 if p.is_alive():
                     p.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=False)
+            for p in procs:
+                p.join(timeout=5)
             self._pool = None
         self._futures.clear()
         self._in_flight = 0

@@ -65,3 +65,32 @@ def test_sigkill_then_resume_completes_without_redoing_recorded_work(workdir: Pa
     assert len(twice) <= 2 * WORKERS * MAX_BATCH
     assert max(counts.values()) <= 2
     assert ROOT.exists()
+
+
+def test_ctrl_c_stops_cleanly_flushes_and_resumes(workdir: Path) -> None:
+    effects = workdir / "effects.txt"
+    spec = workdir / "spec.yaml"
+    spec.write_text(f'"@type": test.append_many\npath: {effects}\nn: 600\ndelay: 0.005\n')
+    ops = str(TESTS / "user_ops.py")
+    proc = _spawn(["run", "-i", ops, str(spec), "--run-dir", "run", "--backend", "local",
+                   "--workers", "2", "--no-progress"], workdir)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if effects.exists() and len(effects.read_text().splitlines()) >= 100:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    con = sqlite3.connect(workdir / "run" / "checkpoint.db")
+    status = con.execute("SELECT status FROM run").fetchone()[0]
+    done = con.execute("SELECT COUNT(*) FROM tasks WHERE status = 'done'").fetchone()[0]
+    con.close()
+    assert status == "interrupted"
+    assert done >= 100 - 2 * 2 * 512  # finished work was flushed, not lost
+    assert done > 0
+    r = subprocess.run([sys.executable, "-m", "specflow", "resume", "run/checkpoint.db",
+                        "--no-progress"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert set(effects.read_text().splitlines()) == {f"t{i}" for i in range(600)}
