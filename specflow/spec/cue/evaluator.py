@@ -130,12 +130,14 @@ class _State:
         "comp_first",
         "embeds",
         "stale",
+        "seen",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
         self.comp_first = comp_first
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
+        self.seen: set[tuple[Vertex, Ctx, Group | None]] = set()
         self.v = v
         self.scalar: Any = TOP
         self.scalar_pos: Pos | None = None
@@ -518,6 +520,11 @@ class Evaluator:
         key = id(r)
         if key in st.expanding:
             return
+        seen = (r, ctx, embed)
+        if seen in st.seen:
+            # unification is idempotent: the same value twice adds nothing
+            return
+        st.seen.add(seen)
         # a reference to an ancestor is a structural cycle
         if r is v:
             # a reference cycle back to this field adds no information

@@ -154,7 +154,9 @@ class Lexer:
         while True:
             # skip blanks and comments; newlines may end a declaration
             while True:
-                self.i = skip(text, self.i).end()
+                sm = skip(text, self.i)
+                if sm is not None:
+                    self.i = sm.end()
                 if self.i < n and text[self.i] == "\n":
                     if semi and not stop_at_paren:
                         append(
