@@ -1,0 +1,254 @@
+"""The SLURM backend on a real single-node cluster (``slurm/cluster.sh up``).
+
+Every run has its own job name, so the tests can watch and cancel their own jobs with
+``squeue``/``scancel`` while the backend polls the same cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import slurm_cluster
+import user_ops
+
+from specflow.backends.slurm import SlurmBackend
+from specflow.execution.checkpoint import Checkpoint
+from specflow.runs import execute
+
+pytestmark = pytest.mark.slurm
+
+TESTS = Path(__file__).resolve().parent.parent
+USER_OPS = str(TESTS / "user_ops.py")
+SLOW_OPS = str(TESTS / "processing" / "slow_ops.py")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    ok, output = slurm_cluster.ensure_cluster()
+    if ok:
+        return
+    message = f"the local SLURM cluster did not come up:\n{output}"
+    if slurm_cluster.in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture()
+def job_name(cluster: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"specflow-test-{request.node.name[:40]}-{os.getpid()}-{time.time_ns() % 10**9}"
+    yield name
+    slurm_cluster.cancel_all(name)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def jobs_of(run_dir: Path) -> list[dict[str, Any]]:
+    with Checkpoint(run_dir / "checkpoint.db") as ckpt:
+        return ckpt.jobs()
+
+
+def cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "specflow", *args], capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_plain_flow_runs_as_grouped_array_jobs(tmp_path: Path, job_name: str) -> None:
+    out = tmp_path / "out.txt"
+    backend = SlurmBackend(tasks_per_job=8, job_name=job_name)
+    report = execute(user_ops.append_many(path=str(out), n=30), backend=backend,
+                     run_dir=tmp_path / "run", imports=[USER_OPS])
+    assert report.status == "done", [f.error for f in report.failures]
+    assert sorted(lines(out)) == sorted(f"t{i}" for i in range(30))
+    jobs = jobs_of(tmp_path / "run")
+    # 30 tasks in groups of at most 8, spread evenly: four array elements, each recorded
+    # with its log
+    assert len(jobs) == 4
+    assert {j["state"] for j in jobs} == {"COMPLETED"}
+    assert sorted(j["n_tasks"] for j in jobs) == [7, 7, 8, 8]
+    for j in jobs:
+        assert "_" in j["job_id"], j
+        assert Path(j["log_path"]).is_file()
+        assert Path(j["log_path"]).is_relative_to(tmp_path / "run")
+
+
+def test_values_and_dependencies_come_back(tmp_path: Path, job_name: str) -> None:
+    out = tmp_path / "sum.txt"
+    report = execute(user_ops.sum_of_squares(n=12, out=str(out)),
+                     backend=SlurmBackend(job_name=job_name), run_dir=tmp_path / "run",
+                     imports=[USER_OPS])
+    assert report.status == "done", [f.error for f in report.failures]
+    assert lines(out) == [str(sum(i * i for i in range(12)))]
+
+
+def test_task_exception_reaches_the_outcome(tmp_path: Path, job_name: str) -> None:
+    backend = SlurmBackend(job_name=job_name)
+    report = execute(user_ops.fail.make_task(message="boom on the cluster"), backend=backend,
+                     run_dir=tmp_path / "run", imports=[USER_OPS], max_attempts=1)
+    assert report.status == "failed"
+    (failure,) = report.failures
+    assert failure.error == "ValueError: boom on the cluster"
+    assert failure.traceback is not None
+    assert "raise ValueError(message)" in failure.traceback
+    assert "user_ops.py" in failure.traceback
+    assert failure.log_path is not None
+    log = Path(failure.log_path)
+    assert log.is_file() and log.is_relative_to(tmp_path / "run")
+
+
+def test_scancel_of_a_running_job_is_retried(tmp_path: Path, job_name: str) -> None:
+    out = tmp_path / "out.txt"
+    cancelled: list[str] = []
+
+    def cancel_one() -> None:
+        jid = slurm_cluster.wait_for_state(job_name, "RUNNING", timeout=60)
+        if jid is None:
+            return
+        time.sleep(0.5)  # let it finish a task or two first
+        subprocess.run(["scancel", jid], check=False)
+        cancelled.append(jid)
+
+    killer = threading.Thread(target=cancel_one, daemon=True)
+    killer.start()
+    backend = SlurmBackend(tasks_per_job=6, job_name=job_name)
+    report = execute(user_ops.append_many(path=str(out), n=24, delay=0.3), backend=backend,
+                     run_dir=tmp_path / "run", imports=[USER_OPS])
+    killer.join(timeout=5)
+    assert cancelled, "no job of the run was seen running"
+    assert report.status == "done", [f.error for f in report.failures]
+    # a task killed midway may have written its line before it died: it runs again
+    assert set(lines(out)) == {f"t{i}" for i in range(24)}
+    states = {j["job_id"]: j["state"] for j in jobs_of(tmp_path / "run")}
+    assert states[cancelled[0]] == "CANCELLED"
+    # the cancelled job's unfinished tasks went out again, in new jobs
+    assert len(states) > 4
+    assert sum(1 for s in states.values() if s == "COMPLETED") == len(states) - 1
+
+
+def test_cancel_stops_the_jobs(tmp_path: Path, job_name: str) -> None:
+    """Fail-fast cancels the backend's other jobs: nothing of the run keeps running."""
+    from specflow.backends.base import BackendContext
+
+    backend = SlurmBackend(tasks_per_job=1, job_name=job_name)
+    backend.start(BackendContext(run_dir=tmp_path, run_id="cancel-test"))
+    backend.submit([user_ops.append.make_task(path=str(tmp_path / "x"), line=f"{i}", delay=30)
+                    for i in range(3)])
+    backend.wait(1.0)  # past the linger: submitted
+    assert len(backend.running_jobs()) == 3
+    assert slurm_cluster.wait_for_state(job_name, "RUNNING", timeout=30) is not None
+    backend.cancel()
+    assert backend.in_flight() == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = {j: s for j, s in slurm_cluster.squeue(job_name).items()
+                if s in ("PENDING", "RUNNING", "COMPLETING")}
+        if not live:
+            break
+        time.sleep(0.2)
+    assert not live
+    assert {r.state for r in backend.job_updates()} == {"CANCELLED"}
+    backend.close()
+
+
+def test_sigkill_of_the_driver_then_resume(tmp_path: Path, cluster: None) -> None:
+    out = tmp_path / "out.txt"
+    run_dir = tmp_path / "run"
+    job_name = f"specflow-{run_dir.name}"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "@type": "execute_on_slurm",
+        "tasks_per_job": 4,
+        "target": {"@type": "test.append_many", "path": str(out), "n": 16, "delay": 0.5},
+    }))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "specflow", "run", str(spec), "-i", USER_OPS, "--run-dir",
+         str(run_dir), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(lines(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        assert len(lines(out)) >= 2, "the run never got going"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        # the jobs outlive their driver, and the checkpoint knows them
+        orphans = [j for j, s in slurm_cluster.squeue(job_name).items()
+                   if s in ("PENDING", "RUNNING")]
+        assert orphans, "every job had already finished: the kill came too late"
+        recorded = {j["job_id"] for j in jobs_of(run_dir)}
+        assert set(orphans) <= recorded
+
+        resumed = cli("resume", str(run_dir / "checkpoint.db"), "--no-progress")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert set(lines(out)) == {f"t{i}" for i in range(16)}
+        # the resumed driver cancelled what the killed one had left running
+        states = slurm_cluster.sacct_states(orphans)
+        assert states and all(s.startswith("CANCELLED") for s in states.values()), states
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        slurm_cluster.cancel_all(job_name)
+
+
+def _volume_spec(tmp: Path, name: str, on_slurm: bool) -> Path:
+    raw = str(tmp / "raw.zarr")
+    shape = [64, 48, 32]
+    blur = {
+        "@type": "build_subchunkable_apply_flow",
+        "fn": {"@type": "jittery_gaussian", "@mode": "partial", "sigma": 1.0,
+               "max_delay": 0.02},
+        "op_kwargs": {"src": {"@type": "build_ts_layer", "path": raw}},
+        "dst": {"@type": "build_ts_layer", "path": str(tmp / f"{name}.zarr"),
+                "info_reference_path": raw},
+        "dst_resolution": [1, 1, 1],
+        "start_coord": [0, 0, 0], "end_coord": shape, "coord_resolution": [1, 1, 1],
+        "processing_chunk_sizes": [[16, 16, 16], [8, 8, 8]],
+        "processing_crop_pads": [[0, 0, 0], [2, 2, 2]],
+        "processing_blend_pads": [[4, 4, 4], [0, 0, 0]],
+        "processing_blend_modes": "quadratic",
+        "level_intermediaries_dirs": [str(tmp / f"tmp_{name}")],
+        "max_reduction_chunk_size": [32, 32, 32],
+    }
+    stages = [
+        {"@type": "synthetic_volume", "path": raw, "size": shape, "chunk_size": [16, 16, 16],
+         "seed": 5},
+        blur,
+    ]
+    doc: dict[str, Any] = {"target": {"@type": "sequential_flow", "stages": stages}}
+    doc["@type"] = "execute_on_slurm" if on_slurm else "execute"
+    if not on_slurm:
+        doc["backend"] = "local"
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_subchunkable_volume_flow_matches_the_local_backend(tmp_path: Path, cluster: None) -> None:
+    from specflow.volumes import VolumetricIndex, build_ts_layer
+
+    outputs = {}
+    for name, on_slurm in (("local", False), ("slurm", True)):
+        spec = _volume_spec(tmp_path, name, on_slurm)
+        run_dir = tmp_path / f"run-{name}"
+        done = cli("run", str(spec), "-i", SLOW_OPS, "--run-dir", str(run_dir), "--no-progress")
+        assert done.returncode == 0, done.stdout + done.stderr
+        whole = VolumetricIndex.from_voxels((0, 0, 0), (64, 48, 32), (1, 1, 1))
+        outputs[name] = build_ts_layer(str(tmp_path / f"{name}.zarr")).read(whole)
+        if on_slurm:
+            jobs = jobs_of(run_dir)
+            assert jobs and {j["state"] for j in jobs} == {"COMPLETED"}
+    assert outputs["local"].std() > 0.01
+    assert np.array_equal(outputs["local"], outputs["slurm"])
