@@ -248,7 +248,19 @@ class Evaluator:
         if errors:
             e0 = errors[0]
             if len(errors) > 1:
-                merged = CueError(e0.msg, path=e0.path, pos=list(e0.pos))
+                here = v.path()
+                msgs: list[str] = []
+                for other in errors:
+                    text = other.msg
+                    if other.path and other.path != here:
+                        text = f"{other.path}: {text}"
+                    if text not in msgs:
+                        msgs.append(text)
+                merged = CueError(
+                    f"{len(errors)} errors in empty disjunction: " + "; ".join(msgs),
+                    path=here or None,
+                    pos=list(e0.pos),
+                )
                 for other in errors[1:]:
                     merged.add_pos(*other.pos)
                 raise merged
@@ -1294,7 +1306,7 @@ def unify_scalars(a: Any, b: Any, pa: Pos | None = None, pb: Pos | None = None) 
     ca = isinstance(a, Constraint)
     cb = isinstance(b, Constraint)
     if not ca and not cb:
-        if scalar_eq(a, b):
+        if type(a) is type(b) and scalar_eq(a, b):
             return a
         raise _conflict(a, b, pa, pb)
     if ca and cb:

@@ -203,3 +203,18 @@ def test_error_str_renders_path_then_locations() -> None:
     lines = str(err).splitlines()
     assert lines[0].startswith("x: conflicting values")
     assert lines[1:] == ["    spec.cue:1:4", "    spec.cue:2:4"]
+
+
+def test_empty_disjunction_lists_each_failure() -> None:
+    err = refuse('#A: {type: "a" | "b"}\nx: #A & {type: "c"}')
+    assert str(err).startswith("x.type: 2 errors in empty disjunction")
+    assert 'conflicting values "c" and "a"' in err.message
+    assert 'conflicting values "c" and "b"' in err.message
+
+
+def test_conflict_in_unused_top_level_definition() -> None:
+    assert str(refuse("#A: 1 & 2\na: 3")).startswith("#A: conflicting values 1 and 2")
+
+
+def test_ambiguous_struct_disjunction_is_incomplete() -> None:
+    assert "incomplete value" in refuse("x: y.z\ny: {z: 1} | {z: 2}").message

@@ -530,3 +530,53 @@ def test_load_cue_from_path(tmp_path: Path) -> None:
 def test_result_is_plain_json_data() -> None:
     out = ev('a: [1, 2.5, "s", true, null, {b: 1}]')
     assert json.loads(json.dumps(out)) == out
+
+
+def test_int_and_float_do_not_unify() -> None:
+    from specflow.spec.errors import SpecError
+
+    with pytest.raises(SpecError, match="mismatched types int and float"):
+        ev("a: 1 & 1.0")
+
+
+def test_list_of_disjunction_of_definitions() -> None:
+    src = """
+    #A: {kind: "a", v: int}
+    #B: {kind: "b", w: string}
+    stages: [...(#A | #B)]
+    stages: [{kind: "a", v: 1}, {kind: "b", w: "s"}]
+    """
+    assert ev(src) == {"stages": [{"kind": "a", "v": 1}, {"kind": "b", "w": "s"}]}
+
+
+def test_pattern_constraint_with_template_definition() -> None:
+    src = """
+    m: [string]: #T
+    #T: {n: int, d: n * 2}
+    m: {a: n: 1, b: n: 2}
+    """
+    assert ev(src) == {"m": {"a": {"n": 1, "d": 2}, "b": {"n": 2, "d": 4}}}
+
+
+def test_templates_instantiated_in_list_comprehension() -> None:
+    src = """
+    #T: {a: int, b: a + 1}
+    l: [for i in [1, 2, 3] {#T & {a: i}}]
+    """
+    assert ev(src) == {"l": [{"a": 1, "b": 2}, {"a": 2, "b": 3}, {"a": 3, "b": 4}]}
+
+
+def test_definitions_and_hidden_fields_inside_structs() -> None:
+    src = """
+    out: {
+        #priv: 3
+        _h: 4
+        pub: #priv + _h
+    }
+    """
+    assert ev(src) == {"out": {"pub": 7}}
+
+
+def test_repeated_unification_is_idempotent_and_fast() -> None:
+    lines = ["x0: {v: 1, w: [1, 2]}"] + [f"x{i + 1}: x{i} & x{i}" for i in range(40)]
+    assert ev("\n".join(lines))["x40"] == {"v": 1, "w": [1, 2]}
