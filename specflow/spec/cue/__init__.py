@@ -67,7 +67,10 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
 
 def load_cue(path: str | os.PathLike[str]) -> Any:
     """Evaluate a CUE file and return its exported value."""
-    filename = os.fspath(path)
+    try:
+        filename = os.fsdecode(path)
+    except TypeError as e:
+        raise SpecError(f"invalid spec path {path!r}: {e}") from None
     binary = os.environ.get(BINARY_ENV)
     if binary:
         return _load_with_binary(binary, filename)
