@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from specflow.spec.cue.errors import Pos
@@ -284,7 +283,3 @@ class File:
         self.filename = filename
         self.root = root
         self.imports = imports
-
-
-def float_lit(pos: Pos, v: Decimal) -> Lit:
-    return Lit(pos, v)

@@ -234,8 +234,6 @@ def _list_range(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     step = _num(ev, args[2], "list.Range")
     if step == 0:
         raise CueError("list.Range: step must be non zero")
-    if step > 0 and start > limit or step < 0 and start < limit:
-        pass
     all_int = type(start) is int and type(limit) is int and type(step) is int
     out: list[Any] = []
     cur: Any = start if all_int else _dec(start)

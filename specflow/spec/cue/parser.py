@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from specflow.spec.cue import ast as A
-from specflow.spec.cue.errors import CueError, Pos
+from specflow.spec.cue.errors import CueError
 from specflow.spec.cue.lexer import (
     ATTR,
     BYTES,
@@ -762,7 +762,3 @@ def parse(text: str, filename: str) -> A.File:
     if r.errors:
         raise r.errors[0]
     return f
-
-
-def pos_of(node: A.Node) -> Pos:
-    return node.pos
