@@ -1,4 +1,21 @@
-"""Evaluation of CUE: unification of conjuncts into vertices, expressions, disjunctions."""
+"""Evaluation of CUE: unification of conjuncts into vertices, expressions, disjunctions.
+
+Every field of the configuration is a :class:`Vertex` holding its *conjuncts*: the
+expressions declared for it, each with the lexical environment it appears in. Evaluating a
+vertex (once; the result is kept) unifies its conjuncts:
+
+* a struct literal adds its fields as conjuncts of child vertices, in a new environment frame
+  bound to this vertex, so that references inside a template resolve to the fields of the
+  struct it is unified into;
+* a reference to another field adds that field's conjuncts here (a referenced scalar is used
+  as is);
+* comprehensions run after the plain fields of the vertex are known;
+* disjunctions are resolved by evaluating the vertex once per choice of alternatives and
+  keeping the choices without conflicts anywhere below them (defaults first).
+
+Children are evaluated lazily, when exported or referenced, which keeps large comprehensions
+linear. Closedness is tracked per definition a conjunct comes from (``Ctx``).
+"""
 
 from __future__ import annotations
 
