@@ -22,15 +22,18 @@ when a cluster's state is wiped, so folders are never shared between drivers).
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 import pickle
 import re
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -61,6 +64,8 @@ GRACE_COMPLETED_S = 15.0
 GRACE_OTHER_S = 3.0
 #: how long tasks submitted close together are gathered before they go out as one array
 LINGER_S = 0.25
+#: a job that neither squeue nor sacct has shown for this long is taken as lost
+UNKNOWN_JOB_S = 300.0
 #: interval of the squeue poll
 POLL_S = 1.0
 #: auto grouping: a job should hold at least this much work (once task durations are known)
@@ -140,8 +145,9 @@ def _decode(buf: bytes) -> tuple[list[tuple[str, bytes]], int]:
 
 def run_job(stream: str, imports: Sequence[str], payload: bytes) -> list[Outcome]:
     """The body of one SLURM job: import the user's modules, unpickle the tasks, run them
-    one after another, append each outcome to ``stream`` as it finishes, and return all
-    outcomes. A job that runs again (requeued) skips the tasks its stream already holds."""
+    one after another, append each outcome to ``stream`` as it finishes, and return the
+    outcomes. A job that runs again (requeued) skips the tasks its stream already holds.
+    On SIGTERM (scancel, preemption) the running task may finish, no new one starts."""
     import_modules(imports)
     tasks: list[Task] = pickle.loads(payload)
     done: dict[str, Outcome] = {}
@@ -151,9 +157,18 @@ def run_job(stream: str, imports: Sequence[str], payload: bytes) -> list[Outcome
                 done[task_id] = _unpickle_outcome(task_id, inner)
     except FileNotFoundError:
         pass
+    stopping: list[int] = []
+
+    def on_term(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if in_main else None
     fd = os.open(stream, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for task in tasks:
+            if stopping:
+                break
             if task.id in done:
                 continue
             outcome = run_task(task)
@@ -161,7 +176,9 @@ def run_job(stream: str, imports: Sequence[str], payload: bytes) -> list[Outcome
             done[task.id] = outcome
     finally:
         os.close(fd)
-    return [done[t.id] for t in tasks]
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return [done[t.id] for t in tasks if t.id in done]
 
 
 # ------------------------------------------------------------------------------ driver side
@@ -177,6 +194,7 @@ class _Job:
     state: str = "PENDING"
     offset: int = 0
     ended_at: float | None = None
+    last_seen: float = 0.0
 
 
 def parse_time_limit(value: int | float | str | None) -> int:
@@ -348,6 +366,7 @@ class SlurmBackend(Backend):
         self._samples = 0
         self._auto_cap = AUTO_MAX_TASKS_PER_JOB
         self._submitted_jobs = 0
+        self._in_jobs = 0  # tasks held by submitted jobs, not yet reported
 
     # -- setup ----------------------------------------------------------------------------
     def start(self, ctx: BackendContext) -> None:
@@ -406,14 +425,14 @@ class SlurmBackend(Backend):
         """Cancel jobs an earlier driver of this run left behind, and wait until they have
         stopped, so that none of their tasks runs alongside this driver's."""
         ids = sorted(set(job_ids))
-        states = self._query_states(ids, name=self._name)
+        states = self._query_states(ids, own=False)
         alive = [j for j in ids if j in states and _state_word(states[j]) not in TERMINAL_STATES]
         if not alive:
             return
         _run(["scancel", *alive])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            states = self._query_states(alive, name=self._name)
+            states = self._query_states(alive, own=False)
             alive = [j for j in alive if j in states and
                      _state_word(states[j]) not in TERMINAL_STATES]
             if not alive:
@@ -435,11 +454,7 @@ class SlurmBackend(Backend):
         self._last_submit = time.monotonic()
 
     def in_flight(self) -> int:
-        return (
-            len(self._buffer)
-            + sum(len(j.tasks) for j in self._jobs.values())
-            + len(self._ready)
-        )
+        return len(self._buffer) + self._in_jobs + len(self._ready)
 
     def wait(self, timeout: float) -> list[Outcome]:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -462,6 +477,7 @@ class SlurmBackend(Backend):
         for job in jobs:
             self._set_state(job, "CANCELLED")
         self._jobs.clear()
+        self._in_jobs = 0
         self._ready.clear()
 
     def close(self) -> None:
@@ -541,9 +557,11 @@ class SlurmBackend(Backend):
                 log=Path(sjob.paths.stdout),
                 result=Path(sjob.paths.result_pickle),
                 submitted=now,
+                last_seen=time.monotonic(),
             )
             self._jobs[job.job_id] = job
             self._submitted_jobs += 1
+            self._in_jobs += job.n_tasks
             self._updates[job.job_id] = JobRecord(job.job_id, "PENDING", job.n_tasks,
                                                   str(job.log))
 
@@ -586,11 +604,13 @@ class SlurmBackend(Backend):
         for o in outcomes:
             if job.tasks.pop(o.task_id, None) is None:
                 continue  # a requeued job reporting a task again
+            self._in_jobs -= 1
             o.log_path = str(job.log)
             self._learn(o)
             self._ready.append(o)
         if not job.tasks:
-            self._finish(job, "COMPLETED")
+            # every task reported: keep the state SLURM gave if it already gave one
+            self._finish(job, job.state if job.state in TERMINAL_STATES else "COMPLETED")
 
     def _learn(self, o: Outcome) -> None:
         d = max(0.0, o.finished - o.started)
@@ -599,12 +619,17 @@ class SlurmBackend(Backend):
         self._mean_task_s += (d - self._mean_task_s) * k
 
     def _poll(self) -> None:
-        states = self._query_states(list(self._jobs), name=self._name)
+        states = self._query_states(list(self._jobs), own=True)
         now = time.monotonic()
         for job in list(self._jobs.values()):
             raw = states.get(job.job_id)
             if raw is None:
+                # neither squeue nor sacct knows it (any more): after a while, it is lost
+                if job.ended_at is None and now - job.last_seen > UNKNOWN_JOB_S:
+                    job.ended_at = now
+                    self._set_state(job, "LOST")
                 continue
+            job.last_seen = now
             word = _state_word(raw)
             if word in TERMINAL_STATES:
                 if job.ended_at is None:
@@ -613,34 +638,44 @@ class SlurmBackend(Backend):
             elif word != job.state and job.ended_at is None:
                 self._set_state(job, word)
 
-    def _query_states(self, job_ids: Sequence[str], name: str) -> dict[str, str]:
+    def _query_states(self, job_ids: Sequence[str], *, own: bool) -> dict[str, str]:
         """States of ``job_ids``: ``squeue`` for what the controller still holds, ``sacct``
-        for the rest. Jobs neither knows (just submitted) are left out."""
+        for the rest; jobs neither knows (yet) are left out. ``own``: jobs of this driver
+        (found by its job name); otherwise jobs of this user that specflow submitted (an
+        earlier driver's). Job ids repeat when a cluster's state is wiped, so names are
+        checked too."""
+
+        def ours(name: str) -> bool:
+            return name == self._name or (not own and name.startswith("specflow"))
+
+        wanted = set(job_ids)
         states: dict[str, str] = {}
-        proc = _run(["squeue", "-h", "-r", "-t", "all", "-n", name, "-o", "%i|%T"])
+        who = ["-n", self._name] if own else ["-u", getpass.getuser()]
+        proc = _run(["squeue", "-h", "-r", "-t", "all", *who, "-o", "%i|%T|%j"])
         if proc.returncode == 0:
             for line in proc.stdout.splitlines():
-                jid, _, state = line.partition("|")
-                for j in _expand_ids(jid.strip()):
-                    states[j] = state.strip()
-        wanted = set(job_ids)
+                parts = line.split("|", 2)
+                if len(parts) == 3 and ours(parts[2].strip()):
+                    for j in _expand_ids(parts[0].strip()):
+                        if j in wanted:
+                            states[j] = parts[1].strip()
         missing = sorted(wanted - set(states))
         if missing and shutil.which("sacct"):
-            # ids repeat when a cluster's state is wiped: look only at recent jobs of ours
-            cmd = ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Submit", "--name", name,
-                   "-S", "now-7days", "-j", ",".join(sorted({m.split("_")[0] for m in missing}))]
+            mains = ",".join(sorted({m.split("_")[0] for m in missing}))
+            cmd = ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Submit,JobName",
+                   "-S", "now-7days", "-j", mains]
             proc = _run(cmd)
             if proc.returncode == 0:
                 latest: dict[str, str] = {}
                 for line in proc.stdout.splitlines():
-                    parts = line.split("|")
-                    if len(parts) < 3:
+                    parts = line.split("|", 3)
+                    if len(parts) < 4 or not ours(parts[3].strip()):
                         continue
                     for j in _expand_ids(parts[0].strip()):
-                        if j in wanted and j not in states and parts[2] >= latest.get(j, ""):
+                        if j in missing and parts[2] >= latest.get(j, ""):
                             latest[j] = parts[2]
                             states[j] = parts[1]
-        return {j: s for j, s in states.items() if j in wanted}
+        return states
 
     def _settle(self, job: _Job) -> None:
         """A job SLURM says has ended: collect what it reported, then give up on the rest."""
@@ -679,6 +714,7 @@ class SlurmBackend(Backend):
                 exc_types=("SlurmJobError",), traceback=trace, started=now, finished=now,
                 worker=f"slurm:{job.job_id}", log_path=str(job.log),
             ))
+        self._in_jobs -= len(job.tasks)
         job.tasks.clear()
         self._finish(job, "FAILED")
 
@@ -700,6 +736,7 @@ class SlurmBackend(Backend):
                 exc_types=("SlurmJobLost",), started=now, finished=now,
                 worker=f"slurm:{job.job_id}", lost=True, log_path=str(job.log),
             ))
+        self._in_jobs -= len(job.tasks)
         job.tasks.clear()
         self._finish(job, state)
 

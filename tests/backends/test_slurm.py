@@ -108,6 +108,23 @@ def test_task_exception_reaches_the_outcome(tmp_path: Path, job_name: str) -> No
     assert log.is_file() and log.is_relative_to(tmp_path / "run")
 
 
+def test_a_job_that_fails_outside_its_tasks_fails_them_honestly(
+    tmp_path: Path, job_name: str
+) -> None:
+    """A user module that does not import in the job is no task's own error, but retrying
+    would fail the same way: the tasks fail (not lost) with the job's traceback."""
+    missing = str(tmp_path / "not_there.py")
+    report = execute(user_ops.square.make_task(x=3), backend=SlurmBackend(job_name=job_name),
+                     run_dir=tmp_path / "run", imports=[USER_OPS, missing], max_attempts=1)
+    assert report.status == "failed"
+    (failure,) = report.failures
+    assert failure.error.startswith("SlurmJobError: job ")
+    assert "not_there.py" in failure.error
+    assert failure.traceback is not None and "import_modules" in failure.traceback
+    assert failure.log_path is not None and Path(failure.log_path).is_file()
+    assert [j["state"] for j in jobs_of(tmp_path / "run")] == ["FAILED"]
+
+
 def test_scancel_of_a_running_job_is_retried(tmp_path: Path, job_name: str) -> None:
     out = tmp_path / "out.txt"
     cancelled: list[str] = []
