@@ -125,22 +125,24 @@ def test_a_job_that_fails_outside_its_tasks_fails_them_honestly(
     assert [j["state"] for j in jobs_of(tmp_path / "run")] == ["FAILED"]
 
 
-def test_scancel_of_a_running_job_is_retried(tmp_path: Path, job_name: str) -> None:
+def test_scancel_of_running_jobs_is_retried(tmp_path: Path, job_name: str) -> None:
     out = tmp_path / "out.txt"
     cancelled: list[str] = []
 
-    def cancel_one() -> None:
-        jid = slurm_cluster.wait_for_state(job_name, "RUNNING", timeout=60)
-        if jid is None:
-            return
-        time.sleep(0.5)  # let it finish a task or two first
-        subprocess.run(["scancel", jid], check=False)
-        cancelled.append(jid)
+    def cancel_running() -> None:
+        # once both running jobs are into their tasks, scancel them from outside
+        deadline = time.monotonic() + 60
+        while len(lines(out)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = [j for j, s in slurm_cluster.squeue(job_name).items() if s == "RUNNING"]
+        if running:
+            subprocess.run(["scancel", *running], check=False)
+            cancelled.extend(running)
 
-    killer = threading.Thread(target=cancel_one, daemon=True)
+    killer = threading.Thread(target=cancel_running, daemon=True)
     killer.start()
     backend = SlurmBackend(tasks_per_job=6, job_name=job_name)
-    report = execute(user_ops.append_many(path=str(out), n=24, delay=0.3), backend=backend,
+    report = execute(user_ops.append_many(path=str(out), n=24, delay=0.5), backend=backend,
                      run_dir=tmp_path / "run", imports=[USER_OPS])
     killer.join(timeout=5)
     assert cancelled, "no job of the run was seen running"
@@ -148,10 +150,10 @@ def test_scancel_of_a_running_job_is_retried(tmp_path: Path, job_name: str) -> N
     # a task killed midway may have written its line before it died: it runs again
     assert set(lines(out)) == {f"t{i}" for i in range(24)}
     states = {j["job_id"]: j["state"] for j in jobs_of(tmp_path / "run")}
-    assert states[cancelled[0]] == "CANCELLED"
-    # the cancelled job's unfinished tasks went out again, in new jobs
+    assert all(states[j] == "CANCELLED" for j in cancelled), states
+    # the cancelled jobs' unfinished tasks went out again, in new jobs
     assert len(states) > 4
-    assert sum(1 for s in states.values() if s == "COMPLETED") == len(states) - 1
+    assert sum(1 for s in states.values() if s == "COMPLETED") == len(states) - len(cancelled)
 
 
 def test_cancel_stops_the_jobs(tmp_path: Path, job_name: str) -> None:
