@@ -7,6 +7,7 @@ does and return the JSON-like value. Any problem with the spec is raised as
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -38,10 +39,14 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
     old_limit = sys.getrecursionlimit()
     if old_limit < 6000:
         sys.setrecursionlimit(6000)
+    # The evaluation builds a large graph of short-lived objects; cyclic garbage collection
+    # passes over it while it is alive only cost time.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    ev = Evaluator(PACKAGES)
     try:
         ensure_init()
         f = parse(text, filename)
-        ev = Evaluator(PACKAGES)
         root = Vertex(None, None)
         root.conjuncts.append((f.root, None, ()))
         value = export_value(ev, root)
@@ -61,6 +66,9 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
             locations=[Location(filename)],
         ) from e
     finally:
+        ev.release()
+        if gc_was_enabled:
+            gc.enable()
         if old_limit < 6000:
             sys.setrecursionlimit(old_limit)
 

@@ -171,6 +171,18 @@ class Evaluator:
     def __init__(self, packages: dict[str, dict[str, Any]]) -> None:
         self.packages = packages
         self.depth = 0
+        self.evaluated: list[Vertex] = []
+
+    def release(self) -> None:
+        """Break the reference cycles between evaluated vertices so that their memory is
+        returned at once instead of by the cyclic garbage collector."""
+        for v in self.evaluated:
+            v.arcs = {}
+            v.conjuncts = []
+            v.parent = None
+            v.value = None
+            v.err = None
+        self.evaluated = []
 
     # =========================================================================================
     # vertices
@@ -184,6 +196,7 @@ class Evaluator:
         if st == EVALUATING:
             raise CueError("cycle in evaluation", path=v.path(), incomplete=True)
         v.status = EVALUATING
+        self.evaluated.append(v)
         try:
             self._run_vertex(v)
         except CueError as e:
@@ -229,6 +242,7 @@ class Evaluator:
             t.conjuncts = v.conjuncts
             t.arc_type = v.arc_type
             t.status = EVALUATING
+            self.evaluated.append(t)
             try:
                 st = self._run(t, ch)
             except _Pending as p2:
