@@ -1,14 +1,14 @@
 """Semaphores that operations take to bound concurrent use of a resource (``read``,
 ``write``, ``cpu``, ``cuda``) across the worker processes of one machine.
 
-The driving process calls :func:`configure_semaphores` before workers start; workers inherit
-the semaphores (see :func:`install_semaphores`). Unconfigured resources are unbounded.
+The driving process calls :func:`configure_semaphores` before workers start; workers receive
+the semaphores when they are created (see :func:`install_semaphores`). Unconfigured resources
+are unbounded.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +17,12 @@ RESOURCES = ("read", "write", "cpu", "cuda")
 
 _SEMAPHORES: dict[str, Any] = {}
 _LIMITS: dict[str, int] = {}
+
+
+def mp_context() -> Any:
+    """The multiprocessing context of specflow's worker processes: a fork server, because
+    forking a process that has started threads (tensorstore, BLAS) is unsafe."""
+    return multiprocessing.get_context("forkserver")
 
 
 def configure_semaphores(limits: dict[str, int]) -> None:
@@ -29,7 +35,7 @@ def configure_semaphores(limits: dict[str, int]) -> None:
     _SEMAPHORES.clear()
     _LIMITS.clear()
     for name, n in limits.items():
-        _SEMAPHORES[name] = multiprocessing.get_context("fork").BoundedSemaphore(n)
+        _SEMAPHORES[name] = mp_context().BoundedSemaphore(n)
         _LIMITS[name] = n
 
 
@@ -46,9 +52,6 @@ def install_semaphores(state: dict[str, Any]) -> None:
 
 def limits() -> dict[str, int]:
     return dict(_LIMITS)
-
-
-_NULL = threading.Lock()  # never contended: stands in for unbounded resources
 
 
 @contextmanager

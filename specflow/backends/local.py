@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
@@ -63,7 +62,7 @@ class LocalBackend(Backend):
         imports = ctx.imports if ctx else ()
         self._pool = cf.ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("fork"),
+            mp_context=resources.mp_context(),
             initializer=_init_worker,
             initargs=(imports, resources.semaphore_state()),
         )

@@ -206,6 +206,8 @@ class Executor:
         while not self._stop:
             self._release_delayed()
             self._expand()
+            if self._stop:
+                break
             self._submit()
             if self._root is not None and self._is_complete(self._root) and not self._active:
                 break
@@ -234,9 +236,9 @@ class Executor:
         if root is None or self._is_complete(root):
             return
         stuck = [f.name for f in self._all_waiting_flows()]
-        raise FlowError(
-            "flows are waiting on work that will never finish: " + ", ".join(stuck[:5] or ["?"])
-        )
+        msg = "flows are waiting on work that will never finish: " + ", ".join(stuck[:5] or ["?"])
+        self.report.failures.append(Failure("flow:deadlock", "flow", f"FlowError: {msg}", None, 1))
+        self.report.status = "failed"
 
     def _all_waiting_flows(self) -> list[_FlowRun]:
         out: list[_FlowRun] = []

@@ -250,3 +250,54 @@ def test_local_workers_are_other_processes(workdir: Path) -> None:
     with Checkpoint(ck) as c:
         (row,) = list(c.task_rows("done"))
     assert row.worker and not row.worker.endswith(f":{os.getpid()}")
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_exception_raised_by_a_flow_is_the_reported_failure(workdir: Path,
+                                                           keep_going: bool) -> None:
+    @specflow.flow_schema
+    def bad() -> Generator[Any, Any, None]:
+        yield square.make_task(x=1)
+        yield Dependency()
+        raise ValueError("config wrong: use a chunk size of 64")
+
+    @specflow.flow_schema
+    def root() -> Generator[Any, Any, None]:
+        yield bad()
+        yield Dependency()
+        yield square.make_task(x=2)
+
+    report = specflow.execute(root(), backend="inline", keep_going=keep_going)
+    assert report.status == "failed"
+    assert [f.error for f in report.failures] == [
+        "ValueError: config wrong: use a chunk size of 64"
+    ]
+    assert "raise ValueError" in (report.failures[0].traceback or "")
+    assert report.counts["test.square"]["done"] == 1
+
+
+def test_local_backend_works_after_the_driver_used_tensorstore(workdir: Path) -> None:
+    """Workers come from a fork server: a driver with tensorstore's threads running can
+    still start them (forking such a process directly aborts)."""
+    import subprocess
+    import sys
+
+    from support import TESTS
+
+    script = workdir / "driver.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "import numpy as np, tensorstore as ts, specflow\n"
+        "from user_ops import square\n"
+        "if __name__ == '__main__':\n"
+        "    t = ts.open({'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': 'a.zarr'}},\n"
+        "                create=True, dtype=ts.float32, shape=[8]).result()\n"
+        "    t.write(np.ones(8, np.float32)).result()\n"
+        "    r = specflow.execute([square.make_task(x=i) for i in range(20)], backend='local',\n"
+        "                         workers=2, checkpoint=False)\n"
+        "    print(r.status, r.total('done'))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], cwd=workdir, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.split() == ["done", "20"], out.stderr
