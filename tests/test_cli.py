@@ -21,11 +21,25 @@ def write(p: Path, text: str) -> Path:
     return p
 
 
-def test_quickstart_runs(workdir: Path) -> None:
-    r = sf("run", str(ROOT / "specs" / "quickstart.yaml"), cwd=workdir, timeout=300)
+def test_quickstart_runs_and_its_cue_twin_is_the_same_job(workdir: Path) -> None:
+    import specflow
+
+    specs = ROOT / "specs"
+    assert specflow.load_spec(specs / "quickstart.cue") == specflow.load_spec(
+        specs / "quickstart.yaml")
+    r = sf("run", str(specs / "quickstart.cue"), cwd=workdir, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "run done" in r.stdout
     assert list(workdir.glob(".specflow/runs/*/checkpoint.db"))
+    png = workdir / ".specflow" / "quickstart" / "preview.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_example_spec_validates(workdir: Path) -> None:
+    specs = sorted(str(p) for p in (ROOT / "specs").iterdir() if p.suffix in (".yaml", ".cue"))
+    assert len(specs) >= 4
+    r = sf("validate", *specs, cwd=workdir)
+    assert r.returncode == 0, r.stderr + r.stdout
 
 
 def test_run_status_and_runs(workdir: Path, user_ops: str) -> None:
