@@ -1042,6 +1042,45 @@ def _json_valid(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# encoding/base64 and encoding/hex
+
+
+def _bytes_arg(ev: Evaluator, val: Any, name: str) -> bytes:
+    x = ev.concrete(val, None)
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, bytes):
+        return x
+    raise CueError(f"{name}: cannot use {ev.show(x)} as bytes")
+
+
+def _b64_encode(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("base64.Encode", args, 2)
+    return base64.b64encode(_bytes_arg(ev, args[1], "base64.Encode")).decode("ascii")
+
+
+def _b64_decode(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("base64.Decode", args, 2)
+    try:
+        return base64.b64decode(_str(ev, args[1], "base64.Decode"), validate=True)
+    except ValueError as e:
+        raise CueError(f"base64.Decode: {e}") from None
+
+
+def _hex_encode(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("hex.Encode", args, 1)
+    return _bytes_arg(ev, args[0], "hex.Encode").hex()
+
+
+def _hex_decode(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("hex.Decode", args, 1)
+    try:
+        return bytes.fromhex(_str(ev, args[0], "hex.Decode"))
+    except ValueError as e:
+        raise CueError(f"hex.Decode: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
 # registry
 
 
@@ -1193,6 +1232,8 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Unmarshal": _json_unmarshal,
             "Valid": _json_valid,
         },
+        "encoding/base64": {"Encode": _b64_encode, "Decode": _b64_decode},
+        "encoding/hex": {"Encode": _hex_encode, "Decode": _hex_decode},
         "struct": {},
         "math/bits": {},
     }

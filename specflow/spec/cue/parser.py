@@ -744,7 +744,19 @@ class Resolver:
 
 
 KNOWN_PACKAGES = frozenset(
-    {"list", "math", "strings", "strconv", "path", "struct", "regexp", "encoding/json", "math/bits"}
+    {
+        "list",
+        "math",
+        "strings",
+        "strconv",
+        "path",
+        "struct",
+        "regexp",
+        "encoding/json",
+        "encoding/base64",
+        "encoding/hex",
+        "math/bits",
+    }
 )
 
 

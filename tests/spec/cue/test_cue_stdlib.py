@@ -231,3 +231,21 @@ def test_import_alias() -> None:
 )
 def test_predeclared_functions(expr: str, value: Any) -> None:
     assert ev(f"a: {expr}") == {"a": value}
+
+
+def test_base64_and_hex_packages() -> None:
+    src = """
+    import (
+        "encoding/base64"
+        "encoding/hex"
+    )
+
+    a: base64.Encode(null, "hi")
+    b: "\\(base64.Decode(null, a))"
+    c: hex.Encode("hi")
+    """
+    assert ev(src) == {"a": "aGk=", "b": "hi", "c": "6869"}
+
+
+def test_bytes_export_as_base64() -> None:
+    assert ev("a: 'hi'") == {"a": "aGk="}
