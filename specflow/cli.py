@@ -56,13 +56,7 @@ def _guard(fn: Callable[[], int]) -> int:
         return fn()
     except typer.Exit:
         raise
-    except SpecError as exc:
-        if _state["traceback"]:
-            traceback.print_exc()
-        err.print("[bold red]error:[/] ", end="")
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    except CheckpointError as exc:
+    except (SpecError, CheckpointError) as exc:
         if _state["traceback"]:
             traceback.print_exc()
         err.print("[bold red]error:[/] ", end="")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import itertools
@@ -48,25 +49,30 @@ def _lookup_attr(module: str, qualname: str) -> Any:
     return obj
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """How the tasks of one operation run: their name in progress and the checkpoint,
+    priority, runtime limit, attempts, and which errors are transient."""
+
+    operation_name: str | None = None
+    priority: int = 0
+    runtime_limit_sec: float | None = None
+    max_attempts: int | None = None
+    transient: tuple[TransientErrorCondition, ...] = ()
+
+    @classmethod
+    def of(cls, **options: Any) -> TaskOptions:
+        options["transient"] = _as_conditions(options.get("transient"))
+        return cls(**options)
+
+
 class TaskableOperation:
     """A function that can also be turned into tasks."""
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        operation_name: str | None = None,
-        priority: int = 0,
-        runtime_limit_sec: float | None = None,
-        max_attempts: int | None = None,
-        transient: Iterable[TransientErrorCondition | str | tuple[str, str]] | None = None,
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], options: TaskOptions | None = None,
+                 **option_values: Any) -> None:
         self.fn = fn
-        self.operation_name = operation_name
-        self.priority = priority
-        self.runtime_limit_sec = runtime_limit_sec
-        self.max_attempts = max_attempts
-        self.transient = _as_conditions(transient)
+        self.options = options or TaskOptions.of(**option_values)
         functools.update_wrapper(self, fn)
         self._identity_cache: Any = None
 
@@ -76,7 +82,7 @@ class TaskableOperation:
     @property
     def name(self) -> str:
         return str(
-            self.operation_name
+            self.options.operation_name
             or self.__dict__.get("__specflow_type__")
             or getattr(self.fn, "__name__", "operation")
         )
@@ -91,28 +97,23 @@ class TaskableOperation:
 
     def make_task(self, **kwargs: Any) -> Task:
         name = self.name
+        o = self.options
         return Task(
             fn=self,
             kwargs=kwargs,
             id=task_id(name, self._identity(), kwargs),
             operation=name,
-            priority=self.priority,
-            runtime_limit_sec=self.runtime_limit_sec,
-            max_attempts=self.max_attempts,
-            transient=self.transient,
+            priority=o.priority,
+            runtime_limit_sec=o.runtime_limit_sec,
+            max_attempts=o.max_attempts,
+            transient=o.transient,
         )
 
     def with_options(self, **options: Any) -> TaskableOperation:
         """A copy with other task settings (``priority``, ``runtime_limit_sec``, ...)."""
-        settings: dict[str, Any] = {
-            "operation_name": self.operation_name,
-            "priority": self.priority,
-            "runtime_limit_sec": self.runtime_limit_sec,
-            "max_attempts": self.max_attempts,
-            "transient": self.transient,
-        }
-        settings.update(options)
-        return TaskableOperation(self.fn, **settings)
+        if "transient" in options:
+            options["transient"] = _as_conditions(options["transient"])
+        return TaskableOperation(self.fn, dataclasses.replace(self.options, **options))
 
     def __reduce__(self) -> Any:
         module = getattr(self.fn, "__module__", None)
@@ -128,44 +129,20 @@ class TaskableOperation:
             if isinstance(found, TaskableOperation) and found.fn is self.fn:
                 # a copy with other options: the function travels as its module's wrapper
                 fn_ref = found
-        return (
-            _rebuild_operation,
-            (
-                fn_ref,
-                self.operation_name,
-                self.priority,
-                self.runtime_limit_sec,
-                self.max_attempts,
-                self.transient,
-            ),
-        )
+        return (_rebuild_operation, (fn_ref, self.options))
 
     def __repr__(self) -> str:
         return f"<operation {self.name}>"
 
 
-def _rebuild_operation(
-    fn: Callable[..., Any],
-    operation_name: str | None,
-    priority: int,
-    runtime_limit_sec: float | None,
-    max_attempts: int | None,
-    transient: tuple[TransientErrorCondition, ...],
-) -> TaskableOperation:
+def _rebuild_operation(fn: Callable[..., Any], options: TaskOptions) -> TaskableOperation:
     if isinstance(fn, TaskableOperation):
         fn = fn.fn
-    return TaskableOperation(
-        fn,
-        operation_name=operation_name,
-        priority=priority,
-        runtime_limit_sec=runtime_limit_sec,
-        max_attempts=max_attempts,
-        transient=transient,
-    )
+    return TaskableOperation(fn, options)
 
 
 def taskable_operation(
-    fn: Callable[..., Any] | None = None,  # noqa: D417
+    fn: Callable[..., Any] | None = None,
     *,
     operation_name: str | None = None,
     priority: int = 0,
@@ -174,16 +151,13 @@ def taskable_operation(
     transient: Iterable[TransientErrorCondition | str | tuple[str, str]] | None = None,
 ) -> Any:
     """Make ``fn`` an operation (usable bare or with options)."""
+    options = TaskOptions.of(
+        operation_name=operation_name, priority=priority, runtime_limit_sec=runtime_limit_sec,
+        max_attempts=max_attempts, transient=transient,
+    )
 
     def deco(f: Callable[..., Any]) -> TaskableOperation:
-        return TaskableOperation(
-            f,
-            operation_name=operation_name,
-            priority=priority,
-            runtime_limit_sec=runtime_limit_sec,
-            max_attempts=max_attempts,
-            transient=transient,
-        )
+        return TaskableOperation(f, options)
 
     return deco(fn) if fn is not None else deco
 
