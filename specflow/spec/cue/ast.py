@@ -165,22 +165,24 @@ class Label:
 
 
 class Field(Node):
-    __slots__ = ("label", "value", "marker")
+    __slots__ = ("label", "value", "marker", "alias")
 
     def __init__(self, pos: Pos, label: Label, value: Node, marker: str) -> None:
         super().__init__(pos)
         self.label = label
         self.value = value
         self.marker = marker  # "", "?" or "!"
+        self.alias: str | None = None
 
 
 class Pattern(Node):
-    __slots__ = ("pattern", "value")
+    __slots__ = ("pattern", "value", "alias")
 
     def __init__(self, pos: Pos, pattern: Node, value: Node) -> None:
         super().__init__(pos)
         self.pattern = pattern
         self.value = value
+        self.alias: str | None = None  # bound to the matched label inside value
 
 
 class LetDecl(Node):
@@ -247,12 +249,13 @@ class Comprehension(Node):
 class StructLit(Node):
     """``{ ... }``. ``lets`` maps let names to their declarations (for reference lookup)."""
 
-    __slots__ = ("decls", "lets", "has_fields", "is_file")
+    __slots__ = ("decls", "lets", "aliases", "has_fields", "is_file")
 
     def __init__(self, pos: Pos, decls: list[Node], is_file: bool = False) -> None:
         super().__init__(pos)
         self.decls = decls
         self.lets: dict[str, LetDecl] = {}
+        self.aliases: dict[str, str] = {}  # field alias -> label
         self.has_fields = False
         self.is_file = is_file
 

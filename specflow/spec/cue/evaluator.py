@@ -158,7 +158,7 @@ class _State:
         self.scalar_pos: Pos | None = None
         self.struct_pos: Pos | None = None
         self.groups: dict[object, Group] = {}
-        self.patterns: list[tuple[Any, A.Node, Env | None, Ctx]] = []
+        self.patterns: list[tuple[Any, A.Node, Env | None, Ctx, str | None]] = []
         self.deferred: list[tuple[A.Comprehension, Env, Ctx, Group | None]] = []
         self.disj: list[_Disjunct] = []
         self.choices = choices
@@ -415,11 +415,12 @@ class Evaluator:
         arcs = v.arcs
         # pattern constraints
         if st.patterns:
-            for pat, expr, env, ctx in st.patterns:
+            for pat, expr, env, ctx, alias in st.patterns:
                 for label, arc in arcs.items():
                     if isinstance(label, str) and not is_hidden_or_def(label):
                         if self.match_pattern(pat, label):
-                            self.add_arc_conjunct(arc, expr, env, ctx)
+                            penv = env if alias is None else Env(env, None, {alias: label})
+                            self.add_arc_conjunct(arc, expr, penv, ctx)
         # closedness
         if st.groups:
             v.closed = True
@@ -707,7 +708,7 @@ class Evaluator:
                 pat = self.eval(d.pattern, frame)
                 if isinstance(pat, Vertex):
                     pat = self.concrete(pat, d.pattern.pos)
-                st.patterns.append((pat, d.value, frame, ctx))
+                st.patterns.append((pat, d.value, frame, ctx, d.alias))
                 for g in groups:
                     g.patterns.append(pat)
             elif t is A.Ellipsis:
@@ -805,11 +806,12 @@ class Evaluator:
         if kind == "field":
             assert e is not None and e.vertex is not None
             v = e.vertex
-            a = v.arcs.get(ident.name)
+            fname = ident.name if ident.target is None else ident.target
+            a = v.arcs.get(fname)
             if a is None:
                 if v.status == NEW:
                     self.evaluate(v)
-                    a = v.arcs.get(ident.name)
+                    a = v.arcs.get(fname)
                 if a is None:
                     raise CueError(
                         f'reference "{ident.name}" not found', pos=[ident.pos], incomplete=True

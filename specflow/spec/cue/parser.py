@@ -199,15 +199,21 @@ class Parser:
             return f
         return A.Embed(t.pos, self.expr())
 
-    def try_label(self) -> tuple[A.Label | A.Node, str] | None:
+    def try_label(self) -> tuple[A.Label | A.Node, str, str | None, str | None] | None:
         """Parse a label followed by ':' (with optional marker); None (and no tokens consumed)
-        when the text here is not a field."""
+        when the text here is not a field. Also returns the field alias (``X=label:``) and
+        the label alias of a pattern (``[X=pattern]:``)."""
         save = self.k
         t = self.tok
+        alias: str | None = None
+        label_alias: str | None = None
+        if t.kind == IDENT and self.peek().kind == OP and self.peek().value == "=":
+            alias = t.value
+            self.next()
+            self.next()
+            t = self.tok
         label: A.Label | A.Node
         if t.kind == IDENT:
-            if self.peek().kind == OP and self.peek().value == "=":
-                raise self.error("aliases are not supported")
             self.next()
             label = A.Label(t.pos, t.value, None, True)
         elif t.kind == KEYWORD and t.value in ("package", "import", "in"):
@@ -233,12 +239,19 @@ class Parser:
             label = A.Label(t.pos, None, e, False)
         elif t.kind == OP and t.value == "[":
             if not self._balanced_then_colon("[", "]"):
+                if alias is not None:
+                    raise self.error("expected label after alias")
                 return None
             self.next()
+            if self.tok.kind == IDENT and self.peek().kind == OP and self.peek().value == "=":
+                label_alias = self.next().value
+                self.next()
             e = self.expr()
             self.expect_op("]")
             label = e  # pattern constraint
         else:
+            if alias is not None:
+                raise self.error(f"expected label after alias, found {self.describe(t)}")
             return None
         marker = ""
         if self.tok.kind == OP and self.tok.value in ("?", "!"):
@@ -246,10 +259,14 @@ class Parser:
             if nt.kind == OP and nt.value == ":":
                 marker = self.next().value
         if not self.is_op(":"):
+            if alias is not None:
+                raise self.error(
+                    f"expected ':' after aliased label, found {self.describe(self.tok)}"
+                )
             self.k = save
             return None
         self.next()
-        return label, marker
+        return label, marker, alias, label_alias
 
     def _label_follows(self) -> bool:
         t = self.tok
@@ -289,11 +306,17 @@ class Parser:
         got = self.try_label()
         if got is None:
             return None
-        label, marker = got
+        label, marker, alias, label_alias = got
         value = self.field_value()
         if isinstance(label, A.Label):
-            return A.Field(pos, label, value, marker)
-        return A.Pattern(pos, label, value)
+            f = A.Field(pos, label, value, marker)
+            f.alias = alias
+            return f
+        if alias is not None:
+            raise CueError("an alias of a pattern constraint is not supported", pos=[pos])
+        p = A.Pattern(pos, label, value)
+        p.alias = label_alias
+        return p
 
     def field_value(self) -> A.Node:
         pos = self.tok.pos
@@ -593,6 +616,14 @@ class Resolver:
             if isinstance(d, A.Field):
                 if d.label.name is not None and d.label.is_ident:
                     names[d.label.name] = "field"
+                if d.alias is not None:
+                    if d.label.name is None:
+                        self.errors.append(
+                            CueError("an alias of a dynamic field is not supported", pos=[d.pos])
+                        )
+                    else:
+                        names[d.alias] = "alias"
+                        s.aliases[d.alias] = d.label.name
                 s.has_fields = True
             elif isinstance(d, A.LetDecl):
                 if d.name in names and names[d.name] == "let":
@@ -621,7 +652,10 @@ class Resolver:
             self.expr(d.value, sc, sub)
         elif isinstance(d, A.Pattern):
             self.expr(d.pattern, sc, path)
-            self.expr(d.value, sc, path + ["?"])
+            if d.alias is not None:
+                self.expr(d.value, _Scope({d.alias: "bind"}, sc, True), path + ["?"])
+            else:
+                self.expr(d.value, sc, path + ["?"])
         elif isinstance(d, A.LetDecl):
             self.expr(d.expr, sc, path)
         elif isinstance(d, A.Embed):
@@ -659,6 +693,9 @@ class Resolver:
                 ident.kind = kind
                 if kind == "let" and s.struct is not None:
                     ident.target = s.struct.lets[name]
+                elif kind == "alias" and s.struct is not None:
+                    ident.kind = "field"
+                    ident.target = s.struct.aliases[name]
                 elif kind == "import":
                     ident.target = self.imports[name]
                 return

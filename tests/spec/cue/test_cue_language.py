@@ -580,3 +580,18 @@ def test_definitions_and_hidden_fields_inside_structs() -> None:
 def test_repeated_unification_is_idempotent_and_fast() -> None:
     lines = ["x0: {v: 1, w: [1, 2]}"] + [f"x{i + 1}: x{i} & x{i}" for i in range(40)]
     assert ev("\n".join(lines))["x40"] == {"v": 1, "w": [1, 2]}
+
+
+def test_field_alias_and_pattern_label_alias() -> None:
+    src = """
+    X="my-field": 3
+    y: X + 1
+    servers: [Name=string]: {name: Name, port: *80 | int}
+    servers: web: {}
+    servers: db: port: 5432
+    """
+    assert ev(src) == {
+        "my-field": 3,
+        "y": 4,
+        "servers": {"web": {"name": "web", "port": 80}, "db": {"name": "db", "port": 5432}},
+    }
