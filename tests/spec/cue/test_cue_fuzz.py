@@ -29,6 +29,7 @@ SEEDS = [
     "a: [1, 2] + [3]\nb: [0] * 2\nc: 7 div 2\nd: mod(7, 2)",
     "if true {\n  a: 1\n}\nb: close({c: 1})",
     "#D: a: int\n#D: b: int\nv: #D & {a: 1, b: 2}",
+    'A="a-b": 1\nc: A\ns: [N=string]: {n: N}\ns: x: {}',
 ]
 
 ALPHABET = st.sampled_from(
