@@ -170,7 +170,6 @@ class _State:
 class Evaluator:
     def __init__(self, packages: dict[str, dict[str, Any]]) -> None:
         self.packages = packages
-        self.depth = 0
         self.evaluated: list[Vertex] = []
 
     def release(self) -> None:
