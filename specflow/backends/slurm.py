@@ -423,21 +423,24 @@ class SlurmBackend(Backend):
 
     def _cancel_previous(self, job_ids: Iterable[str]) -> None:
         """Cancel jobs an earlier driver of this run left behind, and wait until they have
-        stopped, so that none of their tasks runs alongside this driver's."""
+        stopped, so that none of their tasks runs alongside this driver's. Their final
+        states are reported through :meth:`job_updates`."""
         ids = sorted(set(job_ids))
         states = self._query_states(ids, own=False)
         alive = [j for j in ids if j in states and _state_word(states[j]) not in TERMINAL_STATES]
-        if not alive:
-            return
-        _run(["scancel", *alive])
+        if alive:
+            _run(["scancel", *alive])
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            states = self._query_states(alive, own=False)
-            alive = [j for j in alive if j in states and
-                     _state_word(states[j]) not in TERMINAL_STATES]
-            if not alive:
-                return
+        while alive and time.monotonic() < deadline:
             time.sleep(0.5)
+            now = self._query_states(alive, own=False)
+            states.update(now)
+            alive = [j for j in alive if j in now and
+                     _state_word(now[j]) not in TERMINAL_STATES]
+        for jid in ids:
+            word = _state_word(states[jid]) if jid in states else ""
+            if word in TERMINAL_STATES:
+                self._updates[jid] = JobRecord(jid, word)
 
     # -- the Backend interface ------------------------------------------------------------
     def capacity(self) -> int:
@@ -653,12 +656,21 @@ class SlurmBackend(Backend):
         who = ["-n", self._name] if own else ["-u", getpass.getuser()]
         proc = _run(["squeue", "-h", "-r", "-t", "all", *who, "-o", "%i|%T|%j"])
         if proc.returncode == 0:
+            arrays: dict[str, str] = {}
             for line in proc.stdout.splitlines():
                 parts = line.split("|", 2)
                 if len(parts) == 3 and ours(parts[2].strip()):
-                    for j in _expand_ids(parts[0].strip()):
+                    jid, state = parts[0].strip(), parts[1].strip()
+                    arrays[jid] = state
+                    for j in _expand_ids(jid):
                         if j in wanted:
-                            states[j] = parts[1].strip()
+                            states[j] = state
+            # pending elements of an array that ended (e.g. cancelled) are listed no more
+            # one by one: the array's own record holds their state
+            for j in wanted - set(states):
+                main = j.split("_")[0]
+                if "_" in j and _state_word(arrays.get(main, "")) in TERMINAL_STATES:
+                    states[j] = arrays[main]
         missing = sorted(wanted - set(states))
         if missing and shutil.which("sacct"):
             mains = ",".join(sorted({m.split("_")[0] for m in missing}))

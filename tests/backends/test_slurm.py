@@ -216,6 +216,11 @@ def test_sigkill_of_the_driver_then_resume(tmp_path: Path, cluster: None) -> Non
         # the resumed driver cancelled what the killed one had left running
         states = slurm_cluster.sacct_states(orphans)
         assert states and all(s.startswith("CANCELLED") for s in states.values()), states
+        # ... and the checkpoint says so: no job of the run is left looking alive
+        recorded_states = {j["job_id"]: j["state"] for j in jobs_of(run_dir)}
+        assert all(recorded_states[j] == "CANCELLED" for j in orphans), recorded_states
+        with Checkpoint(run_dir / "checkpoint.db") as ckpt:
+            assert ckpt.live_jobs() == []
     finally:
         if driver.poll() is None:
             driver.kill()
