@@ -156,6 +156,36 @@ def test_scancel_of_running_jobs_is_retried(tmp_path: Path, job_name: str) -> No
     assert sum(1 for s in states.values() if s == "COMPLETED") == len(states) - len(cancelled)
 
 
+def test_a_requeued_job_does_not_redo_reported_tasks(tmp_path: Path, job_name: str) -> None:
+    out = tmp_path / "out.txt"
+    requeued: list[str] = []
+
+    def requeue_running() -> None:
+        deadline = time.monotonic() + 60
+        while len(lines(out)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = [j for j, s in slurm_cluster.squeue(job_name).items() if s == "RUNNING"]
+        for jid in running:
+            subprocess.run(["scontrol", "requeue", jid], check=False, capture_output=True)
+            requeued.append(jid)
+
+    killer = threading.Thread(target=requeue_running, daemon=True)
+    killer.start()
+    backend = SlurmBackend(tasks_per_job=8, job_name=job_name)
+    report = execute(user_ops.append_many(path=str(out), n=16, delay=0.3), backend=backend,
+                     run_dir=tmp_path / "run", imports=[USER_OPS])
+    killer.join(timeout=5)
+    assert requeued, "no job of the run was seen running"
+    assert report.status == "done", [f.error for f in report.failures]
+    got = lines(out)
+    assert set(got) == {f"t{i}" for i in range(16)}
+    # only a task that was running when its job was requeued can have run twice
+    assert len(got) <= 16 + len(requeued)
+    # the same two jobs did all the work, none was lost
+    states = {j["job_id"]: j["state"] for j in jobs_of(tmp_path / "run")}
+    assert states == {j: "COMPLETED" for j in states} and len(states) == 2
+
+
 def test_cancel_stops_the_jobs(tmp_path: Path, job_name: str) -> None:
     """Fail-fast cancels the backend's other jobs: nothing of the run keeps running."""
     from specflow.backends.base import BackendContext
@@ -179,6 +209,22 @@ def test_cancel_stops_the_jobs(tmp_path: Path, job_name: str) -> None:
     assert not live
     assert {r.state for r in backend.job_updates()} == {"CANCELLED"}
     backend.close()
+
+
+def test_backend_chosen_on_the_command_line(tmp_path: Path, cluster: None) -> None:
+    out = tmp_path / "out.txt"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"@type": "test.append_many", "path": str(out), "n": 5}))
+    run_dir = tmp_path / "run-cli"
+    try:
+        done = cli("run", str(spec), "-i", USER_OPS, "--backend", "slurm", "--run-dir",
+                   str(run_dir), "--no-progress")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        slurm_cluster.cancel_all(f"specflow-{run_dir.name}")
+    assert sorted(lines(out)) == [f"t{i}" for i in range(5)]
+    jobs = jobs_of(run_dir)
+    assert jobs and all(j["backend"] == "slurm" and j["state"] == "COMPLETED" for j in jobs)
 
 
 def test_sigkill_of_the_driver_then_resume(tmp_path: Path, cluster: None) -> None:
