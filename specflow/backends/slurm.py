@@ -62,15 +62,14 @@ TERMINAL_STATES = frozenset({
 #: (shared file systems can show a file a little after its writer exited)
 GRACE_COMPLETED_S = 15.0
 GRACE_OTHER_S = 3.0
-#: how long tasks submitted close together are gathered before they go out as one array
+#: while jobs run, how long tasks submitted close together are gathered into one array
 LINGER_S = 0.25
 #: a job that neither squeue nor sacct has shown for this long is taken as lost
 UNKNOWN_JOB_S = 300.0
 #: interval of the squeue poll
 POLL_S = 1.0
-#: auto grouping: a job should hold at least this much work (once task durations are known)
-MIN_JOB_WORK_S = 5.0
-#: ... and at most this much (further bounded by half the time limit)
+#: auto grouping: most work in one job, once task durations are known (further bounded by
+#: half the time limit)
 MAX_JOB_WORK_S = 1800.0
 #: auto grouping: most tasks in one job before any duration is known
 AUTO_MAX_TASKS_PER_JOB = 1000
@@ -362,8 +361,8 @@ class SlurmBackend(Backend):
         self._updates: dict[str, JobRecord] = {}
         self._last_poll = 0.0
         self._last_scan = 0.0
-        self._mean_task_s = 0.0
-        self._samples = 0
+        # per operation: mean task duration and how many samples it is from
+        self._durations: dict[str, tuple[float, int]] = {}
         self._auto_cap = AUTO_MAX_TASKS_PER_JOB
         self._submitted_jobs = 0
         self._in_jobs = 0  # tasks held by submitted jobs, not yet reported
@@ -496,20 +495,39 @@ class SlurmBackend(Backend):
     def _maybe_flush(self) -> None:
         if not self._buffer:
             return
+        # More tasks come from the executor only after outcomes unblock its flows: with no
+        # job of ours running, everything it has is here. Otherwise outcomes may be about
+        # to bring more, and a short wait gathers them into fewer, larger jobs.
         quiet = time.monotonic() - self._last_submit >= LINGER_S
-        if quiet or self.capacity() == 0:
+        if not self._jobs or quiet or self.capacity() == 0:
             self._flush()
 
-    def _job_size(self, n: int) -> int:
+    def _estimate(self, tasks: Sequence[Task]) -> float | None:
+        """Mean expected duration of ``tasks`` from their operations' past tasks; None
+        while any operation among them has not finished a task yet."""
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t.operation] = counts.get(t.operation, 0) + 1
+        total = 0.0
+        for op, k in counts.items():
+            known = self._durations.get(op)
+            if known is None:
+                return None
+            total += known[0] * k
+        return total / max(1, len(tasks))
+
+    def _job_size(self, tasks: Sequence[Task]) -> int:
+        n = len(tasks)
         if self.tasks_per_job:
             return self.tasks_per_job
+        # one job per slot of the cluster: as wide as it gets with the fewest job starts
         size = math.ceil(n / self._slots)
         cap = self._auto_cap
-        if self._samples:
-            per = max(self._mean_task_s, 1e-4)
-            size = max(size, math.ceil(MIN_JOB_WORK_S / per))
+        per = self._estimate(tasks)
+        if per is not None:
+            # but not so much work in one job that it nears the time limit
             max_work = min(MAX_JOB_WORK_S, self.time_limit_min * 60 / 2)
-            cap = min(cap, max(1, int(max_work / per)))
+            cap = min(cap, max(1, int(max_work / max(per, 1e-4))))
         return max(1, min(size, cap, n))
 
     def _flush(self) -> None:
@@ -517,7 +535,7 @@ class SlurmBackend(Backend):
         if free <= 0 or not self._buffer:
             return
         n = len(self._buffer)
-        size = self._job_size(n)
+        size = self._job_size(self._buffer)
         n_jobs = min(math.ceil(n / size), free)
         take = min(n, n_jobs * size)
         tasks, self._buffer = self._buffer[:take], self._buffer[take:]
@@ -605,21 +623,23 @@ class SlurmBackend(Backend):
 
     def _take(self, job: _Job, outcomes: Iterable[Outcome]) -> None:
         for o in outcomes:
-            if job.tasks.pop(o.task_id, None) is None:
+            task = job.tasks.pop(o.task_id, None)
+            if task is None:
                 continue  # a requeued job reporting a task again
             self._in_jobs -= 1
             o.log_path = str(job.log)
-            self._learn(o)
+            self._learn(task.operation, o)
             self._ready.append(o)
         if not job.tasks:
             # every task reported: keep the state SLURM gave if it already gave one
             self._finish(job, job.state if job.state in TERMINAL_STATES else "COMPLETED")
 
-    def _learn(self, o: Outcome) -> None:
+    def _learn(self, operation: str, o: Outcome) -> None:
         d = max(0.0, o.finished - o.started)
-        self._samples += 1
-        k = 1.0 / min(self._samples, 100)
-        self._mean_task_s += (d - self._mean_task_s) * k
+        mean, count = self._durations.get(operation, (0.0, 0))
+        count += 1
+        mean += (d - mean) / min(count, 100)
+        self._durations[operation] = (mean, count)
 
     def _poll(self) -> None:
         states = self._query_states(list(self._jobs), own=True)
