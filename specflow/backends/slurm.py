@@ -136,7 +136,10 @@ def _decode(buf: bytes) -> tuple[list[tuple[str, bytes]], int]:
         end = pos + _LEN.size + size
         if end > n:
             break
-        task_id, inner = pickle.loads(buf[pos + _LEN.size : end])
+        try:
+            task_id, inner = pickle.loads(buf[pos + _LEN.size : end])
+        except Exception:  # noqa: BLE001 - a damaged record: read no further
+            break
         out.append((str(task_id), bytes(inner)))
         pos = end
     return out, pos

@@ -125,6 +125,22 @@ def test_a_job_that_fails_outside_its_tasks_fails_them_honestly(
     assert [j["state"] for j in jobs_of(tmp_path / "run")] == ["FAILED"]
 
 
+def test_a_job_whose_process_dies_is_retried(tmp_path: Path, job_name: str) -> None:
+    marker = tmp_path / "marker"
+    tasks = [user_ops.square.make_task(x=i) for i in range(3)]
+    tasks.insert(1, user_ops.die_once.make_task(marker=str(marker)))
+    report = execute(tasks, backend=SlurmBackend(tasks_per_job=4, job_name=job_name),
+                     run_dir=tmp_path / "run", imports=[USER_OPS], max_attempts=1)
+    assert report.status == "done", [f.error for f in report.failures]
+    assert marker.read_text() == "died"
+    states = sorted(j["state"] for j in jobs_of(tmp_path / "run"))
+    # the first job died in its second task; what it had not reported ran in a new job
+    assert states == ["COMPLETED", "FAILED"]
+    with Checkpoint(tmp_path / "run" / "checkpoint.db") as ckpt:
+        rows = {r.operation: r for r in ckpt.task_rows()}
+    assert rows["test.die_once"].status == "done"
+
+
 def test_scancel_of_running_jobs_is_retried(tmp_path: Path, job_name: str) -> None:
     out = tmp_path / "out.txt"
     cancelled: list[str] = []
