@@ -84,6 +84,27 @@ def test_plain_flow_runs_as_grouped_array_jobs(tmp_path: Path, job_name: str) ->
         assert Path(j["log_path"]).is_relative_to(tmp_path / "run")
 
 
+def test_arrays_are_split_at_the_cluster_limit(
+    tmp_path: Path, job_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from specflow.backends import slurm
+
+    real = slurm.cluster_config()
+    assert real["MaxArraySize"] == "1001"  # what slurm/slurm.conf.in sets
+    monkeypatch.setattr(slurm, "cluster_config", lambda: {**real, "MaxArraySize": "3"})
+    out = tmp_path / "out.txt"
+    report = execute(user_ops.append_many(path=str(out), n=8),
+                     backend=SlurmBackend(tasks_per_job=1, job_name=job_name),
+                     run_dir=tmp_path / "run", imports=[USER_OPS])
+    assert report.status == "done", [f.error for f in report.failures]
+    assert len(lines(out)) == 8
+    arrays: dict[str, list[str]] = {}
+    for j in jobs_of(tmp_path / "run"):
+        main, _, index = j["job_id"].partition("_")
+        arrays.setdefault(main, []).append(index)
+    assert sorted(len(v) for v in arrays.values()) == [2, 3, 3]
+
+
 def test_values_and_dependencies_come_back(tmp_path: Path, job_name: str) -> None:
     out = tmp_path / "sum.txt"
     report = execute(user_ops.sum_of_squares(n=12, out=str(out)),
