@@ -228,7 +228,7 @@ def test_cancel_stops_the_jobs(tmp_path: Path, job_name: str) -> None:
     from specflow.backends.base import BackendContext
 
     backend = SlurmBackend(tasks_per_job=1, job_name=job_name)
-    backend.start(BackendContext(run_dir=tmp_path, run_id="cancel-test"))
+    backend.start(BackendContext(run_dir=tmp_path, run_id="cancel-test", imports=(USER_OPS,)))
     backend.submit([user_ops.append.make_task(path=str(tmp_path / "x"), line=f"{i}", delay=30)
                     for i in range(3)])
     backend.wait(1.0)  # past the linger: submitted
