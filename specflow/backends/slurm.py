@@ -561,13 +561,15 @@ class SlurmBackend(Backend):
             submitted = self._executor.map_array(
                 run_job, [str(s) for s in streams], [imports] * len(groups), payloads
             )
-        except Exception as exc:  # noqa: BLE001 - sbatch refused: the tasks fail, honestly
+        except Exception as exc:  # noqa: BLE001 - sbatch refused: the tasks come back lost
+            # (a controller that is restarting recovers; a bad setting fails again on every
+            # retry and so fails the run after the executor's few lost attempts)
             now = time.time()
             why = f"SlurmSubmitError: sbatch failed: {type(exc).__name__}: {exc}"
             for group in groups:
                 self._ready.extend(
                     Outcome(t.id, False, error=why, exc_types=("SlurmSubmitError",),
-                            started=now, finished=now, worker=worker_name())
+                            started=now, finished=now, worker=worker_name(), lost=True)
                     for t in group
                 )
             return

@@ -146,6 +146,18 @@ def test_a_job_that_fails_outside_its_tasks_fails_them_honestly(
     assert [j["state"] for j in jobs_of(tmp_path / "run")] == ["FAILED"]
 
 
+def test_sbatch_refusing_the_jobs_fails_the_run_with_its_reason(
+    tmp_path: Path, job_name: str
+) -> None:
+    backend = SlurmBackend(partition="no-such-partition", job_name=job_name)
+    report = execute(user_ops.square.make_task(x=2), backend=backend, run_dir=tmp_path / "run",
+                     imports=[USER_OPS], retry_backoff=0.05)
+    assert report.status == "failed"
+    (failure,) = report.failures
+    assert failure.error.startswith("SlurmSubmitError: sbatch failed")
+    assert "partition" in failure.error.lower()
+
+
 def test_a_job_whose_process_dies_is_retried(tmp_path: Path, job_name: str) -> None:
     marker = tmp_path / "marker"
     tasks = [user_ops.square.make_task(x=i) for i in range(3)]
