@@ -65,6 +65,24 @@ def cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, **kw)
 
 
+def test_cluster_script_reports_and_up_is_idempotent(cluster: None) -> None:
+    script = str(slurm_cluster.CLUSTER_SH)
+    status = subprocess.run(["bash", script, "status"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    for daemon in ("mariadbd", "munged", "slurmdbd", "slurmctld", "slurmd"):
+        assert "running (pid" in rows[daemon], status.stdout
+    assert "debug*" in status.stdout and "cluster accepts jobs" in status.stdout
+    again = subprocess.run(["bash", script, "up"], capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already up" in again.stderr
+    srun = subprocess.run(["srun", "hostname"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert srun.returncode == 0 and srun.stdout.strip(), srun.stderr
+
+
 def test_plain_flow_runs_as_grouped_array_jobs(tmp_path: Path, job_name: str) -> None:
     out = tmp_path / "out.txt"
     backend = SlurmBackend(tasks_per_job=8, job_name=job_name)
