@@ -663,8 +663,11 @@ class SlurmBackend(Backend):
                 if job.ended_at is None:
                     job.ended_at = now
                     self._set_state(job, word)
-            elif word != job.state and job.ended_at is None:
-                self._set_state(job, word)
+            else:
+                # running, or back in the queue (requeued after it had seemed to end)
+                job.ended_at = None
+                if word != job.state:
+                    self._set_state(job, word)
 
     def _query_states(self, job_ids: Sequence[str], *, own: bool) -> dict[str, str]:
         """States of ``job_ids``: ``squeue`` for what the controller still holds, ``sacct``
