@@ -367,19 +367,21 @@ class Checkpoint:
 
     # -- jobs --------------------------------------------------------------------------
     def record_jobs(self, backend: str, jobs: Iterable[Any]) -> None:
+        """Insert or update job rows; an update keeps the task count and log path already
+        stored when it carries none."""
         rows = [
-            {
-                "job_id": j.job_id,
-                "backend": backend,
-                "state": j.state,
-                "n_tasks": j.n_tasks,
-                "log_path": j.log_path,
-                "updated": j.updated,
-            }
-            for j in jobs
+            (j.job_id, backend, j.state, j.n_tasks, j.log_path, j.updated) for j in jobs
         ]
         if rows:
-            self.conn.execute(sa.insert(jobs_table).prefix_with("OR REPLACE"), rows)
+            self.conn.exec_driver_sql(
+                "INSERT INTO jobs (job_id, backend, state, n_tasks, log_path, updated) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(job_id) DO UPDATE SET "
+                "state = excluded.state, updated = excluded.updated, "
+                "n_tasks = CASE WHEN excluded.n_tasks > 0 THEN excluded.n_tasks "
+                "ELSE jobs.n_tasks END, "
+                "log_path = COALESCE(excluded.log_path, jobs.log_path)",
+                rows,
+            )
             self.conn.commit()
 
     def live_jobs(self) -> list[str]:

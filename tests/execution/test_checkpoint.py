@@ -65,3 +65,18 @@ def test_foreign_and_corrupt_files_get_clear_errors(tmp_path: Path) -> None:
         Checkpoint(other)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         Checkpoint(tmp_path / "missing.db")
+
+
+def test_job_updates_keep_what_they_do_not_carry(tmp_path: Path) -> None:
+    from specflow.backends.base import JobRecord
+
+    with Checkpoint(tmp_path / "c.db", create=True) as ck:
+        ck.record_jobs("slurm", [JobRecord("7_0", "RUNNING", 12, "/logs/7_0.out", 1.0),
+                                 JobRecord("8_0", "PENDING", 3, None, 1.0)])
+        ck.record_jobs("slurm", [JobRecord("7_0", "CANCELLED", 0, None, 2.0),
+                                 JobRecord("8_0", "COMPLETED", 3, "/logs/8_0.out", 2.0)])
+        jobs = {j["job_id"]: j for j in ck.jobs()}
+        assert jobs["7_0"]["state"] == "CANCELLED"
+        assert jobs["7_0"]["n_tasks"] == 12 and jobs["7_0"]["log_path"] == "/logs/7_0.out"
+        assert jobs["8_0"]["log_path"] == "/logs/8_0.out"
+        assert ck.live_jobs() == []
