@@ -35,6 +35,11 @@ COMPRESSIONS = ("raw", "gzip", "zstd", "blosc", "jpeg", "png", "compressed_segme
 ATTR_KEY = "specflow"
 
 
+#: the default size of each process's tensorstore cache pool (shared by its layers): blocks
+#: read with context overlap their neighbours' stored chunks, which it serves again
+DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
+
+
 class LayerMetadataError(ValueError):
     """An existing layer's metadata differs from what the spec asks for."""
 
@@ -329,7 +334,7 @@ class TSLayer:
         info_overwrite: bool = False,
         data_resolution: Sequence[float] | None = None,
         interpolation_mode: str | None = None,
-        cache_bytes: int = 0,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         concurrency: int = 0,
     ) -> None:
         if format != "auto" and format not in FORMATS:
@@ -834,7 +839,7 @@ def build_ts_layer(
     info_overwrite: bool = False,
     data_resolution: list[float] | None = None,
     interpolation_mode: str | None = None,
-    cache_bytes: int = 0,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     concurrency: int = 0,
 ) -> TSLayer:
     """A tensorstore-backed volumetric layer.
