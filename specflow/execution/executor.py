@@ -13,7 +13,7 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +131,6 @@ class Executor:
         progress: Any = None,
         context: BackendContext | None = None,
         batch_size: int = 256,
-        on_flush: Callable[[], None] | None = None,
     ) -> None:
         self.backend = backend
         self.checkpoint = checkpoint
@@ -154,7 +153,6 @@ class Executor:
         self._preloaded_values: dict[str, str] = {}
         self._root: _FlowRun | None = None
         self._stop = False
-        self._on_flush = on_flush
 
     # -- public ------------------------------------------------------------------------
     def run(self, target: Any) -> RunReport:
@@ -235,24 +233,10 @@ class Executor:
         root = self._root
         if root is None or self._is_complete(root):
             return
-        stuck = [f.name for f in self._all_waiting_flows()]
+        stuck = [f.name for f in self._all_flows() if f.waiting]
         msg = "flows are waiting on work that will never finish: " + ", ".join(stuck[:5] or ["?"])
         self.report.failures.append(Failure("flow:deadlock", "flow", f"FlowError: {msg}", None, 1))
         self.report.status = "failed"
-
-    def _all_waiting_flows(self) -> list[_FlowRun]:
-        out: list[_FlowRun] = []
-        seen: set[int] = set()
-        stack = [self._root] if self._root else []
-        while stack:
-            f = stack.pop()
-            if f is None or id(f) in seen:
-                continue
-            seen.add(id(f))
-            if f.waiting:
-                out.append(f)
-            stack.extend(c for c in f.pending if isinstance(c, _FlowRun))
-        return out
 
     # -- expansion ---------------------------------------------------------------------
     def _watermark(self) -> int:
@@ -280,7 +264,7 @@ class Executor:
                 return False
         send: Any = None
         if fr.wait_target is not None:
-            send = self._dependency_value(fr.wait_target)
+            send = self._value_of(fr.wait_target.target)
             fr.wait_target = None
         gen = fr.gen
         ready = self._ready
@@ -306,7 +290,7 @@ class Executor:
                     fr.waiting = waiting
                     fr.wait_target = item
                     return False
-                send = self._dependency_value(item)
+                send = self._value_of(item.target)
                 continue
             self._take(fr, item)
             if fr.closed:
@@ -374,18 +358,11 @@ class Executor:
                 if isinstance(c, _FlowRun) and c.flow is target:
                     yield c
                     return
-            for run in self._child_runs(fr):
-                if run.flow is target:
-                    yield run
-                    return
         elif isinstance(target, (list, tuple)):
             for t in target:
                 yield from self._keys_of(fr, t)
         elif target is not None:
             raise FlowError(f"cannot depend on a {type(target).__name__}")
-
-    def _child_runs(self, fr: _FlowRun) -> list[_FlowRun]:
-        return [c for c in fr.pending if isinstance(c, _FlowRun)]
 
     def _dependency_keys(self, fr: _FlowRun, dep: Dependency) -> set[Any] | None:
         if dep.target is None:
@@ -412,9 +389,6 @@ class Executor:
                 keys.add(k)
         return keys
 
-    def _dependency_value(self, dep: Dependency) -> Any:
-        return self._value_of(dep.target)
-
     def _value_of(self, target: Any) -> Any:
         if isinstance(target, Task):
             return self._values.get(target.id)
@@ -426,6 +400,7 @@ class Executor:
     def _submit(self) -> None:
         backend = self.backend
         ready = self._ready
+        want_event = self.events.wants("task_started")
         while ready:
             room = backend.capacity()
             if room <= 0:
@@ -433,7 +408,6 @@ class Executor:
             n = min(room, len(ready))
             batch = [heapq.heappop(ready)[2] for _ in range(n)]
             tasks = []
-            want_event = self.events.wants("task_started")
             for st in batch:
                 st.attempts += 1
                 tasks.append(st.task)
@@ -516,9 +490,7 @@ class Executor:
             self.checkpoint.flush()
         self._emit("task_failed", task, attempts, error=o.error)
         if not self.keep_going:
-            self._stop = True
-            self.report.status = "failed"
-            self.backend.cancel()
+            self._fail_fast()
             return
         for parent in st.parents:
             self._child_complete(parent, tid, _FAILED)
@@ -570,11 +542,14 @@ class Executor:
         self._count(fr.name, "failed")
         self._emit("task_failed", None, 1, error=f"flow {fr.name}: {exc}")
         if not self.keep_going:
-            self._stop = True
-            self.report.status = "failed"
-            self.backend.cancel()
+            self._fail_fast()
             return
         self._abandon(fr, f"flow {fr.name!r} raised")
+
+    def _fail_fast(self) -> None:
+        self._stop = True
+        self.report.status = "failed"
+        self.backend.cancel()
 
     def _is_complete(self, fr: _FlowRun) -> bool:
         return fr.exhausted and not fr.pending
@@ -588,15 +563,17 @@ class Executor:
                     pass
 
     def _all_flows(self) -> list[_FlowRun]:
+        """Every flow still known: the tree under the root, and the runnable queue."""
         out: list[_FlowRun] = []
-        stack = [self._root] if self._root else []
+        seen: set[int] = set()
+        stack = [self._root, *self._runnable] if self._root else list(self._runnable)
         while stack:
             f = stack.pop()
-            if f is None:
+            if id(f) in seen:
                 continue
+            seen.add(id(f))
             out.append(f)
             stack.extend(c for c in f.pending if isinstance(c, _FlowRun))
-        out.extend(self._runnable)
         return out
 
     # -- bookkeeping -------------------------------------------------------------------
