@@ -282,7 +282,11 @@ class Executor:
                 return False
             send = None
             if isinstance(item, Dependency):
-                waiting = self._dependency_keys(fr, item)
+                try:
+                    waiting = self._dependency_keys(fr, item)
+                except FlowError as exc:  # the flow asked for something it cannot have
+                    self._flow_raised(fr, exc)
+                    return False
                 if waiting is None:  # depends on something that failed
                     self._abandon(fr, f"a dependency of flow {fr.name!r} failed")
                     return False

@@ -301,3 +301,13 @@ def test_local_backend_works_after_the_driver_used_tensorstore(workdir: Path) ->
     out = subprocess.run([sys.executable, str(script)], cwd=workdir, capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.split() == ["done", "20"], out.stderr
+
+
+def test_waiting_on_a_task_never_yielded_is_the_flows_failure(workdir: Path) -> None:
+    @specflow.flow_schema
+    def confused() -> Generator[Any, Any, None]:
+        yield Dependency(square.make_task(x=99))
+
+    report = specflow.execute(confused(), backend="inline")
+    assert report.status == "failed"
+    assert report.failures[0].error.startswith("FlowError: flow 'confused' waits on a task")
