@@ -295,8 +295,6 @@ class PreparedRun:
     target: Any
     settings: dict[str, Any]
     backend_settings: dict[str, Any]
-    spec: Any
-    source: SourceMap
 
 
 def prepare(spec: Any, source: SourceMap, *, allow_shell: bool = False) -> PreparedRun:
@@ -307,14 +305,10 @@ def prepare(spec: Any, source: SourceMap, *, allow_shell: bool = False) -> Prepa
     if problems:
         raise problems[0]
     ops.allow_shell(allow_shell)
-    try:
-        built = build(spec, source=source)
-    except ops.ShellNotAllowedError as exc:  # pragma: no cover - wrapped by the builder
-        raise SpecError(str(exc)) from None
+    built = build(spec, source=source)
     if isinstance(built, ExecutionRequest):
-        return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings),
-                           spec, source)
-    return PreparedRun(built, {}, {}, spec, source)
+        return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))
+    return PreparedRun(built, {}, {})
 
 
 def load(path: str, overrides: Sequence[str] = (), imports: Sequence[str] = ()) -> tuple[Any, SourceMap]:
@@ -348,17 +342,19 @@ def run_spec(
         raise SpecError(
             f"{cpath} already exists: use `specflow resume {cpath}` or choose another --run-dir"
         )
+    abs_imports = [_abs_import(i) for i in imports]
     ckpt = Checkpoint(cpath, create=True)
     try:
         ckpt.create_run(
             run_id=rdir.name, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
             spec_file_hash=file_hash(path), overrides=list(overrides),
-            imports=[_abs_import(i) for i in imports],
+            imports=abs_imports,
             settings={**settings, "allow_shell": allow_shell,
                       "backend_settings": prepared.backend_settings},
             version=__version__,
         )
-        report = _run_prepared(prepared, settings, ckpt, rdir, imports, progress, listeners)
+        report = _run_prepared(prepared, settings, ckpt, rdir, abs_imports, progress,
+                               listeners)
     finally:
         ckpt.close()
     return report, rdir
@@ -391,7 +387,7 @@ def _run_prepared(
         semaphores=settings.get("semaphores"),
         listeners=listeners,
         progress=progress,
-        imports=[_abs_import(i) for i in imports],
+        imports=imports,
         batch_size=settings.get("batch_size"),
         backend_settings=dict(prepared.backend_settings),
     )
