@@ -107,8 +107,8 @@ def _load_with_binary(binary: str, filename: str) -> Any:
         head = lines[0] if lines else f"cue exited with status {proc.returncode}"
         path, sep, msg = head.partition(": ")
         if sep and " " not in path:
-            return _raise(SpecError(msg.rstrip(":"), path=path, locations=_locs(lines[1:])))
-        return _raise(SpecError(head.rstrip(":"), locations=_locs(lines[1:])))
+            raise SpecError(msg.rstrip(":"), path=path, locations=_locs(lines[1:]))
+        raise SpecError(head.rstrip(":"), locations=_locs(lines[1:]))
     try:
         return json.loads(proc.stdout)
     except ValueError as e:
@@ -122,7 +122,3 @@ def _locs(lines: list[str]) -> list[Location]:
         if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
             out.append(Location(parts[0], int(parts[1]), int(parts[2])))
     return out
-
-
-def _raise(err: SpecError) -> Any:
-    raise err

@@ -955,24 +955,6 @@ def _regexp_valid(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
 # encoding/json
 
 
-def _json_default(x: Any) -> Any:
-    if x is NULL:
-        return None
-    raise TypeError
-
-
-def _to_plain(x: Any) -> Any:
-    if x is NULL:
-        return None
-    if isinstance(x, dict):
-        return {k: _to_plain(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_to_plain(v) for v in x]
-    if isinstance(x, bytes):
-        return base64.b64encode(x).decode("ascii")
-    return x
-
-
 class _RawNum(float):
     def __init__(self, text: str) -> None:
         self.text = text

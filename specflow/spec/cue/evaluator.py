@@ -1371,8 +1371,6 @@ def unify_scalars(a: Any, b: Any, pa: Pos | None = None, pb: Pos | None = None) 
                 f"invalid value {fmt_scalar(b)} (out of bound {bound!r})",
                 pos=[p for p in (pb, bound.pos) if p is not None],
             )
-    if k == K_INT and a.kinds & K_INT == 0 and a.kinds & K_FLOAT:
-        return b
     return b
 
 

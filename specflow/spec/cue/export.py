@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue.errors import CueError
-from specflow.spec.cue.values import NULL, TOP, Constraint, Disj, is_concrete_scalar
+from specflow.spec.cue.values import NULL, Disj, is_concrete_scalar
 from specflow.spec.cue.vertex import REGULAR, REQUIRED, Vertex, elems, is_hidden_or_def
 
 if TYPE_CHECKING:
@@ -57,8 +57,6 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
         val = d
     if is_concrete_scalar(val):
         return val
-    if val is TOP or isinstance(val, Constraint):
-        raise CueError(f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True)
     raise CueError(f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True)
 
 
@@ -72,8 +70,7 @@ def to_json(val: Any) -> Any:
     if t is list:
         return [to_json(x) for x in val]
     if t is Decimal:
-        f = float(val)
-        return f
+        return float(val)
     if t is bytes:
         return base64.b64encode(val).decode("ascii")
     return val

@@ -208,8 +208,6 @@ def scalar_eq(a: Any, b: Any) -> bool:
 
 def fmt_decimal(d: Decimal) -> str:
     """Format a CUE float the way cue prints it."""
-    if not d.is_finite():
-        return str(d)
     return str(d)
 
 
