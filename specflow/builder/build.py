@@ -40,19 +40,42 @@ def build(spec: Any, *, source: SourceMap | None = None, path: str = "") -> Any:
     ``source`` (from :func:`specflow.spec.load_spec_with_source`) lets errors name the file
     and line of the offending node; ``path`` is the spec path of ``spec`` itself.
     """
-    version = DEFAULT_VERSION
-    if isinstance(spec, Mapping) and "@version" in spec:
-        version = str(spec["@version"])
     _no_cycles(spec, path, [])
     try:
-        return _build(spec, path, version)
+        return _build(spec, path, DEFAULT_VERSION)
     except SpecError as exc:
-        if source is not None and not exc.locations:
-            loc = source.locate(exc.path)
-            raise type(exc)(exc.message, path=exc.path, locations=[loc], hint=exc.hint) from (
-                exc.__cause__
-            )
-        raise
+        located = locate(exc, source)
+        if located is exc:
+            raise
+        raise located from exc.__cause__
+
+
+def locate(exc: SpecError, source: SourceMap | None) -> SpecError:
+    """``exc`` with the source position of its path, when it has none yet."""
+    if source is None or exc.locations:
+        return exc
+    return type(exc)(exc.message, path=exc.path, locations=[source.locate(exc.path)],
+                     hint=exc.hint)
+
+
+def node_mode(spec: Mapping[str, Any], path: str) -> str:
+    """The ``@mode`` of a typed node."""
+    mode = spec.get("@mode", "regular")
+    if mode not in MODES:
+        raise SpecError(
+            f"unknown @mode {mode!r}; expected one of {', '.join(MODES)}",
+            path=join_path(path, "@mode"),
+        )
+    return str(mode)
+
+
+def node_entry(spec: Mapping[str, Any], path: str, version: str) -> Entry:
+    """The registry entry a typed node names."""
+    type_name = spec["@type"]
+    type_path = join_path(path, "@type")
+    if not isinstance(type_name, str):
+        raise SpecError(f"@type must be a string, got {type_name!r}", path=type_path)
+    return lookup(type_name, version, path=type_path)
 
 
 def _build(spec: Any, path: str, version: str) -> Any:
@@ -66,17 +89,8 @@ def _build(spec: Any, path: str, version: str) -> Any:
         version = str(spec["@version"])
     if "@type" not in spec:
         return {k: _build(v, join_path(path, _key(k)), version) for k, v in spec.items() if k != "@version" or path}
-    type_name = spec["@type"]
-    type_path = join_path(path, "@type")
-    if not isinstance(type_name, str):
-        raise SpecError(f"@type must be a string, got {type_name!r}", path=type_path)
-    mode = spec.get("@mode", "regular")
-    if mode not in MODES:
-        raise SpecError(
-            f"unknown @mode {mode!r}; expected one of {', '.join(MODES)}",
-            path=join_path(path, "@mode"),
-        )
-    entry = lookup(type_name, version, path=type_path)
+    mode = node_mode(spec, path)
+    entry = node_entry(spec, path, version)
     kwargs = {
         k: _build(v, join_path(path, _key(k)), version)
         for k, v in spec.items()
@@ -95,7 +109,7 @@ def _build(spec: Any, path: str, version: str) -> Any:
             raise exc.with_path_prefix(path) from exc
         except Exception as exc:  # a constructor refusing its input is a spec problem
             raise BuildError(
-                f"{type_name}: {type(exc).__name__}: {exc}", path=path or None
+                f"{entry.name}: {type(exc).__name__}: {exc}", path=path or None
             ) from exc
     set_spec(result, resolved_spec)
     return result

@@ -8,13 +8,15 @@ from typing import Any
 
 from specflow.builder.build import (
     META_KEYS,
-    MODES,
     UNBUILT,
     _check_arguments,
     _key,
     _no_cycles,
+    locate,
+    node_entry,
+    node_mode,
 )
-from specflow.builder.registry import DEFAULT_VERSION, lookup
+from specflow.builder.registry import DEFAULT_VERSION
 from specflow.spec.errors import SpecError, join_path
 from specflow.spec.source import SourceMap
 
@@ -28,13 +30,7 @@ def check_spec(spec: Any, source: SourceMap | None = None) -> list[SpecError]:
         problems.append(exc)
     else:
         _walk(spec, "", DEFAULT_VERSION, problems)
-    if source is None:
-        return problems
-    return [
-        SpecError(p.message, path=p.path, locations=p.locations or [source.locate(p.path)],
-                  hint=p.hint)
-        for p in problems
-    ]
+    return [locate(p, source) for p in problems]
 
 
 def _walk(spec: Any, path: str, version: str, problems: list[SpecError]) -> None:
@@ -51,17 +47,13 @@ def _walk(spec: Any, path: str, version: str, problems: list[SpecError]) -> None
             _walk(v, join_path(path, _key(k)), version, problems)
     if "@type" not in spec:
         return
-    name = spec["@type"]
-    if not isinstance(name, str):
-        problems.append(SpecError(f"@type must be a string, got {name!r}",
-                                  path=join_path(path, "@type")))
-        return
-    mode = spec.get("@mode", "regular")
-    if mode not in MODES:
-        problems.append(SpecError(f"unknown @mode {mode!r}; expected one of {', '.join(MODES)}",
-                                  path=join_path(path, "@mode")))
+    mode = "regular"
     try:
-        entry = lookup(name, version, path=join_path(path, "@type"))
+        mode = node_mode(spec, path)
+    except SpecError as exc:
+        problems.append(exc)
+    try:
+        entry = node_entry(spec, path, version)
         kwargs = {k: _placeholder(v) for k, v in spec.items() if k not in META_KEYS}
         _check_arguments(entry, kwargs, path, partial=(mode == "partial"))
     except SpecError as exc:
