@@ -94,11 +94,11 @@ class Combiner:
         inter = covered.intersection(self.target)
         if inter.is_empty():
             return
-        src = _local(inter, covered)
-        dst = _local(inter, self.target)
+        src = inter.slices_in(covered)
+        dst = inter.slices_in(self.target)
         part = data[(slice(None), *src)]
         if self.weighted:
-            wsl = _local(inter, out_idx)
+            wsl = inter.slices_in(out_idx)
             ws = [
                 weights_1d(n, b, lo, hi, self.mode)[s]
                 for n, b, lo, hi, s in zip(out_idx.shape, self.blend, low, high, wsl, strict=True)
@@ -116,13 +116,6 @@ class Combiner:
         if self.weighted:
             return cast_for_layer(self.out, str(self.dtype))
         return self.out
-
-
-def _local(inner: VolumetricIndex, outer: VolumetricIndex) -> tuple[slice, slice, slice]:
-    """The slices of ``inner`` within an array covering ``outer``."""
-    a = [x - y for x, y in zip(inner.start, outer.start, strict=True)]
-    s = inner.shape
-    return (slice(a[0], a[0] + s[0]), slice(a[1], a[1] + s[1]), slice(a[2], a[2] + s[2]))
 
 
 def neighbours(chunk: VolumetricIndex, region: VolumetricIndex) -> tuple[list[bool], list[bool]]:

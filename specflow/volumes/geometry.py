@@ -252,6 +252,12 @@ class VolumetricIndex:
         a, b = self.start, self.stop
         return (slice(a[0], b[0]), slice(a[1], b[1]), slice(a[2], b[2]))
 
+    def slices_in(self, outer: VolumetricIndex) -> tuple[slice, slice, slice]:
+        """The slices of this index within an array covering ``outer``."""
+        a, b, o = self.start, self.stop, outer.start
+        return (slice(a[0] - o[0], b[0] - o[0]), slice(a[1] - o[1], b[1] - o[1]),
+                slice(a[2] - o[2], b[2] - o[2]))
+
     def _new(self, start: Sequence[int], stop: Sequence[int]) -> VolumetricIndex:
         return VolumetricIndex.from_voxels(start, stop, self.resolution)
 
