@@ -79,58 +79,38 @@ def loads_yaml(text: str, filename: str = "<string>") -> tuple[Any, SourceMap]:
 def _construct(
     loader: yaml.SafeLoader, node: yaml.Node, path: str, source: SourceMap, stack: list[int]
 ) -> Any:
+    """The value of ``node``, recording each node's position under its spec path.
+    ``stack`` holds the collections being built, to refuse an alias that contains itself."""
+    where = _position(source, node)
     if id(node) in stack:
-        raise SpecError(
-            "the spec contains itself (a YAML alias refers to its own anchor)",
-            path=path or None,
-            locations=[Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)],
-        )
-    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
-        stack.append(id(node))
-        try:
-            return _construct_collection(loader, node, path, source, stack)
-        finally:
-            stack.pop()
-    source.positions.setdefault(
-        path, Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)
-    )
-    return loader.construct_object(node, deep=True)
-
-
-def _construct_collection(
-    loader: yaml.SafeLoader, node: yaml.Node, path: str, source: SourceMap, stack: list[int]
-) -> Any:
-    source.positions.setdefault(
-        path, Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)
-    )
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise SpecError(
-                    "mapping keys must be plain values",
-                    path=path or None,
-                    locations=[Location(source.file, key_node.start_mark.line + 1,
-                                        key_node.start_mark.column + 1)],
-                )
-            if key in out:
-                raise SpecError(
-                    f"duplicate key {key!r}",
-                    path=path or None,
-                    locations=[Location(source.file, key_node.start_mark.line + 1,
-                                        key_node.start_mark.column + 1)],
-                )
-            child = f"{path}.{key}" if path else str(key)
-            source.positions[child] = Location(
-                source.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            )
-            out[key] = _construct(loader, value_node, child, source, stack)
-        return out
+        raise SpecError("the spec contains itself (a YAML alias refers to its own anchor)",
+                        path=path or None, locations=[where])
+    source.positions.setdefault(path, where)
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(loader, v, f"{path}[{i}]", source, stack)
-            for i, v in enumerate(node.value)
-        ]
-    raise AssertionError("unreachable")
+        stack.append(id(node))
+        items = [_construct(loader, v, f"{path}[{i}]", source, stack)
+                 for i, v in enumerate(node.value)]
+        stack.pop()
+        return items
+    if not isinstance(node, yaml.MappingNode):
+        return loader.construct_object(node, deep=True)
+    stack.append(id(node))
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        key_at = _position(source, key_node)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise SpecError("mapping keys must be plain values", path=path or None,
+                            locations=[key_at])
+        if key in out:
+            raise SpecError(f"duplicate key {key!r}", path=path or None, locations=[key_at])
+        child = f"{path}.{key}" if path else str(key)
+        source.positions[child] = key_at
+        out[key] = _construct(loader, value_node, child, source, stack)
+    stack.pop()
+    return out
+
+
+def _position(source: SourceMap, node: yaml.Node) -> Location:
+    return Location(source.file, node.start_mark.line + 1, node.start_mark.column + 1)
