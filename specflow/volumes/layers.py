@@ -87,7 +87,8 @@ def kvstore_url(path: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def _kv_read(url: str, key: str) -> bytes | None:
+def kv_read(url: str, key: str) -> bytes | None:
+    """The value stored under ``key`` of the kvstore at ``url`` (``None`` when missing)."""
     kv = ts.KvStore.open(url).result()
     res = kv.read(key).result()
     if res.state != "value":
@@ -95,7 +96,8 @@ def _kv_read(url: str, key: str) -> bytes | None:
     return bytes(res.value)
 
 
-def _kv_write(url: str, key: str, data: bytes) -> None:
+def kv_write(url: str, key: str, data: bytes) -> None:
+    """Store ``data`` under ``key`` of the kvstore at ``url``."""
     kv = ts.KvStore.open(url).result()
     kv.write(key, data).result()
 
@@ -104,7 +106,7 @@ def detect_format(url: str) -> str | None:
     """The format of the layer stored at ``url``, or ``None`` when nothing is there."""
     for key, fmt in ((".zarray", "zarr"), ("zarr.json", "zarr3"), ("info", "precomputed"),
                      ("attributes.json", "n5")):
-        if _kv_read(url, key) is not None:
+        if kv_read(url, key) is not None:
             return fmt
     return None
 
@@ -242,7 +244,7 @@ def _compression_of(fmt: str, meta: dict[str, Any]) -> str:
 def _read_scales(fmt: str, url: str) -> list[ScaleInfo]:
     """The stored scales of the layer at ``url`` (one for zarr and N5)."""
     if fmt == "precomputed":
-        raw = _kv_read(url, "info")
+        raw = kv_read(url, "info")
         assert raw is not None
         info = json.loads(raw)
         return [
@@ -255,12 +257,12 @@ def _read_scales(fmt: str, url: str) -> list[ScaleInfo]:
             for s in info["scales"]
         ]
     key = {"zarr": ".zarray", "zarr3": "zarr.json", "n5": "attributes.json"}[fmt]
-    raw = _kv_read(url, key)
+    raw = kv_read(url, key)
     assert raw is not None
     meta = json.loads(raw)
     if fmt == "zarr":
         shape, chunks, dtype = meta["shape"], meta["chunks"], np.dtype(meta["dtype"]).name
-        attrs_raw = _kv_read(url, ".zattrs")
+        attrs_raw = kv_read(url, ".zattrs")
         attrs = json.loads(attrs_raw) if attrs_raw else {}
     elif fmt == "zarr3":
         shape = meta["shape"]
@@ -473,9 +475,7 @@ class TSLayer:
             scales = ref.scales()
             if not scales:
                 raise ValueError(f"info_reference_path {st['info_reference_path']} holds no layer")
-            ref_scale = scales[0]
-            if resolution is not None and ref.scale(resolution) is not None:
-                ref_scale = ref.scale(resolution)  # type: ignore[assignment]
+            ref_scale = (ref.scale(resolution) if resolution is not None else None) or scales[0]
             offset, size = list(ref_scale.voxel_offset), list(ref_scale.size)
             if resolution is not None and not _close(ref_scale.resolution, resolution):
                 # the same physical region at the resolution written
@@ -533,7 +533,7 @@ class TSLayer:
         spec.update({"create": True, "delete_existing": bool(existing)})
         ts.open(spec, context=self._context()).result()
         if fmt == "zarr":
-            _kv_write(self.path, ".zattrs", json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode())
+            kv_write(self.path, ".zattrs", json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode())
         self._forget()
         return info
 
@@ -651,9 +651,19 @@ class TSLayer:
     def read(self, idx: VolumetricIndex) -> npt.NDArray[Any]:
         """The voxels of ``idx`` as a (C, X, Y, Z) array; voxels outside the stored region
         read as zero."""
+        return self.read_async(idx).result()
+
+    def read_async(self, idx: VolumetricIndex) -> ReadResult:
+        """Start reading ``idx``; ``.result()`` gives the array (resampled reads are done
+        before this returns)."""
         scale, factor, finer = self._scale_for_read(idx.resolution)
         if factor == (1, 1, 1):
-            return self._read_stored(scale, idx)
+            return self._start_read(scale, idx)
+        return ReadResult(value=self._read_resampled(scale, factor, finer, idx))
+
+    def _read_resampled(
+        self, scale: ScaleInfo, factor: IVec3, finer: bool, idx: VolumetricIndex
+    ) -> npt.NDArray[Any]:
         mode = str(self.settings["interpolation_mode"])
         if finer:
             src = self._read_stored(scale, idx.at_resolution(scale.resolution))
@@ -666,14 +676,6 @@ class TSLayer:
         sx, sy, sz = idx.shape
         return src[:, off[0]:off[0] + sx, off[1]:off[1] + sy, off[2]:off[2] + sz]
 
-    def read_async(self, idx: VolumetricIndex) -> ReadResult:
-        """Start reading ``idx``; ``.result()`` gives the array (resampled reads are done when
-        ``.result()`` is called)."""
-        scale, factor, _ = self._scale_for_read(idx.resolution)
-        if factor != (1, 1, 1):
-            return ReadResult(value=self.read(idx))
-        return self._start_read(scale, idx)
-
     def _start_read(self, scale: ScaleInfo, idx: VolumetricIndex) -> ReadResult:
         store = self._store(scale)
         inside = idx.intersection(scale.index)
@@ -684,10 +686,7 @@ class TSLayer:
         fut = store[:, a[0]:b[0], a[1]:b[1], a[2]:b[2]].read()
         if inside.shape == idx.shape:
             return ReadResult(future=fut)
-        o = [x - y for x, y in zip(a, idx.start, strict=True)]
-        s = inside.shape
-        where = (slice(None), slice(o[0], o[0] + s[0]), slice(o[1], o[1] + s[1]),
-                 slice(o[2], o[2] + s[2]))
+        where = (slice(None), *inside.slices_in(idx))
         return ReadResult(future=fut, shape=shape, where=where, dtype=scale.dtype)
 
     def _read_stored(self, scale: ScaleInfo, idx: VolumetricIndex) -> npt.NDArray[Any]:
@@ -726,9 +725,7 @@ class TSLayer:
         inside = idx.intersection(scale.index)
         if inside.is_empty():
             return _Done()
-        o = [x - y for x, y in zip(inside.start, idx.start, strict=True)]
-        s = inside.shape
-        arr = arr[:, o[0]:o[0] + s[0], o[1]:o[1] + s[1], o[2]:o[2] + s[2]]
+        arr = arr[(slice(None), *inside.slices_in(idx))]
         a, b = inside.start, inside.stop
         store = self._store(scale)
         return store[:, a[0]:b[0], a[1]:b[1], a[2]:b[2]].write(arr)
