@@ -44,7 +44,7 @@ from specflow.processing.blending import BLEND_MODES, Combiner, neighbours
 from specflow.processing.operations import as_operation
 from specflow.resources import semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3
-from specflow.volumes.layers import TSLayer, forget_layer, kvstore_url
+from specflow.volumes.layers import TSLayer, forget_layer, kv_read, kv_write, kvstore_url
 
 Array = npt.NDArray[Any]
 
@@ -66,6 +66,11 @@ class Level:
     def grown(self) -> IVec3:
         """The box a chunk of this level computes: chunk + 2 * (crop + blend)."""
         return _add(self.chunk, _scale(_add(self.crop, self.blend), 2))
+
+    @property
+    def output(self) -> IVec3:
+        """The box a chunk of this level contributes: chunk + 2 * blend."""
+        return _add(self.chunk, _scale(self.blend, 2))
 
 
 def _add(a: Sequence[int], b: Sequence[int]) -> IVec3:
@@ -306,10 +311,10 @@ def compute_chunk(
 
 def _slot(chunk: VolumetricIndex, region: VolumetricIndex, top: Level) -> VolumetricIndex:
     """Where the output of top-level ``chunk`` lives in the staging array."""
-    grown = _add(top.chunk, _scale(top.blend, 2))
+    size = top.output
     g = [(c - r) // s for c, r, s in zip(chunk.start, region.start, top.chunk, strict=True)]
-    start = [k * p for k, p in zip(g, grown, strict=True)]
-    return VolumetricIndex.from_voxels(start, _add(start, grown), chunk.resolution)
+    start = [k * p for k, p in zip(g, size, strict=True)]
+    return VolumetricIndex.from_voxels(start, _add(start, size), chunk.resolution)
 
 
 def _process_chunk(
@@ -389,19 +394,18 @@ def _create_staging(
     num_channels: int, region: VolumetricIndex,
 ) -> str:
     """Create the staging array: one slot of (chunk + 2 * blend) voxels per top-level chunk."""
-    grown = _add(top.chunk, _scale(top.blend, 2))
+    slot = top.output
     layer = TSLayer(
         path, format="zarr3", info_dtype=dtype, info_num_channels=num_channels,
         info_resolution=resolution, info_voxel_offset=[0, 0, 0],
-        info_size=[g * p for g, p in zip(grid, grown, strict=True)],
-        info_chunk_size=[_staging_chunk(p) for p in grown], info_overwrite=True,
+        info_size=[g * p for g, p in zip(grid, slot, strict=True)],
+        info_chunk_size=[_staging_chunk(p) for p in slot], info_overwrite=True,
     )
     layer.prepare_for_write(resolution)
     record = {"region": {"resolution": list(region.resolution), "start": list(region.start),
                          "stop": list(region.stop)},
               "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop)}
-    ts.KvStore.open(kvstore_url(path)).result().write(
-        "staging.json", json.dumps(record).encode()).result()
+    kv_write(kvstore_url(path), "staging.json", json.dumps(record).encode())
     return layer.path
 
 
@@ -435,8 +439,8 @@ def reduction_parts(
     grid_origin = [o + ((r - o) // c) * c for o, r, c in
                    zip(voxel_offset, region.start, storage_chunk, strict=True)]
     outer = VolumetricIndex.from_voxels(grid_origin, region.stop, region.resolution)
-    return [p.intersection(region) for p in outer.iter_chunks(size)
-            if not p.intersection(region).is_empty()]
+    parts = (p.intersection(region) for p in outer.iter_chunks(size))
+    return [p for p in parts if not p.is_empty()]
 
 
 # --------------------------------------------------------------------------- the flow
@@ -684,10 +688,10 @@ def build_reduce_staged_flow(
 
 
 def _read_staging_record(path: str) -> dict[str, Any]:
-    raw = ts.KvStore.open(kvstore_url(path)).result().read("staging.json").result()
-    if raw.state != "value":
+    raw = kv_read(kvstore_url(path), "staging.json")
+    if raw is None:
         raise FileNotFoundError(f"no staging array at {path} (staging.json is missing)")
-    out: dict[str, Any] = json.loads(bytes(raw.value))
+    out: dict[str, Any] = json.loads(raw)
     return out
 
 
