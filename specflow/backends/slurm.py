@@ -745,18 +745,11 @@ class SlurmBackend(Backend):
         """The job's Python code failed outside any task (e.g. a user module did not
         import): its remaining tasks fail with that traceback. Not lost: it would repeat."""
         last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
-        now = time.time()
-        for task_id in list(job.tasks):
-            self._ready.append(Outcome(
-                task_id, False,
-                error=f"SlurmJobError: job {job.job_id} failed outside its tasks: {last} "
-                      f"(log: {job.log})",
-                exc_types=("SlurmJobError",), traceback=trace, started=now, finished=now,
-                worker=f"slurm:{job.job_id}", log_path=str(job.log),
-            ))
-        self._in_jobs -= len(job.tasks)
-        job.tasks.clear()
-        self._finish(job, "FAILED")
+        self._end_tasks(
+            job, "FAILED", "SlurmJobError",
+            f"job {job.job_id} failed outside its tasks: {last} (log: {job.log})",
+            lost=False, trace=trace,
+        )
 
     def _lose_job(self, job: _Job) -> None:
         state = job.state if job.state in TERMINAL_STATES else "LOST"
@@ -767,14 +760,23 @@ class SlurmBackend(Backend):
         if state == "TIMEOUT" and not self.tasks_per_job:
             # smaller jobs next time, so that retried tasks fit in the time limit
             self._auto_cap = max(1, min(self._auto_cap, job.n_tasks // 2))
+        self._end_tasks(
+            job, state, "SlurmJobLost",
+            f"job {job.job_id} {what} this task (state {state}; log: {job.log})", lost=True,
+        )
+
+    def _end_tasks(
+        self, job: _Job, state: str, kind: str, why: str, *, lost: bool,
+        trace: str | None = None,
+    ) -> None:
+        """Report every task ``job`` has not reported as failed with ``kind: why``, and
+        finish the job in ``state``."""
         now = time.time()
-        for task_id in list(job.tasks):
+        for task_id in job.tasks:
             self._ready.append(Outcome(
-                task_id, False,
-                error=f"SlurmJobLost: job {job.job_id} {what} this task "
-                      f"(state {state}; log: {job.log})",
-                exc_types=("SlurmJobLost",), started=now, finished=now,
-                worker=f"slurm:{job.job_id}", lost=True, log_path=str(job.log),
+                task_id, False, error=f"{kind}: {why}", exc_types=(kind,), traceback=trace,
+                started=now, finished=now, worker=f"slurm:{job.job_id}", lost=lost,
+                log_path=str(job.log),
             ))
         self._in_jobs -= len(job.tasks)
         job.tasks.clear()
