@@ -608,9 +608,7 @@ class Evaluator:
                 if rc:
                     if embed is not None:
                         for cid in rc:
-                            g = st.groups.get(cid)
-                            if g is None:
-                                g = st.groups[cid] = Group()
+                            g = self._group(st, cid)
                             if embed not in g.also:
                                 g.also.append(embed)
                     nctx = ctx + tuple(c for c in rc if c not in ctx) if ctx else rc
@@ -1119,9 +1117,7 @@ class Evaluator:
             return "_"
         if isinstance(val, Disj):
             return " | ".join(("*" if d else "") + self.show(x) for x, d in val.alts)
-        if isinstance(val, Constraint):
-            return repr(val)
-        return fmt_scalar(val)
+        return _show(val)
 
     def interp(self, expr: A.Interp, env: Env | None) -> Any:
         out: list[str] = []

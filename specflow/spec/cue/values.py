@@ -168,11 +168,10 @@ class Constraint:
 
     def __repr__(self) -> str:
         parts = []
-        if self.kinds != K_ALL and not (
-            self.bounds and all(b.kinds() & self.kinds == self.kinds for b in self.bounds)
+        if not self.bounds or (
+            self.kinds != K_ALL
+            and not all(b.kinds() & self.kinds == self.kinds for b in self.bounds)
         ):
-            parts.append(kind_name(self.kinds))
-        elif not self.bounds:
             parts.append(kind_name(self.kinds))
         parts.extend(repr(b) for b in self.bounds)
         return " & ".join(parts)
@@ -254,16 +253,10 @@ def interp_str(v: Any) -> str:
     t = type(v)
     if t is str:
         return str(v)
-    if t is bool:
-        return "true" if v else "false"
-    if t is int:
-        return str(v)
-    if t is Decimal:
-        return fmt_decimal(v)
     if t is bytes:
         return bytes(v).decode("utf-8", errors="replace")
-    if v is NULL:
-        return "null"
+    if is_concrete_scalar(v):
+        return fmt_scalar(v)
     raise CueError("invalid interpolation value", incomplete=False)
 
 
