@@ -323,16 +323,18 @@ class Checkpoint:
         ):
             self.flush()
 
-    def done_ids(self) -> set[str]:
-        # done is final: a done row is never followed by another row of the same id
-        rows = self.conn.exec_driver_sql("SELECT id FROM tasks WHERE status = 'done'")
-        return {r[0] for r in rows}
-
-    def done_values(self) -> dict[str, str]:
-        rows = self.conn.exec_driver_sql(
-            "SELECT id, value_json FROM tasks WHERE status = 'done' AND value_json IS NOT NULL"
-        )
-        return {r[0]: r[1] for r in rows}
+    def done(self) -> tuple[set[str], dict[str, str]]:
+        """The ids of done tasks, and the stored return values of those that have one (one
+        scan; done is final: a done row is never followed by another row of its id)."""
+        ids: set[str] = set()
+        values: dict[str, str] = {}
+        for tid, value in self.conn.exec_driver_sql(
+            "SELECT id, value_json FROM tasks WHERE status = 'done'"
+        ):
+            ids.add(tid)
+            if value is not None:
+                values[tid] = value
+        return ids, values
 
     def task_rows(self, status: str | None = None) -> Iterator[TaskRow]:
         """The newest row of each task (optionally only those with ``status``)."""

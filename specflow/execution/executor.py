@@ -160,8 +160,7 @@ class Executor:
         self._root = _FlowRun(root_flow, None)
         self._runnable.append(self._root)
         if self.checkpoint is not None:
-            self._preloaded = self.checkpoint.done_ids()
-            self._preloaded_values = self.checkpoint.done_values()
+            self._preloaded, self._preloaded_values = self.checkpoint.done()
             self.checkpoint.set_status("running")
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
         self._emit("run_started")
