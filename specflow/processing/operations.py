@@ -54,6 +54,14 @@ def as_cxyz(arr: Any, shape: IVec3, what: str) -> Array:
     return a
 
 
+def crop_pad(data: Array, pad: IVec3) -> Array:
+    """``data`` (C, X, Y, Z) without ``pad`` voxels on each side of every spatial axis."""
+    if pad == (0, 0, 0):
+        return data
+    x, y, z = pad
+    return data[:, x:data.shape[1] - x, y:data.shape[2] - y, z:data.shape[3] - z]
+
+
 class VolumetricOperation:
     """Base of operations that read their own inputs.
 
@@ -83,9 +91,8 @@ class VolumetricOperation:
         if out.ndim == 3:
             out = out[None]
         grown = tuple(s + 2 * p for s, p in zip(idx.shape, pad, strict=True))
-        if tuple(out.shape[1:]) == grown and pad != (0, 0, 0):
-            out = out[:, pad[0]:out.shape[1] - pad[0], pad[1]:out.shape[2] - pad[1],
-                      pad[2]:out.shape[3] - pad[2]]
+        if tuple(out.shape[1:]) == grown:
+            out = crop_pad(out, pad)
         return as_cxyz(out, idx.shape, type(self).__name__)
 
     def __specflow_id__(self) -> Any:

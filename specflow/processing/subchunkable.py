@@ -41,7 +41,7 @@ from specflow.builder.registry import register
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.ids import task_digest_of
 from specflow.processing.blending import BLEND_MODES, Combiner, neighbours
-from specflow.processing.operations import as_operation
+from specflow.processing.operations import as_operation, crop_pad
 from specflow.resources import semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import TSLayer, forget_layer, kv_read, kv_write, kvstore_url
@@ -271,7 +271,7 @@ def _apply(
                 data = np.asarray(op(compute, **op_kwargs))
         else:
             data = _apply(op, op_kwargs, levels, i + 1, compute, 1)
-        return _crop(data, lvl.crop)
+        return crop_pad(data, lvl.crop)
 
     def add(chunk: VolumetricIndex, data: Array) -> None:
         low, high = neighbours(chunk, target)
@@ -287,13 +287,6 @@ def _apply(
     return combiner.result()
 
 
-def _crop(data: Array, crop: IVec3) -> Array:
-    if crop == (0, 0, 0):
-        return data
-    x, y, z = crop
-    return data[:, x:data.shape[1] - x, y:data.shape[2] - y, z:data.shape[3] - z]
-
-
 def compute_chunk(
     op: Any, op_kwargs: dict[str, Any], levels: Sequence[Level], chunk: VolumetricIndex,
     threads: int = 1,
@@ -306,7 +299,7 @@ def compute_chunk(
             data = np.asarray(op(compute, **op_kwargs))
     else:
         data = _apply(op, op_kwargs, levels, 1, compute, threads)
-    return _crop(data, top.crop)
+    return crop_pad(data, top.crop)
 
 
 def _slot(chunk: VolumetricIndex, region: VolumetricIndex, top: Level) -> VolumetricIndex:
