@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import socket
@@ -13,6 +14,7 @@ from typing import Any
 
 from specflow.builder.registry import register
 from specflow.flow.core import TaskableOperation
+from specflow.flow.ids import task_id
 from specflow.flow.task import Task
 
 
@@ -114,21 +116,12 @@ def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] 
 
 @register("repeat")
 def repeat(task: Task, count: int) -> list[Task]:
-    """``count`` copies of ``task``'s operation, told apart by a ``copy`` tag in the id."""
+    """``count`` copies of ``task``; each copy's id is derived from the task's id and the
+    copy's number, so the copies are distinct work that a resumed run still recognises."""
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    op = task.fn
-    make = getattr(op, "make_task", None)
-    if make is None:
-        raise ValueError("repeat needs a task made by an operation")
-    out = []
-    for i in range(count):
-        kwargs = dict(task.kwargs)
-        if "label" in kwargs or task.operation == "sleep":
-            kwargs["label"] = [kwargs.get("label"), i]
-        elif "i" in kwargs or task.operation == "noop":
-            kwargs["i"] = i
-        else:
-            raise ValueError(f"repeat cannot tell copies of {task.operation!r} apart")
-        out.append(make(**kwargs))
-    return out
+    return [
+        dataclasses.replace(task, id=task_id(task.operation, ["copy", task.id, i], {}),
+                            tags={**task.tags, "copy": str(i)})
+        for i in range(count)
+    ]

@@ -311,3 +311,15 @@ def test_waiting_on_a_task_never_yielded_is_the_flows_failure(workdir: Path) -> 
     report = specflow.execute(confused(), backend="inline")
     assert report.status == "failed"
     assert report.failures[0].error.startswith("FlowError: flow 'confused' waits on a task")
+
+
+def test_repeat_makes_distinct_copies_of_any_task(workdir: Path) -> None:
+    out = workdir / "o.txt"
+    spec = {"@type": "repeat", "count": 4,
+            "task": {"@type": "test.append", "path": str(out), "line": "same"}}
+    copies = specflow.build(spec)
+    assert len({t.id for t in copies}) == 4
+    assert [t.id for t in copies] == [t.id for t in specflow.build(spec)]
+    report = specflow.execute(copies, backend="inline")
+    assert report.status == "done"
+    assert lines(out) == ["same"] * 4
