@@ -1008,13 +1008,14 @@ class Evaluator:
                         f"invalid index {fmt_scalar(idx)} (type {kind_name(kind_of(idx))})",
                         pos=[expr.index.pos],
                     )
-                n = len(elems(base))
-                if idx < 0 or idx >= n:
+                # the elements are the arcs labelled 0 to length-1
+                a = base.arcs.get(idx) if idx >= 0 else None
+                if a is None:
                     raise CueError(
-                        f"index out of range [{idx}] with length {n}",
+                        f"index out of range [{idx}] with length {len(elems(base))}",
                         pos=[expr.pos],
                     )
-                return base.arcs[idx]
+                return a
             if base.is_struct:
                 if not isinstance(idx, str):
                     raise CueError(f"invalid struct index {fmt_scalar(idx)}", pos=[expr.index.pos])
