@@ -70,13 +70,10 @@ def _feed(h: Any, obj: Any, depth: int = 0) -> None:  # noqa: C901 - one dispatc
         b = bytes(obj)
         up(b"b%d:" % len(b))
         up(b)
-    elif isinstance(obj, bool | int | float | str):  # subclasses (e.g. IntEnum handled below)
-        if isinstance(obj, enum.Enum):
-            up(b"E" + _qualname(type(obj)).encode() + b"." + obj.name.encode())
-        else:
-            _feed(h, type(obj).__mro__[-2](obj), depth + 1)
-    elif isinstance(obj, enum.Enum):
+    elif isinstance(obj, enum.Enum):  # before the builtins: IntEnum, StrEnum are both
         up(b"E" + _qualname(type(obj)).encode() + b"." + obj.name.encode())
+    elif isinstance(obj, bool | int | float | str):  # other subclasses hash as their base
+        _feed(h, type(obj).__mro__[-2](obj), depth + 1)
     elif isinstance(obj, (set, frozenset)):
         parts = sorted(task_digest_of(v) for v in obj)
         up(b"S%d{" % len(parts))
