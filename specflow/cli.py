@@ -205,6 +205,7 @@ def validate(
         from specflow.builder.check import check_spec
         from specflow.builder.schema import registry_schema
         from specflow.spec import SpecError
+        from specflow.spec.source import format_path
 
         _load_builtins()
         validator = jsonschema.Draft202012Validator(registry_schema())
@@ -220,7 +221,7 @@ def validate(
             problems = check_spec(loaded, source)
             if not problems:
                 for e in validator.iter_errors(loaded):
-                    where = _json_path(list(e.absolute_path))
+                    where = format_path(list(e.absolute_path))
                     problems.append(SpecError(_short_schema_error(e), path=where or None,
                                               locations=[source.locate(where)]))
             if problems:
@@ -234,13 +235,6 @@ def validate(
         return EXIT_USAGE if bad else EXIT_OK
 
     raise typer.Exit(_guard(body))
-
-
-def _json_path(parts: list[Any]) -> str:
-    s = ""
-    for p in parts:
-        s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
-    return s
 
 
 def _short_schema_error(e: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from specflow.spec.errors import SpecError
+from specflow.spec.source import format_path
 
 _TOKEN = re.compile(r'\.?(?:"((?:[^"\\]|\\.)*)"|([^.\[\]"]+))|\[(-?\d+)\]')
 
@@ -55,10 +56,7 @@ def apply_overrides(spec: Any, overrides: list[str]) -> Any:
 
 
 def _fmt(parts: list[str | int]) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "<root>"
+    return format_path(parts) or "<root>"
 
 
 def _set(root: Any, path: list[str | int], value: Any, text: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from specflow.spec.errors import Location
 
@@ -26,7 +27,8 @@ class SourceMap:
             p = p[:cut] if cut > 0 else ""
 
 
-def format_path(parts: list[str | int] | tuple[str | int, ...]) -> str:
+def format_path(parts: list[str | int] | tuple[str | int, ...] | list[Any]) -> str:
+    """``["a", "b", 0, "c"]`` -> ``a.b[0].c``."""
     out = ""
     for part in parts:
         if isinstance(part, int):
