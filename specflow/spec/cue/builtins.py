@@ -260,15 +260,19 @@ def _list_min_max(which: str) -> Fn:
     return fn
 
 
+def _dec_sum(xs: list[int | Decimal]) -> Decimal:
+    acc = Decimal(0)
+    for x in xs:
+        acc = CTX.add(acc, _dec(x))
+    return acc
+
+
 def _list_sum(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     _arity("list.Sum", args, 1)
     xs = _nums(ev, args[0], "list.Sum")
     if all(type(x) is int for x in xs):
         return sum(xs)
-    acc = Decimal(0)
-    for x in xs:
-        acc = CTX.add(acc, _dec(x))
-    return acc
+    return _dec_sum(xs)
 
 
 def _list_product(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
@@ -290,10 +294,7 @@ def _list_avg(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     xs = _nums(ev, args[0], "list.Avg")
     if not xs:
         raise CueError("list.Avg: empty list")
-    acc = Decimal(0)
-    for x in xs:
-        acc = CTX.add(acc, _dec(x))
-    return CTX.divide(acc, Decimal(len(xs)))
+    return CTX.divide(_dec_sum(xs), Decimal(len(xs)))
 
 
 def _list_concat(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
