@@ -43,6 +43,7 @@ from specflow.spec.cue.values import (
     is_concrete_scalar,
     kind_name,
     kind_of,
+    ordered,
     scalar_eq,
 )
 from specflow.spec.cue.vertex import (
@@ -1204,13 +1205,7 @@ class Evaluator:
             if (ta in num and tb in num and ta is not bool and tb is not bool) or (
                 ta is tb and ta in (str, bytes)
             ):
-                if op == "<":
-                    return bool(a < b)
-                if op == "<=":
-                    return bool(a <= b)
-                if op == ">":
-                    return bool(a > b)
-                return bool(a >= b)
+                return ordered(op, a, b)
             raise self._bad_operands(op, a, b, pos)
         if op in ("=~", "!~"):
             if ta is str and tb is str:

@@ -8,6 +8,7 @@ a ``Constraint`` (a set of kinds with bounds) or a ``Disj`` of alternatives.
 from __future__ import annotations
 
 import decimal
+import operator
 import re
 from decimal import Decimal
 from typing import Any
@@ -140,16 +141,18 @@ class Bound:
         kv, kb = kind_of(v), kind_of(b)
         if not ((kv & K_NUMBER and kb & K_NUMBER) or (kv == kb and kv in (K_STRING, K_BYTES))):
             return False
-        if op == "<":
-            return bool(v < b)
-        if op == "<=":
-            return bool(v <= b)
-        if op == ">":
-            return bool(v > b)
-        return bool(v >= b)
+        return ordered(op, v, b)
 
     def same(self, other: Bound) -> bool:
         return self.op == other.op and scalar_eq(self.value, other.value)
+
+
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def ordered(op: str, a: Any, b: Any) -> bool:
+    """``a op b`` for one of the order operators ``<``, ``<=``, ``>``, ``>=``."""
+    return bool(_ORDER[op](a, b))
 
 
 def go_regex(s: str) -> str:
