@@ -7,6 +7,7 @@ SQLite checkpoint and resumes a stopped run without redoing finished work.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -29,32 +30,27 @@ from specflow.flow import (
 from specflow.spec import SpecError, load_spec
 
 
-def _load_builtin_types() -> None:
-    from specflow.catalog import load_builtins
-
-    load_builtins()
-
-
 from specflow.builder.registry import add_loader  # noqa: E402
+from specflow.catalog import load_builtins  # noqa: E402
 
-add_loader(_load_builtin_types)
+# built-in types are imported the first time a name is looked up that is not registered
+add_loader(load_builtins)
+
+#: public names whose modules load on first use, keeping `import specflow` light
+_LAZY = {
+    "execute": "specflow.runs",
+    "RunReport": "specflow.execution.executor",
+    "RetryPolicy": "specflow.execution.executor",
+    "Event": "specflow.execution.events",
+    "EventBus": "specflow.execution.events",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # the executor and its backends load on first use, keeping `import specflow` light
-    if name in ("execute", "RunReport", "RetryPolicy", "Event", "EventBus"):
-        if name == "execute":
-            from specflow.runs import execute
-
-            return execute
-        if name in ("RunReport", "RetryPolicy"):
-            from specflow.execution import executor
-
-            return getattr(executor, name)
-        from specflow.execution import events
-
-        return getattr(events, name)
-    raise AttributeError(f"module 'specflow' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'specflow' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "Dependency",
