@@ -13,6 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 from specflow.builder import build, get_spec, register
+from specflow.builder.registry import add_loader
+from specflow.catalog import load_builtins
 from specflow.flow import (
     Dependency,
     Flow,
@@ -28,10 +30,6 @@ from specflow.flow import (
     taskable_operation_cls,
 )
 from specflow.spec import SpecError, load_spec
-
-
-from specflow.builder.registry import add_loader  # noqa: E402
-from specflow.catalog import load_builtins  # noqa: E402
 
 # built-in types are imported the first time a name is looked up that is not registered
 add_loader(load_builtins)
