@@ -15,8 +15,4 @@ BUILTIN_MODULES = (
 
 def load_builtins() -> None:
     for name in BUILTIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
