@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import specflow
-from specflow.runs import execute
+from specflow.run import execute
 
 
 @specflow.taskable_operation

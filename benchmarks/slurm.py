@@ -27,7 +27,7 @@ from typing import Any
 import specflow
 from specflow.backends.slurm import SlurmBackend, partition_cpus
 from specflow.flow.task import Task
-from specflow.runs import execute
+from specflow.run import execute
 
 
 def nap(i: int, ms: float) -> int:

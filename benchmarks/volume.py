@@ -171,7 +171,7 @@ def _mean_fn() -> Any:
 
 def _specflow(d: str, n: int, name: str, **kw: Any) -> float:
     from specflow.processing import build_subchunkable_apply_flow
-    from specflow.runs import execute
+    from specflow.run import execute
     from specflow.volumes import BBox3D, build_ts_layer
 
     src = build_ts_layer(f"{d}/src")

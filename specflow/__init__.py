@@ -36,7 +36,7 @@ add_loader(load_builtins)
 
 #: public names whose modules load on first use, keeping `import specflow` light
 _LAZY = {
-    "execute": "specflow.runs",
+    "execute": "specflow.run",
     "RunReport": "specflow.execution.executor",
     "RetryPolicy": "specflow.execution.executor",
     "Event": "specflow.execution.events",

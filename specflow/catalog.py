@@ -7,7 +7,7 @@ import importlib
 BUILTIN_MODULES = (
     "specflow.flow.builtin",
     "specflow.flow.ops",
-    "specflow.runs",
+    "specflow.run.entries",
     "specflow.volumes",
     "specflow.processing",
 )

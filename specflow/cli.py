@@ -109,14 +109,15 @@ def run(
     """Build SPEC and run it, recording every finished task in a checkpoint."""
 
     def body() -> int:
-        from specflow import runs
+        from specflow import run as runs
 
         _load_builtins()
         if backend is not None and backend not in ("inline", "local", "slurm"):
             _fail(f"--backend {backend}: expected inline, local or slurm")
+        opt_ins = runs.opt_ins_of(allow_shell=allow_shell)
         if dry_run:
-            loaded, source = runs.load(spec, set_ or [], imports or [])
-            prepared = runs.prepare(loaded, source, allow_shell=allow_shell)
+            loaded, source, _ = runs.load(spec, set_ or [], imports or [])
+            prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
             counts = runs.count_tasks(prepared.target)
             t = Table(title=f"{spec}: tasks per operation (dry run)", title_justify="left")
             t.add_column("operation")
@@ -130,7 +131,7 @@ def run(
                         "max_attempts": max_attempts}
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
-            run_dir=run_dir, allow_shell=allow_shell, progress=progress,
+            run_dir=run_dir, opt_ins=opt_ins, progress=progress,
         )
         _summary(report, rdir)
         return report.exit_code
@@ -145,17 +146,24 @@ def resume(
     backend: Annotated[str | None, typer.Option("--backend", "-b")] = None,
     workers: Annotated[int | None, typer.Option()] = None,
     keep_going: Annotated[bool | None, typer.Option("--keep-going/--fail-fast")] = None,
+    allow_shell: Annotated[
+        bool, typer.Option(help="Allow `shell` operations (never taken from the checkpoint).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
-    """Resume a stopped run: tasks recorded as done are skipped."""
+    """Resume a stopped run where it started: tasks recorded as done are skipped."""
 
     def body() -> int:
-        from specflow import runs
+        from specflow import run as runs
 
         _load_builtins()
+        if backend is not None and backend not in ("inline", "local", "slurm"):
+            _fail(f"--backend {backend}: expected inline, local or slurm")
         report, rdir, skipped = runs.resume_run(
             checkpoint, force=force, progress=progress,
+            opt_ins=runs.opt_ins_of(allow_shell=allow_shell),
             cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
+            say=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True),
         )
         out.print(f"resumed: skipped {skipped:,} task{'s' if skipped != 1 else ''} already done")
         _summary(report, rdir)
@@ -201,7 +209,7 @@ def validate(
     def body() -> int:
         import jsonschema
 
-        from specflow import runs
+        from specflow import run as runs
         from specflow.builder.check import check_spec
         from specflow.builder.schema import registry_schema
         from specflow.spec import SpecError
@@ -212,7 +220,7 @@ def validate(
         bad = 0
         for path in specs:
             try:
-                loaded, source = runs.load(path, set_ or [], imports or [])
+                loaded, source, _ = runs.load(path, set_ or [], imports or [])
             except SpecError as exc:
                 bad += 1
                 err.print(f"[red]✗[/] {path}: ", end="")
@@ -252,11 +260,11 @@ def export(
     """Print the resolved spec (after CUE evaluation and --set overrides)."""
 
     def body() -> int:
-        from specflow import runs
+        from specflow import run as runs
 
         if fmt not in ("json", "yaml"):
             _fail(f"--format {fmt}: expected json or yaml")
-        loaded, _ = runs.load(spec, set_ or [], imports or [])
+        loaded, _, _ = runs.load(spec, set_ or [], imports or [])
         if fmt == "json":
             sys.stdout.write(json.dumps(loaded, indent=2) + "\n")
         else:
@@ -331,13 +339,12 @@ def status(
     """Per-operation counts, failures with their errors, timings and jobs of a run."""
 
     def body() -> int:
-        from specflow.execution.checkpoint import Checkpoint
+        from specflow.run import Run
 
-        cpath = Path(checkpoint)
-        if cpath.is_dir():
-            cpath = cpath / "checkpoint.db"
-        with Checkpoint(cpath) as ck:
-            info = ck.run_info()
+        with Run.open(checkpoint, drive=False) as run:
+            ck = run.checkpoint
+            info = run.info()
+            state = run.status()
             counts = ck.counts()
             timings = ck.timings()
             failures: list[dict[str, Any]] = [
@@ -347,7 +354,7 @@ def status(
             ]
             jobs = ck.jobs()
         data = {
-            "run": info.id, "status": info.status, "spec_file": info.spec_file,
+            "run": info.id, "status": state, "spec_file": info.spec_file,
             "created": info.created, "updated": info.updated, "attempt": info.attempt,
             "specflow_version": info.specflow_version, "counts": counts, "timings": timings,
             "failures": failures, "jobs": jobs,
@@ -355,7 +362,7 @@ def status(
         if as_json:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return EXIT_OK
-        out.print(f"run [bold]{info.id}[/] · {info.status} · started "
+        out.print(f"run [bold]{info.id}[/] · {state} · started "
                   f"{_when(info.created)} · updated {_when(info.updated)}")
         if info.spec_file:
             out.print(f"spec: {info.spec_file}")
@@ -405,24 +412,29 @@ def runs(
     """The runs under the run root with their state."""
 
     def body() -> int:
-        from specflow.execution.checkpoint import Checkpoint, CheckpointError
-        from specflow.runs import run_root
+        from specflow.execution.checkpoint import CheckpointError
+        from specflow.run import Run, run_root
 
         base = Path(root) if root else run_root()
         rows: list[dict[str, Any]] = []
         for cpath in sorted(base.glob("*/checkpoint.db")):
             try:
-                with Checkpoint(cpath) as ck:
-                    info = ck.run_info()
-                    counts = ck.counts()
+                with Run.open(cpath, drive=False) as opened:
+                    info = opened.info()
+                    state = opened.status()
+                    counts = opened.checkpoint.counts()
                 done = sum(c.get("done", 0) for c in counts.values())
                 failed = sum(c.get("failed", 0) for c in counts.values())
-                rows.append({"run": info.id, "status": info.status, "created": info.created,
+                rows.append({"run": info.id, "status": state, "created": info.created,
                              "done": done, "failed": failed, "spec": info.spec_file,
                              "checkpoint": str(cpath)})
-            except CheckpointError as exc:
-                rows.append({"run": cpath.parent.name, "status": f"unreadable: {exc}",
-                             "created": cpath.stat().st_mtime, "done": 0, "failed": 0,
+            except (CheckpointError, OSError) as exc:
+                try:
+                    created = cpath.stat().st_mtime
+                except OSError:
+                    created = 0.0
+                rows.append({"run": cpath.parent.name, "status": "damaged",
+                             "problem": str(exc), "created": created, "done": 0, "failed": 0,
                              "spec": None, "checkpoint": str(cpath)})
         if as_json:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")

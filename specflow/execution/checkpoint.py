@@ -1,8 +1,10 @@
 """The checkpoint: one SQLite file per run, the record of what happened.
 
 Written only by the driving process. Finished tasks are buffered and committed in batched
-transactions (:meth:`Checkpoint.flush`); a crash loses at most the unflushed bookkeeping,
-never a task's output.
+transactions (:meth:`Checkpoint.flush`, by count and by age); a crash loses at most the
+unflushed bookkeeping, never a task's output. Return values are stored losslessly
+(:mod:`specflow.execution.values`), large ones in ``values/`` beside the file. The ``lease``
+row names the process driving the run (see :mod:`specflow.run.lease`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-FORMAT = "specflow-checkpoint/1"
+from specflow.execution.values import ValueStore
+
+FORMAT = "specflow-checkpoint/2"
+OLDER_FORMATS = ("specflow-checkpoint/1",)
 #: the newest row of every task id
 LATEST = "(SELECT * FROM tasks WHERE seq IN (SELECT MAX(seq) FROM tasks GROUP BY id))"
-#: return values larger than this (as JSON) are not stored
-MAX_VALUE_BYTES = 4096
+#: a commit happens at the latest this long after a task's outcome arrived
+MAX_RECORD_DELAY = 0.25
 
 metadata = sa.MetaData()
 
@@ -52,6 +58,21 @@ run_table = sa.Table(
     sa.Column("status", sa.String, nullable=False),
     sa.Column("driver", sa.String),
     sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("start_dir", sa.Text),
+)
+
+# The driver holding the run: one row, written by the driver that holds the OS lock next to
+# the checkpoint; heartbeat is refreshed while it lives (a run on a shared filesystem whose
+# lock is not shared across hosts is still protected by the heartbeat).
+lease_table = sa.Table(
+    "lease",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("released", sa.Integer, nullable=False, default=0),
 )
 
 # Append-only: a task's rows are appended as it reaches a final state (done or failed) and
@@ -112,7 +133,7 @@ class RunInfo:
     spec_file: str | None
     spec_file_hash: str | None
     overrides: list[str]
-    imports: list[str]
+    imports: list[dict[str, Any]]
     settings: dict[str, Any]
     specflow_version: str
     created: float
@@ -120,6 +141,16 @@ class RunInfo:
     status: str
     driver: str | None
     attempt: int
+    start_dir: str | None
+
+
+@dataclass
+class LeaseRow:
+    host: str
+    pid: int
+    started: float
+    heartbeat: float
+    released: bool
 
 
 @dataclass
@@ -145,24 +176,6 @@ def _on_connect(dbapi_conn: Any, record: Any) -> None:
     cur.close()
 
 
-def encode_value(value: Any) -> str | None:
-    """A small JSON form of a task's return value, or None when it has none that fits."""
-    if value is None:
-        return None
-    try:
-        text = json.dumps(value, default=_json_default)
-    except (TypeError, ValueError):
-        return None
-    return text if len(text) <= MAX_VALUE_BYTES else None
-
-
-def _json_default(o: Any) -> Any:
-    tolist = getattr(o, "tolist", None)
-    if tolist is not None and getattr(o, "size", MAX_VALUE_BYTES) < 256:
-        return tolist()
-    raise TypeError
-
-
 class Checkpoint:
     """Open (or create) a checkpoint file."""
 
@@ -177,7 +190,8 @@ class Checkpoint:
         self.engine: Engine = sa.create_engine(f"sqlite:///{self.path}", poolclass=sa.pool.StaticPool)
         event.listen(self.engine, "connect", _on_connect)
         self._pending: list[tuple[Any, ...]] = []
-        self._last_flush = time.monotonic()
+        self._oldest = 0.0
+        self.values = ValueStore(self.path.parent / "values")
         try:
             self.conn: Connection = self.engine.connect()
             if create:
@@ -203,11 +217,16 @@ class Checkpoint:
         fmt = self.conn.execute(
             sa.select(meta_table.c.value).where(meta_table.c.key == "format")
         ).scalar()
+        if fmt in OLDER_FORMATS:
+            raise CheckpointError(
+                f"{self.path}: written by an older specflow (format {fmt}); finish the run with "
+                "that version, or start it again"
+            )
         if fmt != FORMAT:
             raise CheckpointError(
                 f"{self.path}: checkpoint format {fmt!r} is not the one this specflow reads ({FORMAT})"
             )
-        missing = {"run", "tasks", "jobs"} - names
+        missing = {"run", "tasks", "jobs", "lease"} - names
         if missing:
             raise CheckpointError(f"{self.path}: damaged checkpoint (missing tables: {sorted(missing)})")
 
@@ -221,9 +240,10 @@ class Checkpoint:
         spec_file: str | None,
         spec_file_hash: str | None,
         overrides: list[str],
-        imports: list[str],
+        imports: list[dict[str, Any]],
         settings: dict[str, Any],
         version: str,
+        start_dir: str | None = None,
     ) -> None:
         now = time.time()
         self.conn.execute(
@@ -244,10 +264,15 @@ class Checkpoint:
                     "status": "created",
                     "driver": _driver(),
                     "attempt": 1,
+                    "start_dir": start_dir,
                 }
             ],
         )
         self.conn.commit()
+
+    def has_run(self) -> bool:
+        with self._reading():
+            return self.conn.execute(sa.select(run_table.c.id)).first() is not None
 
     def run_info(self) -> RunInfo:
         try:
@@ -256,22 +281,30 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: damaged checkpoint ({_short_db_error(exc)})") from None
         if row is None:
             raise CheckpointError(f"{self.path}: checkpoint holds no run")
-        return RunInfo(
-            id=row["id"],
-            spec=json.loads(row["spec_json"]),
-            spec_hash=row["spec_hash"],
-            spec_file=row["spec_file"],
-            spec_file_hash=row["spec_file_hash"],
-            overrides=json.loads(row["overrides_json"]),
-            imports=json.loads(row["imports_json"]),
-            settings=json.loads(row["settings_json"]),
-            specflow_version=row["specflow_version"],
-            created=row["created"],
-            updated=row["updated"],
-            status=row["status"],
-            driver=row["driver"],
-            attempt=row["attempt"],
-        )
+        try:
+            info = RunInfo(
+                id=_text(row["id"], "id"),
+                spec=_json(row["spec_json"], "spec_json"),
+                spec_hash=_text(row["spec_hash"], "spec_hash"),
+                spec_file=_opt_text(row["spec_file"], "spec_file"),
+                spec_file_hash=_opt_text(row["spec_file_hash"], "spec_file_hash"),
+                overrides=_json(row["overrides_json"], "overrides_json", list),
+                imports=_json(row["imports_json"], "imports_json", list),
+                settings=_json(row["settings_json"], "settings_json", dict),
+                specflow_version=_text(row["specflow_version"], "specflow_version"),
+                created=_num(row["created"], "created"),
+                updated=_num(row["updated"], "updated"),
+                status=_text(row["status"], "status"),
+                driver=_opt_text(row["driver"], "driver"),
+                attempt=int(_num(row["attempt"], "attempt")),
+                start_dir=_opt_text(row["start_dir"], "start_dir"),
+            )
+        except _Damaged as exc:
+            raise CheckpointError(f"{self.path}: damaged checkpoint (run.{exc})") from None
+        for imp in info.imports:
+            if not isinstance(imp, dict) or not isinstance(imp.get("name"), str):
+                raise CheckpointError(f"{self.path}: damaged checkpoint (run.imports_json)")
+        return info
 
     def set_status(self, status: str, *, new_attempt: bool = False) -> None:
         values: dict[str, Any] = {"status": status, "updated": time.time()}
@@ -295,8 +328,14 @@ class Checkpoint:
         value_json: str | None = None,
         worker: str | None = None,
         log_path: str | None = None,
+        value: Any = None,
     ) -> None:
-        """Buffer one task row; :meth:`flush` commits the buffer."""
+        """Buffer one task row; :meth:`flush` commits the buffer. ``value`` is stored
+        losslessly (large values are written to ``values/`` now, before the row is)."""
+        if value is not None and value_json is None:
+            value_json = self.values.store(task_id, value)
+        if not self._pending:
+            self._oldest = time.monotonic()
         self._pending.append(
             (task_id, operation, status, attempts, started, finished, error, traceback,
              value_json, worker, log_path)
@@ -308,18 +347,29 @@ class Checkpoint:
     def flush(self) -> None:
         if not self._pending:
             return
-        rows, self._pending = self._pending, []
-        self.conn.exec_driver_sql(
-            "INSERT INTO tasks (id, operation, status, attempts, started, finished, "
-            "error, traceback, value_json, worker, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
-        self.conn.commit()
-        self._last_flush = time.monotonic()
+        rows = self._pending
+        try:
+            self.conn.exec_driver_sql(
+                "INSERT INTO tasks (id, operation, status, attempts, started, finished, "
+                "error, traceback, value_json, worker, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            self.conn.commit()
+        except sa.exc.OperationalError as exc:
+            try:
+                self.conn.rollback()
+            except sa.exc.DBAPIError:
+                pass
+            raise CheckpointError(
+                f"{self.path}: cannot record finished tasks ({_short_db_error(exc)}); "
+                f"{len(rows)} outcome(s) are not on record and will run again on resume"
+            ) from None
+        self._pending = []
 
     def maybe_flush(self, max_rows: int = 2000, max_age: float = 0.05) -> None:
+        """Commit when the buffer is large, or its oldest row waited ``max_age`` seconds."""
         if self._pending and (
-            len(self._pending) >= max_rows or time.monotonic() - self._last_flush >= max_age
+            len(self._pending) >= max_rows or time.monotonic() - self._oldest >= max_age
         ):
             self.flush()
 
@@ -328,44 +378,95 @@ class Checkpoint:
         scan; done is final: a done row is never followed by another row of its id)."""
         ids: set[str] = set()
         values: dict[str, str] = {}
-        for tid, value in self.conn.exec_driver_sql(
-            "SELECT id, value_json FROM tasks WHERE status = 'done'"
-        ):
-            ids.add(tid)
-            if value is not None:
-                values[tid] = value
+        with self._reading():
+            for tid, value in self.conn.exec_driver_sql(
+                "SELECT id, value_json FROM tasks WHERE status = 'done'"
+            ):
+                if not isinstance(tid, str) or not (value is None or isinstance(value, str)):
+                    raise CheckpointError(f"{self.path}: damaged checkpoint (a task row)")
+                ids.add(tid)
+                if value is not None:
+                    values[tid] = value
         return ids, values
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DatabaseError as exc:
+            raise CheckpointError(
+                f"{self.path}: damaged checkpoint ({_short_db_error(exc)})"
+            ) from None
 
     def task_rows(self, status: str | None = None) -> Iterator[TaskRow]:
         """The newest row of each task (optionally only those with ``status``)."""
         where = " WHERE status = ?" if status else ""
         cols = ", ".join(c.name for c in tasks_table.columns if c.name != "seq")
-        rows = self.conn.exec_driver_sql(
-            f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq", (status,) if status else ()
-        )
-        for row in rows.mappings():
+        with self._reading():
+            rows = self.conn.exec_driver_sql(
+                f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq", (status,) if status else ()
+            ).mappings().all()
+        for row in rows:
             yield TaskRow(**dict(row))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{operation: {status: n}}`` over the newest row of each task."""
         out: dict[str, dict[str, int]] = {}
-        rows = self.conn.exec_driver_sql(
-            f"SELECT operation, status, COUNT(*) FROM {LATEST} GROUP BY operation, status"
-        )
+        with self._reading():
+            rows = self.conn.exec_driver_sql(
+                f"SELECT operation, status, COUNT(*) FROM {LATEST} GROUP BY operation, status"
+            ).all()
         for op, status, n in rows:
             out.setdefault(op, {})[status] = n
         return out
 
     def timings(self) -> dict[str, dict[str, float]]:
-        rows = self.conn.exec_driver_sql(
-            "SELECT operation, COUNT(*), SUM(finished - started), MAX(finished - started), "
-            "MIN(started), MAX(finished) FROM tasks WHERE status = 'done' GROUP BY operation"
-        )
+        with self._reading():
+            rows = self.conn.exec_driver_sql(
+                "SELECT operation, COUNT(*), SUM(finished - started), MAX(finished - started), "
+                "MIN(started), MAX(finished) FROM tasks WHERE status = 'done' GROUP BY operation"
+            ).all()
         return {
             op: {"n": n, "total_s": tot or 0.0, "max_s": mx or 0.0, "first": first or 0.0,
                  "last": last or 0.0}
             for op, n, tot, mx, first, last in rows
         }
+
+    # -- lease -------------------------------------------------------------------------
+    def lease(self) -> LeaseRow | None:
+        try:
+            row = self.conn.execute(sa.select(lease_table).where(lease_table.c.id == 1)).first()
+        except sa.exc.DatabaseError as exc:
+            raise CheckpointError(f"{self.path}: damaged checkpoint ({_short_db_error(exc)})") from None
+        if row is None:
+            return None
+        try:
+            return LeaseRow(str(row.host), int(row.pid), float(row.started),
+                            float(row.heartbeat), bool(row.released))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{self.path}: damaged checkpoint (lease row)") from None
+
+    def write_lease(self, host: str, pid: int) -> None:
+        now = time.time()
+        self.conn.exec_driver_sql(
+            "INSERT INTO lease (id, host, pid, started, heartbeat, released) "
+            "VALUES (1, ?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET host = excluded.host, "
+            "pid = excluded.pid, started = excluded.started, heartbeat = excluded.heartbeat, "
+            "released = 0",
+            (host, pid, now, now),
+        )
+        self.conn.commit()
+
+    def release_lease(self, host: str, pid: int) -> None:
+        self.conn.exec_driver_sql(
+            "UPDATE lease SET released = 1, heartbeat = ? WHERE id = 1 AND host = ? AND pid = ?",
+            (time.time(), host, pid),
+        )
+        self.conn.commit()
+
+    def value_of(self, raw: str) -> Any:
+        """Decode a stored value (see :class:`ValueStore.load`)."""
+        return self.values.load(raw)
 
     # -- jobs --------------------------------------------------------------------------
     def record_jobs(self, backend: str, jobs: Iterable[Any]) -> None:
@@ -391,7 +492,8 @@ class Checkpoint:
         return [jid for jid, state in rows if state.split()[0].upper() not in TERMINAL_JOB_STATES]
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(sa.select(jobs_table)).mappings()]
+        with self._reading():
+            return [dict(r) for r in self.conn.execute(sa.select(jobs_table)).mappings()]
 
     def close(self) -> None:
         try:
@@ -409,6 +511,53 @@ class Checkpoint:
 
 def _driver() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def heartbeat(path: Path, host: str, pid: int) -> bool:
+    """Refresh the lease's heartbeat from another thread (its own connection). False when
+    the lease is no longer this driver's."""
+    import sqlite3
+
+    con = sqlite3.connect(str(path), timeout=10)
+    try:
+        cur = con.execute(
+            "UPDATE lease SET heartbeat = ? WHERE id = 1 AND host = ? AND pid = ? AND released = 0",
+            (time.time(), host, pid),
+        )
+        con.commit()
+        return cur.rowcount == 1
+    finally:
+        con.close()
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _json(raw: Any, name: str, kind: type | None = None) -> Any:
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        raise _Damaged(name) from None
+    if kind is not None and not isinstance(value, kind):
+        raise _Damaged(name)
+    return value
+
+
+def _text(raw: Any, name: str) -> str:
+    if not isinstance(raw, str):
+        raise _Damaged(name)
+    return raw
+
+
+def _opt_text(raw: Any, name: str) -> str | None:
+    return None if raw is None else _text(raw, name)
+
+
+def _num(raw: Any, name: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise _Damaged(name)
+    return float(raw)
 
 
 def _short_db_error(exc: Exception) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
-import json
 import time
 from collections import deque
 from collections.abc import Generator, Iterable
@@ -18,14 +17,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specflow.backends.base import Backend, BackendContext, Outcome
-from specflow.execution.checkpoint import Checkpoint, encode_value
+from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
+from specflow.execution.values import ValueNotStored
 from specflow.flow.core import Dependency, Flow, FlowSchema
 from specflow.flow.task import Task, TransientErrorCondition
 
 
 class FlowError(Exception):
     """A flow yielded something it must not, or its generator raised."""
+
+
+class _Unavailable:
+    """A done task's value that the checkpoint could not give back (see ValueStore)."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 @dataclass
@@ -171,10 +180,18 @@ class Executor:
                          max(gc_thresholds[2], 100))
         try:
             self._loop()
+            if self._stop:
+                self._drain()
+                self.backend.cancel()
             if self.report.status == "running":
                 self.report.status = "failed" if self.report.failures else "done"
         except KeyboardInterrupt:
             self.report.status = "interrupted"
+            self._stop = True
+            try:
+                self._drain()
+            except KeyboardInterrupt:
+                pass
             self.backend.cancel()
         except BaseException:
             self.report.status = "failed"
@@ -188,9 +205,11 @@ class Executor:
                 self.backend.close()
             finally:
                 if self.checkpoint is not None:
-                    self._record_jobs()
-                    self.checkpoint.flush()
-                    self.checkpoint.set_status(self.report.status)
+                    try:
+                        self._record_jobs()
+                    finally:
+                        self.checkpoint.flush()
+                        self.checkpoint.set_status(self.report.status)
                 if self.progress is not None:
                     self.progress.finish(self.report)
                 self._emit("run_finished", data={"status": self.report.status})
@@ -263,8 +282,17 @@ class Executor:
                 return False
         send: Any = None
         if fr.wait_target is not None:
-            send = self._value_of(fr.wait_target.target)
+            # durable before destructive: what the flow waited on is on record before it
+            # goes on (it may delete or overwrite what those tasks produced)
+            if self.checkpoint is not None:
+                self.checkpoint.flush()
+            target = fr.wait_target.target
             fr.wait_target = None
+            try:
+                send = self._value_of(target)
+            except FlowError as exc:
+                self._flow_raised(fr, exc)
+                return False
         gen = fr.gen
         ready = self._ready
         while len(ready) < mark:
@@ -293,7 +321,13 @@ class Executor:
                     fr.waiting = waiting
                     fr.wait_target = item
                     return False
-                send = self._value_of(item.target)
+                if self.checkpoint is not None and self.checkpoint.pending():
+                    self.checkpoint.flush()
+                try:
+                    send = self._value_of(item.target)
+                except FlowError as exc:
+                    self._flow_raised(fr, exc)
+                    return False
                 continue
             self._take(fr, item)
             if fr.closed:
@@ -342,7 +376,11 @@ class Executor:
             self._done.add(tid)
             raw = self._preloaded_values.pop(tid, None)
             if raw is not None:
-                self._values[tid] = json.loads(raw)
+                assert self.checkpoint is not None
+                try:
+                    self._values[tid] = self.checkpoint.value_of(raw)
+                except (ValueNotStored, ValueError) as exc:
+                    self._values[tid] = _Unavailable(f"task {tid[:12]} ({task.operation}): {exc}")
             self.report.resumed_done += 1
             self._count(task.operation, "cached")
             return
@@ -394,7 +432,14 @@ class Executor:
 
     def _value_of(self, target: Any) -> Any:
         if isinstance(target, Task):
-            return self._values.get(target.id)
+            v = self._values.get(target.id)
+            if type(v) is _Unavailable:
+                raise FlowError(
+                    f"the value of a finished {v.why}; this flow needs it, and the checkpoint "
+                    "could not keep it (return plain data, numpy arrays or bytes from tasks "
+                    "whose value a flow reads)"
+                )
+            return v
         if isinstance(target, (list, tuple)):
             return [self._value_of(t) for t in target]
         return None
@@ -468,7 +513,7 @@ class Executor:
         if self.checkpoint is not None:
             self.checkpoint.record(
                 tid, task.operation, "done", st.attempts, o.started, o.finished,
-                value_json=encode_value(o.value), worker=o.worker, log_path=o.log_path,
+                value=o.value, worker=o.worker, log_path=o.log_path,
             )
         if self.events.wants("task_succeeded"):
             self._emit("task_succeeded", task, st.attempts, data={"value": o.value})
@@ -550,9 +595,22 @@ class Executor:
         self._abandon(fr, f"flow {fr.name!r} raised")
 
     def _fail_fast(self) -> None:
+        # the loop stops; run() records what already finished, then cancels the rest
         self._stop = True
         self.report.status = "failed"
-        self.backend.cancel()
+
+    def _drain(self, rounds: int = 3) -> None:
+        """Take the outcomes the backend already has (tasks that finished), so that every
+        way of stopping records them before the rest is cancelled."""
+        for _ in range(rounds):
+            try:
+                outcomes = self.backend.wait(0)
+            except Exception:  # noqa: BLE001 - the backend may be half torn down
+                return
+            if not outcomes:
+                return
+            for o in outcomes:
+                self._on_outcome(o)
 
     def _is_complete(self, fr: _FlowRun) -> bool:
         return fr.exhausted and not fr.pending

@@ -24,7 +24,7 @@ import user_ops
 
 from specflow.backends.slurm import SlurmBackend
 from specflow.execution.checkpoint import Checkpoint
-from specflow.runs import execute
+from specflow.run import execute
 
 pytestmark = pytest.mark.slurm
 

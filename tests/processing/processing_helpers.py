@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from specflow.runs import execute
+from specflow.run import execute
 from specflow.volumes import TSLayer, VolumetricIndex, build_ts_layer
 
 RES = (1.0, 1.0, 1.0)

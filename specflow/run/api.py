@@ -1,0 +1,359 @@
+"""The path from a spec (or a built target) to a finished run.
+
+``run_spec`` loads, overrides, builds and executes a spec file in a new run; ``resume_run``
+re-enters a stopped run; ``execute`` is the Python API for built targets. Each drives a
+:class:`~specflow.run.record.Run` (which owns the checkpoint and the lease) with one
+:class:`~specflow.run.settings.RunSettings`; the concrete backend is picked here by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specflow.backends import Backend, BackendContext, make_backend
+from specflow.backends.base import Outcome
+from specflow.builder import build, import_user_module
+from specflow.execution.checkpoint import Checkpoint
+from specflow.execution.events import Event, EventBus
+from specflow.execution.executor import Executor, RunReport
+from specflow.flow.task import Task
+from specflow.run.entries import ExecutionRequest
+from specflow.run.record import Run, file_sha256, import_record, say_default
+from specflow.run.settings import OPT_INS, RunSettings
+from specflow.spec import SpecError, apply_overrides, load_spec_with_source
+from specflow.spec.source import SourceMap
+
+RUN_ROOT_ENV = "SPECFLOW_RUN_ROOT"
+Say = Callable[[str], None]
+
+
+def run_root() -> Path:
+    return Path(os.environ.get(RUN_ROOT_ENV) or Path.cwd() / ".specflow" / "runs").absolute()
+
+
+def spec_hash(spec: Any) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def new_run_id(spec_digest: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{spec_digest[:6]}-{secrets.token_hex(2)}"
+
+
+# -- preparing a spec -------------------------------------------------------------------
+@dataclass
+class PreparedRun:
+    target: Any
+    settings: dict[str, Any]
+    backend_settings: dict[str, Any]
+
+
+def prepare(spec: Any, source: SourceMap, *, opt_ins: Iterable[str] = ()) -> PreparedRun:
+    """Build a loaded spec into its target and the settings it gives."""
+    from specflow.builder.check import check_spec
+    from specflow.flow import ops
+
+    problems = check_spec(spec, source)
+    if problems:
+        raise problems[0]
+    ops.allow_shell("shell" in set(opt_ins))
+    built = build(spec, source=source)
+    if isinstance(built, ExecutionRequest):
+        return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))
+    return PreparedRun(built, {}, {})
+
+
+def load(path: str, overrides: Sequence[str] = (),
+         imports: Sequence[str] = ()) -> tuple[Any, SourceMap, list[dict[str, Any]]]:
+    """Import the user's modules, load the spec and apply ``--set`` overrides."""
+    records = [import_record(name, import_user_module(name)) for name in imports]
+    spec, source = load_spec_with_source(path)
+    spec = apply_overrides(spec, list(overrides))
+    return spec, source, records
+
+
+# -- driving ------------------------------------------------------------------------------
+class Terminated(KeyboardInterrupt):
+    """The driver received SIGTERM or SIGHUP: stop like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the run the way Ctrl-C does (record, cancel, interrupted)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def drive(
+    target: Any,
+    settings: RunSettings,
+    *,
+    run: Run | None,
+    backend: Backend | None = None,
+    listeners: Sequence[Callable[[Event], None]] = (),
+    progress: bool = False,
+    imports: Sequence[str] = (),
+) -> RunReport:
+    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint."""
+    if backend is None:
+        bs = dict(settings.backend_settings)
+        if settings.backend == "local" and settings.workers:
+            bs["workers"] = settings.workers
+        backend = make_backend(settings.backend, **bs)
+    bus = EventBus()
+    for listener in listeners:
+        bus.subscribe(listener)
+    prog = None
+    if progress:
+        from specflow.execution.progress import Progress
+
+        prog = Progress()
+    ckpt: Checkpoint | None = run.checkpoint if run is not None else None
+    run_dir = run.run_dir if run is not None else Path.cwd()
+    previous = tuple(ckpt.live_jobs()) if ckpt is not None else ()
+    ctx = BackendContext(
+        run_dir=run_dir, run_id=run_dir.name, imports=tuple(imports), previous_jobs=previous,
+        semaphores=dict(settings.semaphores),
+    )
+    from specflow import resources
+
+    if settings.semaphores:
+        resources.configure_semaphores(dict(settings.semaphores))
+    executor = Executor(
+        backend, checkpoint=ckpt, keep_going=settings.keep_going,
+        retry=settings.retry_policy(), events=bus, progress=prog, context=ctx,
+        batch_size=settings.batch_size or 256,
+    )
+    try:
+        with _stop_signals():
+            return executor.run(target)
+    finally:
+        if settings.semaphores:
+            resources.configure_semaphores({})
+
+
+def execute(
+    target: Any,
+    *,
+    backend: str | Backend = "local",
+    workers: int | None = None,
+    checkpoint: bool | str | Path = True,
+    run_dir: str | Path | None = None,
+    keep_going: bool = False,
+    max_attempts: int = 3,
+    retry_backoff: float = 0.5,
+    transient_errors: Iterable[Any] | None = None,
+    semaphores: dict[str, int] | None = None,
+    listeners: Sequence[Callable[[Event], None]] = (),
+    progress: bool = False,
+    imports: Sequence[str] = (),
+    batch_size: int | None = None,
+    spec: Any = None,
+    backend_settings: dict[str, Any] | None = None,
+) -> RunReport:
+    """Run ``target`` (a Flow, Task, flow schema or list) and return the run's report.
+
+    With ``checkpoint=True`` the run gets a run dir (``run_dir`` or a new one under
+    ``.specflow/runs/``) holding ``checkpoint.db``; a path names the checkpoint file itself;
+    an existing checkpoint is resumed (tasks recorded done are skipped).
+    """
+    settings = RunSettings.merge({
+        "backend": backend if isinstance(backend, str) else "local", "workers": workers,
+        "keep_going": keep_going, "max_attempts": max_attempts,
+        "retry_backoff": retry_backoff, "transient_errors": transient_errors,
+        "semaphores": semaphores, "batch_size": batch_size,
+    }, backend_settings=backend_settings)
+    be = backend if isinstance(backend, Backend) else None
+    records = [import_record(name, import_user_module(name)) for name in imports]
+    abs_imports = [r["name"] for r in records]
+    run: Run | None = None
+    if checkpoint:
+        if isinstance(checkpoint, (str, Path)):
+            cpath = Path(checkpoint)
+            rdir = Path(run_dir) if run_dir else cpath.parent
+        else:
+            digest = spec_hash(spec) if spec is not None else secrets.token_hex(8)
+            rdir = Path(run_dir) if run_dir else run_root() / new_run_id(digest)
+            cpath = rdir / "checkpoint.db"
+        if cpath.exists():
+            run = Run.open(cpath, drive=True)
+            run.checkpoint.set_status("resuming", new_attempt=True)
+        else:
+            stored = spec if spec is not None else {}
+            run = Run.create(
+                rdir, spec=stored, spec_hash=spec_hash(stored), spec_file=None,
+                spec_file_hash=None, overrides=[], imports=records, settings=settings,
+            )
+    try:
+        return drive(target, settings, run=run, backend=be, listeners=listeners,
+                     progress=progress, imports=abs_imports)
+    finally:
+        if run is not None:
+            run.close()
+
+
+# -- dry runs -----------------------------------------------------------------------------
+class CountingBackend(Backend):
+    """Completes every task at once without running it: for ``--dry-run`` counts."""
+
+    name = "dry-run"
+
+    def __init__(self) -> None:
+        self._done: list[Outcome] = []
+
+    def capacity(self) -> int:
+        return 4096
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        self._done.extend(Outcome(t.id, True) for t in tasks)
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        out, self._done = self._done, []
+        return out
+
+    def in_flight(self) -> int:
+        return len(self._done)
+
+
+def count_tasks(target: Any) -> dict[str, int]:
+    """Tasks per operation that ``target`` would run (values of dependencies are None)."""
+    report = Executor(CountingBackend(), batch_size=4096).run(target)
+    return {op: c.get("submitted", 0) for op, c in sorted(report.counts.items())}
+
+
+# -- from a spec file ---------------------------------------------------------------------
+def opt_ins_of(allow_shell: bool = False, allow_eval: bool = False) -> frozenset[str]:
+    return frozenset(n for n, on in (("shell", allow_shell), ("eval", allow_eval)) if on)
+
+
+def run_spec(
+    path: str,
+    *,
+    overrides: Sequence[str] = (),
+    imports: Sequence[str] = (),
+    cli_settings: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    opt_ins: Iterable[str] = (),
+    progress: bool = True,
+    listeners: Sequence[Callable[[Event], None]] = (),
+) -> tuple[RunReport, Path]:
+    """Build and run a spec file in a new run. A spec that does not build creates no run."""
+    spec, source, records = load(path, overrides, imports)
+    opt = frozenset(opt_ins)
+    prepared = prepare(spec, source, opt_ins=opt)
+    settings = RunSettings.merge(prepared.settings, cli_settings,
+                                 backend_settings=prepared.backend_settings, opt_ins=opt)
+    digest = spec_hash(spec)
+    rdir = Path(run_dir) if run_dir else run_root() / new_run_id(digest)
+    run = Run.create(
+        rdir, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
+        spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
+        settings=settings,
+    )
+    try:
+        report = drive(prepared.target, settings, run=run, progress=progress,
+                       listeners=listeners, imports=[r["name"] for r in records])
+    finally:
+        run.close()
+    return report, run.run_dir
+
+
+def resume_run(
+    checkpoint_path: str | Path,
+    *,
+    force: bool = False,
+    cli_settings: dict[str, Any] | None = None,
+    opt_ins: Iterable[str] = (),
+    progress: bool = True,
+    listeners: Sequence[Callable[[Event], None]] = (),
+    say: Say = say_default,
+) -> tuple[RunReport, Path, int]:
+    """Resume a run where it started. Returns its report, run dir, and how many tasks were
+    skipped as done."""
+    run = Run.open(checkpoint_path, drive=True)
+    here = os.getcwd()
+    try:
+        if run.lease is not None and run.lease.took_over:
+            say(f"taking over the run from its previous driver, {run.lease.took_over}, "
+                "which is gone")
+        info = run.info()
+        start = info.start_dir
+        if start and not Path(start).is_dir():
+            raise SpecError(f"this run started in {start}, which no longer exists; recreate it "
+                            "(the run's relative paths point there) to resume")
+        if start and os.path.realpath(start) != os.path.realpath(here):
+            say(f"resuming in {start}, where the run started")
+            os.chdir(start)
+        if info.spec_file and not force:
+            now = file_sha256(info.spec_file)
+            if now is not None and info.spec_file_hash and now != info.spec_file_hash:
+                raise SpecError(
+                    f"the spec file {info.spec_file} changed since this run started; resuming "
+                    "would mix two different jobs (pass --force to resume with the stored spec)"
+                )
+        _check_imports(info.imports, force, say)
+        names = [str(r["name"]) for r in info.imports]
+        for name in names:
+            import_user_module(name)
+        opt = frozenset(opt_ins)
+        missing = sorted(set(info.settings.get("opt_ins_at_start") or ()) - opt)
+        source = SourceMap(info.spec_file or str(run.checkpoint.path))
+        try:
+            prepared = prepare(info.spec, source, opt_ins=opt)
+        except SpecError as exc:
+            if missing:
+                flags = " ".join(OPT_INS[m] for m in missing if m in OPT_INS)
+                raise SpecError(f"{exc}\nthis run was started with {flags}: opt-ins are "
+                                f"never taken from a checkpoint; pass {flags} again") from None
+            raise
+        settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
+        run.checkpoint.set_status("resuming", new_attempt=True)
+        report = drive(prepared.target, settings, run=run, progress=progress,
+                       listeners=listeners, imports=names)
+    finally:
+        try:
+            run.close()
+        finally:
+            os.chdir(here)
+    return report, run.run_dir, report.resumed_done
+
+
+def _check_imports(records: list[dict[str, Any]], force: bool, say: Say) -> None:
+    if not records:
+        return
+    say("importing the modules this run was started with: "
+        + ", ".join(str(r["name"]) for r in records))
+    for r in records:
+        file, digest = r.get("file"), r.get("sha256")
+        if not file or not digest:
+            continue
+        now = file_sha256(file)
+        if now is None:
+            raise SpecError(f"module {r['name']} ({file}) is gone; it was imported when the run "
+                            "started")
+        if now != digest and not force:
+            raise SpecError(
+                f"module {r['name']} ({file}) changed since this run started; resuming would "
+                "mix results of old and new code (pass --force to resume anyway)"
+            )
