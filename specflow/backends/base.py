@@ -94,6 +94,11 @@ class Backend(abc.ABC):
     def in_flight(self) -> int:
         """Tasks submitted whose outcome has not been returned yet."""
 
+    def finished(self) -> list[Outcome]:
+        """Outcomes of tasks that already finished, without starting or waiting for any
+        (taken before a stop cancels the rest, so that they are recorded)."""
+        return self.wait(0)
+
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop everything in flight (Ctrl-C, fail-fast)."""
 

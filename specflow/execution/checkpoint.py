@@ -9,15 +9,17 @@ row names the process driving the run (see :mod:`specflow.run.lease`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -176,6 +178,18 @@ def _on_connect(dbapi_conn: Any, record: Any) -> None:
     cur.close()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(fn: _F) -> _F:
+    @functools.wraps(fn)
+    def wrapper(self: Checkpoint, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 class Checkpoint:
     """Open (or create) a checkpoint file."""
 
@@ -187,10 +201,18 @@ class Checkpoint:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif self.path.is_dir():
             raise CheckpointError(f"{self.path}: is a folder, not a checkpoint file")
-        self.engine: Engine = sa.create_engine(f"sqlite:///{self.path}", poolclass=sa.pool.StaticPool)
+        self.engine: Engine = sa.create_engine(
+            f"sqlite:///{self.path}", poolclass=sa.pool.StaticPool,
+            connect_args={"check_same_thread": False},
+        )
         event.listen(self.engine, "connect", _on_connect)
         self._pending: list[tuple[Any, ...]] = []
         self._oldest = 0.0
+        # the connection is shared with the auto-flush thread (see start_autoflush)
+        self._lock = threading.RLock()
+        self._auto_stop: threading.Event | None = None
+        self._auto_thread: threading.Thread | None = None
+        self._auto_error: BaseException | None = None
         self.values = ValueStore(self.path.parent / "values")
         try:
             self.conn: Connection = self.engine.connect()
@@ -231,6 +253,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: damaged checkpoint (missing tables: {sorted(missing)})")
 
     # -- run ---------------------------------------------------------------------------
+    @_locked
     def create_run(
         self,
         *,
@@ -270,10 +293,12 @@ class Checkpoint:
         )
         self.conn.commit()
 
+    @_locked
     def has_run(self) -> bool:
         with self._reading():
             return self.conn.execute(sa.select(run_table.c.id)).first() is not None
 
+    @_locked
     def run_info(self) -> RunInfo:
         try:
             row = self.conn.execute(sa.select(run_table)).mappings().first()
@@ -306,6 +331,7 @@ class Checkpoint:
                 raise CheckpointError(f"{self.path}: damaged checkpoint (run.imports_json)")
         return info
 
+    @_locked
     def set_status(self, status: str, *, new_attempt: bool = False) -> None:
         values: dict[str, Any] = {"status": status, "updated": time.time()}
         if new_attempt:
@@ -315,6 +341,7 @@ class Checkpoint:
         self.conn.commit()
 
     # -- tasks -------------------------------------------------------------------------
+    @_locked
     def record(
         self,
         task_id: str,
@@ -344,7 +371,11 @@ class Checkpoint:
     def pending(self) -> int:
         return len(self._pending)
 
+    @_locked
     def flush(self) -> None:
+        if self._auto_error is not None:
+            error, self._auto_error = self._auto_error, None
+            raise error
         if not self._pending:
             return
         rows = self._pending
@@ -373,6 +404,7 @@ class Checkpoint:
         ):
             self.flush()
 
+    @_locked
     def done(self) -> tuple[set[str], dict[str, str]]:
         """The ids of done tasks, and the stored return values of those that have one (one
         scan; done is final: a done row is never followed by another row of its id)."""
@@ -402,13 +434,14 @@ class Checkpoint:
         """The newest row of each task (optionally only those with ``status``)."""
         where = " WHERE status = ?" if status else ""
         cols = ", ".join(c.name for c in tasks_table.columns if c.name != "seq")
-        with self._reading():
+        with self._lock, self._reading():
             rows = self.conn.exec_driver_sql(
                 f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq", (status,) if status else ()
             ).mappings().all()
         for row in rows:
             yield TaskRow(**dict(row))
 
+    @_locked
     def counts(self) -> dict[str, dict[str, int]]:
         """``{operation: {status: n}}`` over the newest row of each task."""
         out: dict[str, dict[str, int]] = {}
@@ -420,6 +453,7 @@ class Checkpoint:
             out.setdefault(op, {})[status] = n
         return out
 
+    @_locked
     def timings(self) -> dict[str, dict[str, float]]:
         with self._reading():
             rows = self.conn.exec_driver_sql(
@@ -433,6 +467,7 @@ class Checkpoint:
         }
 
     # -- lease -------------------------------------------------------------------------
+    @_locked
     def lease(self) -> LeaseRow | None:
         try:
             row = self.conn.execute(sa.select(lease_table).where(lease_table.c.id == 1)).first()
@@ -446,6 +481,7 @@ class Checkpoint:
         except (TypeError, ValueError):
             raise CheckpointError(f"{self.path}: damaged checkpoint (lease row)") from None
 
+    @_locked
     def write_lease(self, host: str, pid: int) -> None:
         now = time.time()
         self.conn.exec_driver_sql(
@@ -457,6 +493,7 @@ class Checkpoint:
         )
         self.conn.commit()
 
+    @_locked
     def release_lease(self, host: str, pid: int) -> None:
         self.conn.exec_driver_sql(
             "UPDATE lease SET released = 1, heartbeat = ? WHERE id = 1 AND host = ? AND pid = ?",
@@ -469,6 +506,7 @@ class Checkpoint:
         return self.values.load(raw)
 
     # -- jobs --------------------------------------------------------------------------
+    @_locked
     def record_jobs(self, backend: str, jobs: Iterable[Any]) -> None:
         """Insert or update job rows; an update keeps the task count and log path already
         stored when it carries none."""
@@ -487,15 +525,48 @@ class Checkpoint:
             )
             self.conn.commit()
 
+    @_locked
     def live_jobs(self) -> list[str]:
         rows = self.conn.execute(sa.select(jobs_table.c.job_id, jobs_table.c.state))
         return [jid for jid, state in rows if state.split()[0].upper() not in TERMINAL_JOB_STATES]
 
+    @_locked
     def jobs(self) -> list[dict[str, Any]]:
         with self._reading():
             return [dict(r) for r in self.conn.execute(sa.select(jobs_table)).mappings()]
 
+    def start_autoflush(self, max_age: float = MAX_RECORD_DELAY) -> None:
+        """Commit buffered rows from a thread once the oldest is ``max_age`` seconds old, so
+        finished work is on record even while the driver's thread is busy (e.g. running a
+        long task inline)."""
+        if self._auto_thread is not None:
+            return
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(max_age / 2):
+                with self._lock:
+                    if self._pending and time.monotonic() - self._oldest >= max_age:
+                        try:
+                            self.flush()
+                        except BaseException as exc:  # noqa: BLE001 - re-raised in the driver
+                            self._auto_error = exc
+                            return
+
+        self._auto_stop = stop
+        self._auto_thread = threading.Thread(target=loop, name="specflow-checkpoint", daemon=True)
+        self._auto_thread.start()
+
+    def stop_autoflush(self) -> None:
+        if self._auto_stop is not None:
+            self._auto_stop.set()
+            if self._auto_thread is not None:
+                self._auto_thread.join(timeout=10)
+        self._auto_stop = None
+        self._auto_thread = None
+
     def close(self) -> None:
+        self.stop_autoflush()
         try:
             self.flush()
         finally:

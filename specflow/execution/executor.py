@@ -171,6 +171,7 @@ class Executor:
         if self.checkpoint is not None:
             self._preloaded, self._preloaded_values = self.checkpoint.done()
             self.checkpoint.set_status("running")
+            self.checkpoint.start_autoflush()
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
         self._emit("run_started")
         # the loop allocates many short-lived objects; frequent young-generation collections
@@ -205,6 +206,7 @@ class Executor:
                 self.backend.close()
             finally:
                 if self.checkpoint is not None:
+                    self.checkpoint.stop_autoflush()
                     try:
                         self._record_jobs()
                     finally:
@@ -604,7 +606,7 @@ class Executor:
         way of stopping records them before the rest is cancelled."""
         for _ in range(rounds):
             try:
-                outcomes = self.backend.wait(0)
+                outcomes = self.backend.finished()
             except Exception:  # noqa: BLE001 - the backend may be half torn down
                 return
             if not outcomes:
