@@ -42,6 +42,23 @@ SetOpt = Annotated[
 ]
 
 
+EventsLogOpt = Annotated[
+    str | None,
+    typer.Option("--events-log", help="Append the run's lifecycle events to FILE as JSON lines."),
+]
+
+
+def _event_listeners(path: str | None) -> list[Any]:
+    if not path:
+        return []
+    from specflow.execution.events import EventLog
+
+    try:
+        return [EventLog(path)]
+    except OSError as exc:
+        _fail(f"--events-log {path}: {exc.strerror or exc}")
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
@@ -105,6 +122,7 @@ def run(
     dry_run: Annotated[bool, typer.Option(help="Build and count tasks; run nothing.")] = False,
     allow_shell: Annotated[bool, typer.Option(help="Allow `shell` operations.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+    events_log: EventsLogOpt = None,
 ) -> None:
     """Build SPEC and run it, recording every finished task in a checkpoint."""
 
@@ -132,6 +150,7 @@ def run(
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
             run_dir=run_dir, opt_ins=opt_ins, progress=progress,
+            listeners=_event_listeners(events_log),
         )
         _summary(report, rdir)
         return report.exit_code
@@ -150,6 +169,7 @@ def resume(
         bool, typer.Option(help="Allow `shell` operations (never taken from the checkpoint).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+    events_log: EventsLogOpt = None,
 ) -> None:
     """Resume a stopped run where it started: tasks recorded as done are skipped."""
 
@@ -164,6 +184,7 @@ def resume(
             opt_ins=runs.opt_ins_of(allow_shell=allow_shell),
             cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
             say=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True),
+            listeners=_event_listeners(events_log),
         )
         out.print(f"resumed: skipped {skipped:,} task{'s' if skipped != 1 else ''} already done")
         _summary(report, rdir)
@@ -449,6 +470,45 @@ def runs(
             t.add_row(r["run"], r["status"], _when(r["created"]), f"{r['done']:,}",
                       f"{r['failed']:,}", r["spec"] or "")
         out.print(t)
+        return EXIT_OK
+
+    raise typer.Exit(_guard(body))
+
+
+# -- serve --------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (non-loopback needs --token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Require `Authorization: Bearer TOKEN` on every request.")
+    ] = None,
+    root: Annotated[str | None, typer.Option(help="Run root (default .specflow/runs).")] = None,
+    allow_shell: Annotated[bool, typer.Option(help="Let submitted specs use `shell`.")] = False,
+    allow_eval: Annotated[bool, typer.Option(help="Let submitted specs use `lambda`.")] = False,
+    max_runs: Annotated[int, typer.Option(help="Runs at once, at most.", min=1)] = 4,
+) -> None:
+    """Accept specs over HTTP, run them under the run root, and show them on a live
+    dashboard (needs `pip install 'specflow[serve]'`)."""
+
+    def body() -> int:
+        from specflow.run import run_root
+
+        try:
+            from specflow.serve import ServeConfig
+            from specflow.serve import serve as serve_http
+            from specflow.serve.app import is_loopback
+        except ImportError as exc:  # pragma: no cover - the extra is not installed
+            _fail(f"specflow serve needs the serve extra (pip install 'specflow[serve]'): {exc}")
+        if not is_loopback(host) and not token:
+            _fail(f"--host {host} is reachable from other machines: give --token TOKEN")
+        _load_builtins()
+        opt = frozenset(n for n, on in (("shell", allow_shell), ("eval", allow_eval)) if on)
+        base = Path(root) if root else run_root()
+        err.print(f"specflow serve: http://{host}:{port}/ (runs under {base})",
+                  markup=False, highlight=False, soft_wrap=True)
+        serve_http(ServeConfig(host=host, port=port, token=token, root=base, opt_ins=opt,
+                               max_runs=max_runs))
         return EXIT_OK
 
     raise typer.Exit(_guard(body))

@@ -56,3 +56,27 @@ class EventBus:
                 for lst in self._listeners.values():
                     if listener in lst:
                         lst.remove(listener)
+
+
+class EventLog:
+    """A listener that appends each event as one JSON line to a file (``--events-log``),
+    flushed per event so that a reader (``specflow serve``) can follow the run."""
+
+    def __init__(self, path: str) -> None:
+        import io
+
+        self._fh: io.TextIOWrapper = open(path, "a", buffering=1)  # noqa: SIM115
+
+    def __call__(self, event: Event) -> None:
+        import json
+        import time
+
+        data = {k: v for k, v in event.data.items() if k != "value"}
+        line = json.dumps({"kind": event.kind, "time": time.time(), "task_id": event.task_id,
+                           "operation": event.operation, "attempt": event.attempt,
+                           "error": (event.error or "")[:2000] or None, "data": data},
+                          default=str)
+        self._fh.write(line + "\n")
+
+    def close(self) -> None:
+        self._fh.close()

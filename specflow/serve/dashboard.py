@@ -1,0 +1,88 @@
+"""The dashboard page of ``specflow serve``: one self-contained HTML page (no CDN) that
+polls the JSON API and updates in place."""
+
+DASHBOARD = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>specflow</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+header{background:#1d232a;color:#fff;padding:10px 18px;font-weight:600}
+main{display:flex;gap:18px;padding:18px}
+section{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:12px;flex:1;min-width:0}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff3;white-space:nowrap}
+tr.run{cursor:pointer} tr.run:hover{background:#eef3fb} tr.sel{background:#dde8f8}
+.bar{background:#eceff3;border-radius:3px;height:8px;width:120px;display:inline-block}
+.bar i{display:block;height:8px;border-radius:3px;background:#3d7be0}
+.st-done{color:#207a3c}.st-failed,.st-crashed,.st-damaged{color:#b3261e}
+.st-running,.st-resuming{color:#3d7be0}.st-interrupted{color:#9a6700}
+button{margin-right:6px} pre{white-space:pre-wrap;background:#f6f7f9;padding:6px}
+#error{color:#b3261e}
+</style></head><body>
+<header>specflow <span id="error"></span></header>
+<main>
+<section><h3>runs</h3>
+<table><thead><tr><th>run</th><th>status</th><th>progress</th><th>done</th><th>failed</th>
+</tr></thead><tbody id="runs"></tbody></table></section>
+<section id="detail"><h3>run</h3><p>select a run</p></section>
+</main>
+<script>
+"use strict";
+const token = new URLSearchParams(location.search).get("token");
+const headers = token ? {"Authorization": "Bearer " + token} : {};
+let selected = null;
+function esc(s) {
+  return String(s == null ? "" : s).replace(/[&<>"]/g,
+    c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+}
+async function api(path, method) {
+  const r = await fetch(path, {method: method || "GET", headers: headers});
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+function progress(run) {
+  const total = (run.done || 0) + (run.failed || 0);
+  const pct = run.status === "done" ? 100 : (total ? 50 : 0);
+  return '<span class="bar"><i style="width:' + pct + '%"></i></span>';
+}
+async function refresh() {
+  try {
+    const runs = await api("/api/runs");
+    const rows = runs.map(r => '<tr class="run' + (r.run_id === selected ? " sel" : "") +
+      '" data-id="' + esc(r.run_id) + '"><td>' + esc(r.run_id) + '</td><td class="st-' +
+      esc(r.status) + '" data-status="' + esc(r.status) + '">' + esc(r.status) + '</td><td>' +
+      progress(r) + '</td><td>' + esc(r.done) + '</td><td>' + esc(r.failed) + '</td></tr>');
+    document.getElementById("runs").innerHTML = rows.join("");
+    for (const tr of document.querySelectorAll("tr.run")) {
+      tr.onclick = () => { selected = tr.dataset.id; refresh(); };
+    }
+    if (selected) await detail(selected);
+    document.getElementById("error").textContent = "";
+  } catch (e) {
+    document.getElementById("error").textContent = String(e.message || e);
+  }
+}
+async function detail(id) {
+  const r = await api("/api/runs/" + encodeURIComponent(id));
+  const ops = Object.entries(r.counts || {}).map(([op, c]) => '<tr><td>' + esc(op) +
+    '</td><td>' + esc(c.done || 0) + '</td><td>' + esc(c.failed || 0) + '</td></tr>');
+  const fails = (r.failures || []).map(f => '<li><b>' + esc(f.operation) + '</b> ' +
+    esc(f.args || "") + '<pre>' + esc(f.error) + '</pre></li>');
+  document.getElementById("detail").innerHTML = '<h3>' + esc(r.run_id) + '</h3><p>status <b class="st-' +
+    esc(r.status) + '" id="detail-status">' + esc(r.status) + '</b> · attempt ' + esc(r.attempt) +
+    '</p><p><button id="cancel">cancel</button><button id="resume">resume</button>' +
+    '<a href="/api/runs/' + encodeURIComponent(r.run_id) + '/report' +
+    (token ? "?token=" + encodeURIComponent(token) : "") + '">report</a></p>' +
+    '<table><thead><tr><th>operation</th><th>done</th><th>failed</th></tr></thead><tbody>' +
+    ops.join("") + '</tbody></table>' + (fails.length ? '<h4>failures</h4><ul>' +
+    fails.join("") + '</ul>' : "");
+  document.getElementById("cancel").onclick = () =>
+    api("/api/runs/" + encodeURIComponent(id) + "/cancel", "POST").then(refresh, showError);
+  document.getElementById("resume").onclick = () =>
+    api("/api/runs/" + encodeURIComponent(id) + "/resume", "POST").then(refresh, showError);
+}
+function showError(e) { document.getElementById("error").textContent = String(e.message || e); }
+refresh();
+setInterval(refresh, 1000);
+</script></body></html>
+"""
