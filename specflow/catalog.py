@@ -7,6 +7,7 @@ import importlib
 BUILTIN_MODULES = (
     "specflow.flow.builtin",
     "specflow.flow.ops",
+    "specflow.flow.cluster_ops",
     "specflow.run.entries",
     "specflow.volumes",
     "specflow.processing",
