@@ -186,7 +186,7 @@ class _Eval:
             items = [self.run(e) for e in node.elts]  # type: ignore[attr-defined]
             return {ast.List: list, ast.Tuple: tuple, ast.Set: set}[t](items)
         if t is ast.Dict:
-            return {self.run(k): self.run(v)  # type: ignore[arg-type]
+            return {self.run(k): self.run(v)
                     for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[attr-defined]
         if t in (ast.ListComp, ast.SetComp, ast.GeneratorExp):
             out = list(self.comprehend(node.generators, lambda: self.run(node.elt)))  # type: ignore[attr-defined]
