@@ -24,7 +24,7 @@ from specflow.spec.cue.values import (
     kind_of,
     scalar_eq,
 )
-from specflow.spec.cue.vertex import REGULAR, Vertex, elems, is_hidden_or_def
+from specflow.spec.cue.vertex import REGULAR, Vertex, elems, is_hidden_or_def, regular_label
 
 if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
@@ -103,7 +103,12 @@ def from_native(ev: Evaluator, x: Any) -> Any:
         return ev.list_vertex([from_native(ev, e) for e in x])
     if isinstance(x, dict):
         decls: list[A.Node] = [
-            A.Field(_NOPOS, A.Label(_NOPOS, k, None, False), A.Lit(_NOPOS, from_native(ev, v)), "")
+            A.Field(
+                _NOPOS,
+                A.Label(_NOPOS, regular_label(k), None, False),
+                A.Lit(_NOPOS, from_native(ev, v)),
+                "",
+            )
             for k, v in x.items()
         ]
         s = A.StructLit(_NOPOS, decls)

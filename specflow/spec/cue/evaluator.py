@@ -59,6 +59,8 @@ from specflow.spec.cue.vertex import (
     elems,
     is_def,
     is_hidden_or_def,
+    label_text,
+    regular_label,
 )
 
 _NOPOS = Pos("<builtin>", 0, 0)
@@ -147,12 +149,14 @@ class _State:
         "embeds",
         "stale",
         "seen",
+        "dynamic",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
         self.comp_first = comp_first
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
+        self.dynamic: list[tuple[A.Field, Env, Ctx, list[Group]]] = []
         self.seen: set[tuple[Vertex, Ctx, Group | None]] = set()
         self.v = v
         self.scalar: Any = TOP
@@ -397,7 +401,12 @@ class Evaluator:
         return st
 
     def _flush_deferred(self, st: _State) -> None:
-        while st.deferred or st.embeds:
+        while st.deferred or st.embeds or st.dynamic:
+            while st.dynamic:
+                dyn = st.dynamic
+                st.dynamic = []
+                for d, frame, ctx, groups in dyn:
+                    self._add_dynamic_field(st, d, frame, ctx, groups)
             while st.deferred:
                 items = st.deferred
                 st.deferred = []
@@ -419,7 +428,11 @@ class Evaluator:
                 for label, arc in arcs.items():
                     if isinstance(label, str) and not is_hidden_or_def(label):
                         if self.match_pattern(pat, label):
-                            penv = env if alias is None else Env(env, None, {alias: label})
+                            penv = (
+                                env
+                                if alias is None
+                                else Env(env, None, {alias: label_text(label)})
+                            )
                             self.add_arc_conjunct(arc, expr, penv, ctx)
         # closedness
         if st.groups:
@@ -431,7 +444,7 @@ class Evaluator:
                     if not self._allows(g, label) and not any(
                         self._allows(e, label) for e in g.also
                     ):
-                        raise CueError(f"field {label} not allowed", path=v.path(), pos=[])
+                        raise CueError(f"field {label_text(label)} not allowed", path=v.path(), pos=[])
         # lists
         if st.lists:
             self._finish_list(st)
@@ -669,29 +682,11 @@ class Evaluator:
             t = type(d)
             if t is A.Field:
                 assert isinstance(d, A.Field)
-                lab = d.label
-                name: str | int
-                if lab.name is not None:
-                    name = lab.name
+                if d.label.name is None:
+                    # computed labels may refer to any field of the struct: add them last
+                    st.dynamic.append((d, frame, ctx, groups))
                 else:
-                    assert lab.expr is not None
-                    lv = self.concrete(self.eval(lab.expr, frame), lab.expr.pos)
-                    if not isinstance(lv, str):
-                        raise CueError(
-                            f"invalid label type {kind_name(kind_of(lv))}: label must be a string",
-                            pos=[lab.pos],
-                        )
-                    name = lv
-                marker = d.marker
-                kind = REGULAR if not marker else (OPTIONAL if marker == "?" else REQUIRED)
-                arc = self.get_arc(v, name, kind)
-                if arc.status == DONE:
-                    st.stale = True
-                self.add_arc_conjunct(
-                    arc, d.value, frame, ctx + ((v, name),) if is_def(name) else ctx
-                )
-                for g in groups:
-                    g.labels.add(name)
+                    self._add_field(st, d, d.label.name, frame, ctx, groups)
             elif t is A.Embed:
                 assert isinstance(d, A.Embed)
                 if st.comp_first:
@@ -713,6 +708,32 @@ class Evaluator:
                 for g in groups:
                     g.open = True
             # LetDecl: evaluated lazily on reference
+
+    def _add_field(
+        self, st: _State, d: A.Field, name: str, frame: Env, ctx: Ctx, groups: list[Group]
+    ) -> None:
+        v = st.v
+        marker = d.marker
+        kind = REGULAR if not marker else (OPTIONAL if marker == "?" else REQUIRED)
+        arc = self.get_arc(v, name, kind)
+        if arc.status == DONE:
+            st.stale = True
+        self.add_arc_conjunct(arc, d.value, frame, ctx + ((v, name),) if is_def(name) else ctx)
+        for g in groups:
+            g.labels.add(name)
+
+    def _add_dynamic_field(
+        self, st: _State, d: A.Field, frame: Env, ctx: Ctx, groups: list[Group]
+    ) -> None:
+        lab = d.label
+        assert lab.expr is not None
+        lv = self.concrete(self.eval(lab.expr, frame), lab.expr.pos)
+        if not isinstance(lv, str):
+            raise CueError(
+                f"invalid label type {kind_name(kind_of(lv))}: label must be a string",
+                pos=[lab.pos],
+            )
+        self._add_field(st, d, regular_label(lv), frame, ctx, groups)
 
     def add_list(self, st: _State, lst: A.ListLit, env: Env | None, ctx: Ctx) -> None:
         v = st.v
@@ -765,7 +786,7 @@ class Evaluator:
             for k, a in items:
                 binds = {cl.value: a}
                 if cl.key is not None:
-                    binds[cl.key] = k
+                    binds[cl.key] = label_text(k) if isinstance(k, str) else k
                 yield from self.comprehend(clauses, idx + 1, Env(env, None, binds))
         elif t is A.IfClause:
             assert isinstance(cl, A.IfClause)
@@ -814,6 +835,19 @@ class Evaluator:
                     raise CueError(
                         f'reference "{ident.name}" not found', pos=[ident.pos], incomplete=True
                     )
+            return a
+        if kind == "dynfield":
+            # an alias of a field whose label is computed
+            assert e is not None and e.vertex is not None
+            f = ident.target
+            lv = self.concrete(self.eval(f.label.expr, e), f.label.pos)
+            if not isinstance(lv, str):
+                raise CueError("invalid label type: label must be a string", pos=[f.label.pos])
+            a = e.vertex.arcs.get(regular_label(lv))
+            if a is None:
+                raise CueError(
+                    f'reference "{ident.name}" not found', pos=[ident.pos], incomplete=True
+                )
             return a
         if kind == "bind":
             assert e is not None and e.binds is not None
@@ -1020,7 +1054,7 @@ class Evaluator:
             if base.is_struct:
                 if not isinstance(idx, str):
                     raise CueError(f"invalid struct index {fmt_scalar(idx)}", pos=[expr.index.pos])
-                a = base.arcs.get(idx)
+                a = base.arcs.get(regular_label(idx))
                 if a is None:
                     raise CueError(
                         f"undefined field: {idx}",
@@ -1284,6 +1318,7 @@ class Evaluator:
             raise CueError(f"error in call to {fn.name}: {e}", pos=[expr.pos]) from None
 
     def match_pattern(self, pat: Any, label: str) -> bool:
+        label = label_text(label)
         if pat is TOP:
             return True
         if isinstance(pat, Constraint):

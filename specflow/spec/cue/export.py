@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue.errors import CueError
 from specflow.spec.cue.values import NULL, Disj, is_concrete_scalar
-from specflow.spec.cue.vertex import REGULAR, REQUIRED, Vertex, elems, is_hidden_or_def
+from specflow.spec.cue.vertex import (
+    REGULAR,
+    REQUIRED,
+    Vertex,
+    elems,
+    is_hidden_or_def,
+    label_text,
+)
 
 if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
@@ -43,7 +50,7 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
                 if a.arc_type == REQUIRED:
                     raise CueError("field is required but not present", path=a.path() or None)
                 continue
-            out[label] = _export_vertex(ev, a, depth + 1)
+            out[label_text(label)] = _export_vertex(ev, a, depth + 1)
         return out
     val = v.value
     if isinstance(val, Disj):
