@@ -150,6 +150,7 @@ class _State:
         "stale",
         "seen",
         "dynamic",
+        "pure_struct",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
@@ -157,6 +158,7 @@ class _State:
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.dynamic: list[tuple[A.Field, Env, Ctx, list[Group]]] = []
+        self.pure_struct = False
         self.seen: set[tuple[Vertex, Ctx, Group | None]] = set()
         self.v = v
         self.scalar: Any = TOP
@@ -451,7 +453,9 @@ class Evaluator:
         # kind consistency
         scalar = st.scalar
         if v.is_list and v.is_struct:
-            if any(not isinstance(k, int) and not is_hidden_or_def(k) for k in arcs):
+            if st.pure_struct or any(
+                not isinstance(k, int) and not is_hidden_or_def(k) for k in arcs
+            ):
                 raise CueError(
                     "conflicting values list and struct (mismatched types list and struct)",
                     path=v.path(),
@@ -471,7 +475,10 @@ class Evaluator:
                         )
                     scalar = TOP
                 elif (
-                    v.is_struct and not any(not is_hidden_or_def(k) for k in arcs) and not v.is_list
+                    v.is_struct
+                    and not st.pure_struct
+                    and not any(not is_hidden_or_def(k) for k in arcs)
+                    and not v.is_list
                 ):
                     # a struct literal with only hidden fields embedding a scalar
                     v.is_struct = False
@@ -670,7 +677,13 @@ class Evaluator:
         self, st: _State, s: A.StructLit, env: Env | None, ctx: Ctx, embed: Group | None
     ) -> None:
         v = st.v
-        if s.has_fields or not s.decls or not any(isinstance(d, A.Embed) for d in s.decls):
+        if not any(type(d) is A.Embed or type(d) is A.Comprehension for d in s.decls):
+            # a literal without embeddings is a struct, whatever its fields
+            st.pure_struct = True
+            if not v.is_struct:
+                v.is_struct = True
+                st.struct_pos = s.pos
+        elif s.has_fields:
             if not v.is_struct:
                 v.is_struct = True
                 st.struct_pos = s.pos
