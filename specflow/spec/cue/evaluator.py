@@ -846,8 +846,13 @@ class Evaluator:
                     a = v.arcs.get(fname)
                 if a is None:
                     raise CueError(
-                        f'reference "{ident.name}" not found', pos=[ident.pos], incomplete=True
+                        f'reference "{ident.name}" not found',
+                        pos=[ident.pos],
+                        incomplete=True,
+                        missing=True,
                     )
+            if a.arc_type == OPTIONAL:
+                raise _optional_ref(a, ident.pos)
             return a
         if kind == "dynfield":
             # an alias of a field whose label is computed
@@ -1030,10 +1035,13 @@ class Evaluator:
             a = v.arcs.get(expr.name)
             if a is None:
                 raise CueError(
-                    f"undefined field: {expr.name}",
+                    f"undefined field: {label_text(expr.name)}",
                     pos=[expr.pos],
                     incomplete=not v.closed,
+                    missing=True,
                 )
+            if a.arc_type == OPTIONAL:
+                raise _optional_ref(a, expr.pos)
             if a.arc_type != REGULAR:
                 self.evaluate(a)
             return a
@@ -1073,7 +1081,10 @@ class Evaluator:
                         f"undefined field: {idx}",
                         pos=[expr.pos],
                         incomplete=not base.closed,
+                        missing=True,
                     )
+                if a.arc_type == OPTIONAL:
+                    raise _optional_ref(a, expr.pos)
                 return a
             base = base.value
         if isinstance(base, str | bytes):
@@ -1230,10 +1241,27 @@ class Evaluator:
                     f"invalid operands to {op}: {self.show(b)} is not bool", pos=[expr.pos]
                 )
             return b
+        if (op == "==" or op == "!=") and (type(expr.x) is A.Bottom or type(expr.y) is A.Bottom):
+            other = expr.x if type(expr.y) is A.Bottom else expr.y
+            bottom = type(other) is A.Bottom or self._is_bottom(other, env)
+            return bottom if op == "==" else not bottom
         what = f" in operand to {op}"
         a = self.concrete(self.eval(expr.x, env), expr.x.pos, what)
         b = self.concrete(self.eval(expr.y, env), expr.y.pos, what)
         return self.apply_binary(op, a, b, expr.pos)
+
+    def _is_bottom(self, expr: A.Node, env: Env | None) -> bool:
+        """Whether ``expr`` is an error (``x == _|_``): a conflict, or a reference to a field
+        that does not exist. A value that is merely not yet concrete is not an error."""
+        try:
+            val = self.eval(expr, env)
+            if isinstance(val, Vertex):
+                self.evaluate(val)
+        except CueError as e:
+            if e.incomplete and not e.missing:
+                raise
+            return True
+        return False
 
     def apply_binary(self, op: str, a: Any, b: Any, pos: Pos) -> Any:
         ta, tb = type(a), type(b)
@@ -1346,6 +1374,15 @@ class Evaluator:
 
 
 _IN_PROGRESS: Any = object()
+
+
+def _optional_ref(a: Vertex, pos: Pos) -> CueError:
+    return CueError(
+        f"cannot reference optional field: {label_text(str(a.label))}",
+        pos=[pos],
+        incomplete=True,
+        missing=True,
+    )
 
 
 def _deep_eq(a: Any, b: Any) -> bool:
