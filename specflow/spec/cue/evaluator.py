@@ -19,6 +19,8 @@ linear. Closedness is tracked per definition a conjunct comes from (``Ctx``).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -174,10 +176,64 @@ class _State:
         self.expanding: set[int] = set()
 
 
+class BudgetExceeded(Exception):
+    """The evaluation used more CPU time or memory than it is allowed (not a CueError: no
+    disjunction or existence check may take it for the failure of one alternative)."""
+
+    def __init__(self, what: str, limit: str, setting: str) -> None:
+        super().__init__(f"{what} {limit}")
+        self.what = what
+        self.limit = limit
+        self.setting = setting
+
+
+def _rss_bytes() -> int:
+    """The resident memory of this process (0 when it cannot be read)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+try:
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _PAGE = 4096
+
+# vertices evaluated between two looks at the clock and the memory
+_CHECK_EVERY = 1024
+
+
 class Evaluator:
-    def __init__(self, packages: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        packages: dict[str, dict[str, Any]],
+        timeout: float | None = None,
+        max_mb: float | None = None,
+    ) -> None:
         self.packages = packages
         self.evaluated: list[Vertex] = []
+        self.timeout = timeout
+        self.max_mb = max_mb
+        self.cpu_deadline = time.process_time() + timeout if timeout is not None else None
+        self.mem_limit = 0
+        if max_mb is not None:
+            base = _rss_bytes()
+            if base:
+                self.mem_limit = base + int(max_mb * 1024 * 1024)
+        self.ticks = 0
+
+    def check_budget(self) -> None:
+        """Stop when the evaluation has used up its CPU time or memory."""
+        if self.cpu_deadline is not None and time.process_time() > self.cpu_deadline:
+            raise BudgetExceeded(
+                "evaluation exceeded its time budget of", f"{self.timeout:g} s CPU", "timeout"
+            )
+        if self.mem_limit and _rss_bytes() > self.mem_limit:
+            raise BudgetExceeded(
+                "evaluation exceeded its memory budget of", f"{self.max_mb:g} MB", "max_mb"
+            )
 
     def release(self) -> None:
         """Break the reference cycles between evaluated vertices so that their memory is
@@ -201,6 +257,9 @@ class Evaluator:
             return
         if st == EVALUATING:
             raise CueError("cycle in evaluation", path=v.path(), incomplete=True)
+        self.ticks += 1
+        if not self.ticks % _CHECK_EVERY:
+            self.check_budget()
         v.status = EVALUATING
         self.evaluated.append(v)
         try:
@@ -1272,6 +1331,15 @@ class Evaluator:
 
                 ea = export_value(self, a) if isinstance(a, Vertex) else a
                 eb = export_value(self, b) if isinstance(b, Vertex) else b
+                if (
+                    op == "!="
+                    and isinstance(ea, list)
+                    and isinstance(eb, list)
+                    and len(ea) != len(eb)
+                ):
+                    # CUE v0.4 (the reference) only reports lists of the same length as
+                    # different
+                    return False
                 eq = _deep_eq(ea, eb)
             else:
                 eq = scalar_eq(a, b)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from specflow.spec.cue.errors import CueError
 from specflow.spec.cue.values import NULL, Disj, is_concrete_scalar
 from specflow.spec.cue.vertex import (
+    NEW,
     REGULAR,
     REQUIRED,
     Vertex,
@@ -81,3 +82,85 @@ def to_json(val: Any) -> Any:
     if t is bytes:
         return base64.b64encode(val).decode("ascii")
     return val
+
+
+MAX_DEPTH = 500
+SCHEMA_DEPTH = 2
+
+
+def collect_conflicts(ev: Evaluator, root: Vertex) -> list[CueError]:
+    """Every error below ``root`` that is not merely an incomplete value: regular fields,
+    definitions and hidden fields alike (optional fields only once they are set).
+
+    Below a definition or a hidden field the walk evaluates only the first
+    ``SCHEMA_DEPTH`` levels (and whatever was evaluated anyway): schemas are usually
+    large, and their deeper parts are checked where they are used."""
+    errors: list[CueError] = []
+    try:
+        ev.evaluate(root)
+    except CueError as e:
+        return [] if e.incomplete else [e]
+    # (vertex, depth, levels below the nearest definition or hidden field, or -1)
+    stack: list[tuple[Vertex, int, int]] = [(root, 0, -1)]
+    while stack:
+        v, depth, in_schema = stack.pop()
+        for label, a in list(v.arcs.items()):
+            if a.arc_type != REGULAR:
+                continue
+            sub = in_schema + 1 if in_schema >= 0 else (0 if is_hidden_or_def(label) else -1)
+            if sub > SCHEMA_DEPTH and a.status == NEW:
+                continue
+            try:
+                ev.evaluate(a)
+            except CueError as e:
+                if not e.incomplete:
+                    errors.append(e)
+                continue
+            if a.arcs:
+                if depth >= MAX_DEPTH:
+                    errors.append(CueError("structural cycle", path=a.path() or None))
+                    continue
+                stack.append((a, depth + 1, sub))
+    return errors
+
+
+def export_all(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError]]:
+    """The concrete value of ``root`` and the errors of the fields that have none."""
+    errors: list[CueError] = []
+    try:
+        value = _export_collect(ev, root, 0, errors)
+    except CueError as e:
+        errors.append(e)
+        value = None
+    return value, errors
+
+
+def _export_collect(ev: Evaluator, v: Vertex, depth: int, errors: list[CueError]) -> Any:
+    if depth > MAX_DEPTH:
+        raise CueError("structural cycle", path=v.path() or None)
+    ev.evaluate(v)
+    if v.is_list:
+        out_l: list[Any] = []
+        for a in elems(v):
+            try:
+                out_l.append(_export_collect(ev, a, depth + 1, errors))
+            except CueError as e:
+                errors.append(e)
+        return out_l
+    if v.is_struct:
+        out: dict[str, Any] = {}
+        for label, a in v.arcs.items():
+            if not isinstance(label, str) or is_hidden_or_def(label):
+                continue
+            if a.arc_type != REGULAR:
+                if a.arc_type == REQUIRED:
+                    errors.append(
+                        CueError("field is required but not present", path=a.path() or None)
+                    )
+                continue
+            try:
+                out[label_text(label)] = _export_collect(ev, a, depth + 1, errors)
+            except CueError as e:
+                errors.append(e)
+        return out
+    return _export_vertex(ev, v, depth)
