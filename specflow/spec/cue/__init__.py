@@ -119,7 +119,7 @@ def loads_cue(
     budget off)."""
     from specflow.spec.cue.builtins import PACKAGES, ensure_init
     from specflow.spec.cue.evaluator import BudgetExceeded, Evaluator
-    from specflow.spec.cue.export import collect_conflicts, export_all, to_json
+    from specflow.spec.cue.export import export_checked, to_json
     from specflow.spec.cue.parser import parse
     from specflow.spec.cue.vertex import Vertex
 
@@ -140,11 +140,9 @@ def loads_cue(
         root.conjuncts.append((f.root, None, ()))
         # as cue does: first every conflict anywhere (definitions included), then the fields
         # whose values are not concrete
-        errors = collect_conflicts(ev, root)
-        if not errors:
-            value, errors = export_all(ev, root)
-        if errors:
-            raise _report(errors)
+        value, conflicts, incompletes = export_checked(ev, root)
+        if conflicts or incompletes:
+            raise _report(conflicts or incompletes)
         return to_json(value)
     except CueError as e:
         raise _to_spec_error(e) from None

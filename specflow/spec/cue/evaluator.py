@@ -376,6 +376,7 @@ class Evaluator:
         v.is_struct = t.is_struct
         v.is_list = t.is_list
         v.closed = t.closed
+        v.expanded = t.expanded
         for a in t.arcs.values():
             a.parent = v
 
@@ -436,6 +437,7 @@ class Evaluator:
 
     def _run(self, v: Vertex, choices: list[int], comp_first: bool = False) -> _State:
         st = _State(v, choices, comp_first)
+        v.expanded = None
         v.arcs = {}
         v.value = TOP
         v.is_struct = False
@@ -659,9 +661,14 @@ class Evaluator:
         if r is v:
             # a reference cycle back to this field adds no information
             return
+        # A reference to an ancestor is a structural cycle, and so is a field made of nothing
+        # but a reference that one of its ancestors expanded already (`a: b: a` reached through
+        # another field): it would unfold without end.
+        mark = (pos, id(r))
+        alone = len(v.conjuncts) == 1
         p: Vertex | None = v.parent
         while p is not None:
-            if p is r:
+            if p is r or (alone and p.expanded is not None and mark in p.expanded):
                 raise CueError("structural cycle", path=v.path(), pos=[pos])
             p = p.parent
         if r.status == NEW and r.parent is not None:
@@ -682,6 +689,10 @@ class Evaluator:
             # a scalar does not depend on where it is used
             self.add_value(st, r.value, ctx, embed, pos)
             return
+        if v.expanded is None:
+            v.expanded = {mark}
+        else:
+            v.expanded.add(mark)
         st.expanding.add(key)
         try:
             for expr, env, rc in r.conjuncts:

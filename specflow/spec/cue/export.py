@@ -88,79 +88,86 @@ MAX_DEPTH = 500
 SCHEMA_DEPTH = 2
 
 
-def collect_conflicts(ev: Evaluator, root: Vertex) -> list[CueError]:
-    """Every error below ``root`` that is not merely an incomplete value: regular fields,
-    definitions and hidden fields alike (optional fields only once they are set).
+def export_checked(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError], list[CueError]]:
+    """Evaluate and export ``root`` in one walk: its concrete value, the conflicts found
+    anywhere (regular fields, definitions and hidden fields alike; optional fields only once
+    they are set) and the regular fields whose values are not concrete.
 
-    Below a definition or a hidden field the walk evaluates only the first
-    ``SCHEMA_DEPTH`` levels (and whatever was evaluated anyway): schemas are usually
-    large, and their deeper parts are checked where they are used."""
-    errors: list[CueError] = []
+    Below a definition or a hidden field only the first ``SCHEMA_DEPTH`` levels are
+    evaluated for the sake of checking (plus whatever was evaluated anyway): schemas are
+    usually large, and their deeper parts are checked where they are used."""
+    w = _Walk(ev)
     try:
-        ev.evaluate(root)
+        value = w.export(root, 0)
     except CueError as e:
-        return [] if e.incomplete else [e]
-    # (vertex, depth, levels below the nearest definition or hidden field, or -1)
-    stack: list[tuple[Vertex, int, int]] = [(root, 0, -1)]
-    while stack:
-        v, depth, in_schema = stack.pop()
-        for label, a in list(v.arcs.items()):
-            if a.arc_type != REGULAR:
-                continue
-            sub = in_schema + 1 if in_schema >= 0 else (0 if is_hidden_or_def(label) else -1)
-            if sub > SCHEMA_DEPTH and a.status == NEW:
+        w.fail(e)
+        value = None
+    w.check_schemas()
+    return value, w.conflicts, w.incompletes
+
+
+class _Walk:
+    def __init__(self, ev: Evaluator) -> None:
+        self.ev = ev
+        self.conflicts: list[CueError] = []
+        self.incompletes: list[CueError] = []
+        self.schemas: list[tuple[Vertex, int]] = []
+
+    def fail(self, e: CueError) -> None:
+        (self.incompletes if e.incomplete else self.conflicts).append(e)
+
+    def export(self, v: Vertex, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise CueError("structural cycle", path=v.path() or None)
+        self.ev.evaluate(v)
+        if v.is_list:
+            out_l: list[Any] = []
+            for a in elems(v):
+                try:
+                    out_l.append(self.export(a, depth + 1))
+                except CueError as e:
+                    self.fail(e)
+            return out_l
+        if v.is_struct:
+            out: dict[str, Any] = {}
+            for label, a in v.arcs.items():
+                if a.arc_type != REGULAR:
+                    if a.arc_type == REQUIRED and not is_hidden_or_def(label):
+                        self.fail(
+                            CueError("field is required but not present", path=a.path() or None)
+                        )
+                    continue
+                if not isinstance(label, str):
+                    continue
+                if is_hidden_or_def(label):
+                    self.schemas.append((a, depth + 1))
+                    continue
+                try:
+                    out[label_text(label)] = self.export(a, depth + 1)
+                except CueError as e:
+                    self.fail(e)
+            return out
+        return _export_vertex(self.ev, v, depth)
+
+    def check_schemas(self) -> None:
+        """Look for conflicts in definitions and hidden fields (and what they contain)."""
+        ev = self.ev
+        stack: list[tuple[Vertex, int, int]] = [(a, d, 0) for a, d in reversed(self.schemas)]
+        while stack:
+            a, depth, level = stack.pop()
+            if level > SCHEMA_DEPTH and a.status == NEW:
                 continue
             try:
                 ev.evaluate(a)
             except CueError as e:
                 if not e.incomplete:
-                    errors.append(e)
+                    self.conflicts.append(e)
                 continue
-            if a.arcs:
-                if depth >= MAX_DEPTH:
-                    errors.append(CueError("structural cycle", path=a.path() or None))
-                    continue
-                stack.append((a, depth + 1, sub))
-    return errors
-
-
-def export_all(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError]]:
-    """The concrete value of ``root`` and the errors of the fields that have none."""
-    errors: list[CueError] = []
-    try:
-        value = _export_collect(ev, root, 0, errors)
-    except CueError as e:
-        errors.append(e)
-        value = None
-    return value, errors
-
-
-def _export_collect(ev: Evaluator, v: Vertex, depth: int, errors: list[CueError]) -> Any:
-    if depth > MAX_DEPTH:
-        raise CueError("structural cycle", path=v.path() or None)
-    ev.evaluate(v)
-    if v.is_list:
-        out_l: list[Any] = []
-        for a in elems(v):
-            try:
-                out_l.append(_export_collect(ev, a, depth + 1, errors))
-            except CueError as e:
-                errors.append(e)
-        return out_l
-    if v.is_struct:
-        out: dict[str, Any] = {}
-        for label, a in v.arcs.items():
-            if not isinstance(label, str) or is_hidden_or_def(label):
+            if not a.arcs:
                 continue
-            if a.arc_type != REGULAR:
-                if a.arc_type == REQUIRED:
-                    errors.append(
-                        CueError("field is required but not present", path=a.path() or None)
-                    )
+            if depth >= MAX_DEPTH:
+                self.conflicts.append(CueError("structural cycle", path=a.path() or None))
                 continue
-            try:
-                out[label_text(label)] = _export_collect(ev, a, depth + 1, errors)
-            except CueError as e:
-                errors.append(e)
-        return out
-    return _export_vertex(ev, v, depth)
+            for b in a.arcs.values():
+                if b.arc_type == REGULAR:
+                    stack.append((b, depth + 1, level + 1))

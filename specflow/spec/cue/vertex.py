@@ -67,6 +67,7 @@ class Vertex:
         "is_list",
         "closed",
         "had_disj",
+        "expanded",
         "__weakref__",
     )
 
@@ -84,6 +85,8 @@ class Vertex:
         self.is_list = False
         self.closed = False
         self.had_disj = False
+        # the references (source position, target) unified into this vertex
+        self.expanded: set[tuple[Any, int]] | None = None
 
     def path(self) -> str:
         parts: list[str] = []
