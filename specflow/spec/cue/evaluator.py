@@ -38,6 +38,7 @@ from specflow.spec.cue.values import (
     K_STRUCT,
     TOP,
     Bound,
+    CallBound,
     Constraint,
     Disj,
     fmt_scalar,
@@ -74,13 +75,16 @@ Ctx = tuple[object, ...]
 
 
 class Builtin:
-    """A callable value: a predeclared function or a package member."""
+    """A callable value: a predeclared function or a package member. A builtin that
+    reports whether a value is valid (``validates`` = its number of arguments and the kinds
+    of values it checks) called with one argument fewer is a validator."""
 
-    __slots__ = ("name", "fn")
+    __slots__ = ("name", "fn", "validates")
 
-    def __init__(self, name: str, fn: Any) -> None:
+    def __init__(self, name: str, fn: Any, validates: tuple[int, int] | None = None) -> None:
         self.name = name
         self.fn = fn
+        self.validates = validates
 
     def __repr__(self) -> str:
         return self.name
@@ -151,16 +155,16 @@ class _State:
         "embeds",
         "stale",
         "seen",
-        "dynamic",
         "pure_struct",
+        "validators",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
         self.comp_first = comp_first
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
-        self.dynamic: list[tuple[A.Field, Env, Ctx, list[Group]]] = []
         self.pure_struct = False
+        self.validators: list[Bound] = []
         self.seen: set[tuple[Vertex, Ctx, Group | None]] = set()
         self.v = v
         self.scalar: Any = TOP
@@ -276,6 +280,23 @@ class Evaluator:
             v.status = DONE
             raise deep from None
         v.status = DONE
+        if v.validators is not None:
+            # validators of lists and structs look at the finished value
+            for b in v.validators:
+                try:
+                    ok = b.check(v)
+                except CueError as e:
+                    if e.path is None:
+                        e.path = v.path()
+                    v.err = e
+                    raise
+                if not ok:
+                    v.err = CueError(
+                        f"invalid value {self.show(v)} (does not satisfy {b!r})",
+                        path=v.path(),
+                        pos=[p for p in (b.pos,) if p],
+                    )
+                    raise v.err
 
     def _run_vertex(self, v: Vertex) -> None:
         conj = v.conjuncts
@@ -377,6 +398,7 @@ class Evaluator:
         v.is_list = t.is_list
         v.closed = t.closed
         v.expanded = t.expanded
+        v.validators = t.validators
         for a in t.arcs.values():
             a.parent = v
 
@@ -438,6 +460,7 @@ class Evaluator:
     def _run(self, v: Vertex, choices: list[int], comp_first: bool = False) -> _State:
         st = _State(v, choices, comp_first)
         v.expanded = None
+        v.validators = None
         v.arcs = {}
         v.value = TOP
         v.is_struct = False
@@ -464,12 +487,7 @@ class Evaluator:
         return st
 
     def _flush_deferred(self, st: _State) -> None:
-        while st.deferred or st.embeds or st.dynamic:
-            while st.dynamic:
-                dyn = st.dynamic
-                st.dynamic = []
-                for d, frame, ctx, groups in dyn:
-                    self._add_dynamic_field(st, d, frame, ctx, groups)
+        while st.deferred or st.embeds:
             while st.deferred:
                 items = st.deferred
                 st.deferred = []
@@ -534,6 +552,9 @@ class Evaluator:
                             path=v.path(),
                             pos=[p for p in (st.scalar_pos, st.struct_pos) if p],
                         )
+                    for b in scalar.bounds:
+                        if isinstance(b, CallBound):
+                            st.validators.append(b)
                     scalar = TOP
                 elif (
                     v.is_struct
@@ -552,6 +573,7 @@ class Evaluator:
                         pos=[p for p in (st.scalar_pos, st.struct_pos) if p],
                     )
         v.value = scalar
+        v.validators = st.validators or None
 
     def _finish_list(self, st: _State) -> None:
         v = st.v
@@ -724,6 +746,8 @@ class Evaluator:
             return
         if val is TOP:
             return
+        if isinstance(val, Builtin) and val.validates is not None and val.validates[0] == 1:
+            val = self.validator(val, [], A.Call(pos or _NOPOS, A.Lit(pos or _NOPOS, TOP), []))
         if isinstance(val, Builtin | Package):
             raise CueError(f"cannot use {val!r} as value", pos=[pos] if pos else [])
         cur = st.scalar
@@ -761,13 +785,14 @@ class Evaluator:
         lit = embed if embed is not None else Group()
         groups.append(lit)
         frame = Env(env, v)
+        dynamic: list[A.Field] = []
         for d in s.decls:
             t = type(d)
             if t is A.Field:
                 assert isinstance(d, A.Field)
                 if d.label.name is None:
-                    # computed labels may refer to any field of the struct: add them last
-                    st.dynamic.append((d, frame, ctx, groups))
+                    # computed labels may refer to the fields of this literal: add them last
+                    dynamic.append(d)
                 else:
                     self._add_field(st, d, d.label.name, frame, ctx, groups)
             elif t is A.Embed:
@@ -791,6 +816,8 @@ class Evaluator:
                 for g in groups:
                     g.open = True
             # LetDecl: evaluated lazily on reference
+        for d in dynamic:
+            self._add_dynamic_field(st, d, frame, ctx, groups)
 
     def _add_field(
         self, st: _State, d: A.Field, name: str, frame: Env, ctx: Ctx, groups: list[Group]
@@ -1426,6 +1453,8 @@ class Evaluator:
         if not isinstance(fn, Builtin):
             raise CueError(f"cannot call non-function {self.show(fn)}", pos=[expr.pos])
         args = [self.eval(a, env) for a in expr.args]
+        if fn.validates is not None and len(args) == fn.validates[0] - 1:
+            return self.validator(fn, args, expr)
         try:
             return fn.fn(self, args, expr)
         except CueError as e:
@@ -1436,6 +1465,27 @@ class Evaluator:
             raise
         except (ArithmeticError, ValueError, OverflowError) as e:
             raise CueError(f"error in call to {fn.name}: {e}", pos=[expr.pos]) from None
+
+    def validator(self, fn: Builtin, args: list[Any], call: A.Call) -> Constraint:
+        """``fn`` with its first argument left out, as a constraint."""
+        assert fn.validates is not None
+        shown = ", ".join(self.show(a) for a in args)
+
+        def test(value: Any) -> bool:
+            try:
+                ok = fn.fn(self, [value, *args], call)
+            except CueError as e:
+                if not e.msg.startswith(fn.name):
+                    e.msg = f"error in call to {fn.name}: {e.msg}"
+                if not e.pos:
+                    e.pos.append(call.pos)
+                raise
+            except (ArithmeticError, ValueError, OverflowError) as e:
+                raise CueError(f"error in call to {fn.name}: {e}", pos=[call.pos]) from None
+            return ok is True
+
+        b = CallBound(fn.name, shown, fn.validates[1], test, call.pos)
+        return Constraint(b.kinds(), (b,))
 
     def match_pattern(self, pat: Any, label: str) -> bool:
         label = label_text(label)
@@ -1524,8 +1574,7 @@ def unify_scalars(a: Any, b: Any, pa: Pos | None = None, pb: Pos | None = None) 
     for bound in a.bounds:
         if not bound.check(b):
             raise CueError(
-                f"invalid value {fmt_scalar(b)} (out of bound {bound!r})",
-                pos=[p for p in (pb, bound.pos) if p is not None],
+                bound.failure(b), pos=[p for p in (pb, bound.pos) if p is not None]
             )
     return b
 

@@ -68,6 +68,7 @@ class Vertex:
         "closed",
         "had_disj",
         "expanded",
+        "validators",
         "__weakref__",
     )
 
@@ -87,6 +88,8 @@ class Vertex:
         self.had_disj = False
         # the references (source position, target) unified into this vertex
         self.expanded: set[tuple[Any, int]] | None = None
+        # validators (list.MinItems(1), ...) to check once a list or struct is complete
+        self.validators: list[Any] | None = None
 
     def path(self) -> str:
         parts: list[str] = []
