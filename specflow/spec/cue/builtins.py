@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import decimal
 import json
 import math
 import re
@@ -11,6 +12,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROU
 from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue import ast as A
+from specflow.spec.cue import pkg_path
 from specflow.spec.cue.errors import CueError, Pos
 from specflow.spec.cue.values import (
     CTX,
@@ -534,9 +536,13 @@ def _math_multiple_of(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     y = _num(ev, args[1], "math.MultipleOf")
     if y == 0:
         raise CueError("math.MultipleOf: division by zero")
-    if type(x) is int and type(y) is int:
-        return x % y == 0
-    return CTX.remainder(_dec(x), _dec(y)) == 0
+    # As in CUE v0.4, the reference: true when the quotient x/y is not exact at 34 digits
+    # (which makes it false for every x that is a multiple of y).
+    ctx = CTX.copy()
+    ctx.clear_flags()
+    ctx.traps[decimal.Inexact] = False
+    ctx.divide(_dec(x), _dec(y))
+    return bool(ctx.flags[decimal.Inexact])
 
 
 def _order_value(descending: bool) -> Vertex:
@@ -1261,15 +1267,7 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Quote": _strconv_quote,
             "Unquote": _strconv_unquote,
         },
-        "path": {
-            "Join": _path_join,
-            "Base": _path1("Base", _path_base),
-            "Dir": _path1("Dir", _path_dir),
-            "Ext": _path1("Ext", _path_ext),
-            "Clean": _path1("Clean", _go_clean),
-            "IsAbs": _path1("IsAbs", lambda p: p.startswith("/")),
-            "Split": _path1("Split", _path_split),
-        },
+        "path": pkg_path.members(),
         "regexp": {
             "Match": _regexp_match,
             "Find": _regexp_find,

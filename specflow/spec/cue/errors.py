@@ -30,6 +30,7 @@ class CueError(Exception):
         pos: list[Pos] | None = None,
         incomplete: bool = False,
         missing: bool = False,
+        cycle: bool = False,
     ) -> None:
         super().__init__(msg)
         self.msg = msg
@@ -38,6 +39,8 @@ class CueError(Exception):
         self.incomplete = incomplete
         # a reference to a field that does not exist (or is only optional): `x == _|_` holds
         self.missing = missing
+        # the value depends on itself (a field read while it is being evaluated)
+        self.cycle = cycle
 
     def add_pos(self, *more: Pos | None) -> CueError:
         for p in more:

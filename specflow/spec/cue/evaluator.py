@@ -260,7 +260,7 @@ class Evaluator:
                 raise v.err
             return
         if st == EVALUATING:
-            raise CueError("cycle in evaluation", path=v.path(), incomplete=True)
+            raise CueError("cycle in evaluation", path=v.path(), incomplete=True, cycle=True)
         self.ticks += 1
         if not self.ticks % _CHECK_EVERY:
             self.check_budget()
@@ -465,8 +465,18 @@ class Evaluator:
         v.value = TOP
         v.is_struct = False
         v.is_list = False
+        cyclic: list[tuple[A.Node, Env | None, CueError]] = []
         for expr, env, ctx in v.conjuncts:
-            self.add(st, expr, env, ctx, None)
+            if type(expr) is A.StructLit or type(expr) is A.ListLit:
+                self.add(st, expr, env, ctx, None)
+                continue
+            try:
+                self.add(st, expr, env, ctx, None)
+            except CueError as e:
+                if not e.cycle:
+                    raise
+                # a reference cycle: fine if the other conjuncts make the value concrete
+                cyclic.append((expr, env, e))
         self._flush_deferred(st)
         if st.stale and not comp_first:
             # A field was read before all of its declarations were known (an embedding used
@@ -484,7 +494,26 @@ class Evaluator:
             self._flush_deferred(st)
             i += 1
         self._finish(st)
+        if cyclic:
+            if st.disj:
+                # which alternative holds would depend on the field itself
+                raise cyclic[0][2]
+            self._check_cyclic(v, cyclic)
         return st
+
+    def _check_cyclic(self, v: Vertex, cyclic: list[tuple[A.Node, Env | None, CueError]]) -> None:
+        """The conjuncts left out because they depend on ``v`` itself: ``v`` must be concrete
+        without them, and must agree with those that can be computed now."""
+        if v.is_struct or v.is_list or not is_concrete_scalar(v.value):
+            raise cyclic[0][2]
+        for expr, env, _ in cyclic:
+            try:
+                val = self.concrete(self.eval(expr, env), expr.pos)
+            except CueError as e:
+                if e.cycle:
+                    continue
+                raise
+            v.value = unify_scalars(v.value, val, None, expr.pos)
 
     def _flush_deferred(self, st: _State) -> None:
         while st.deferred or st.embeds:
@@ -808,7 +837,13 @@ class Evaluator:
                 assert isinstance(d, A.Pattern)
                 pat = self.eval(d.pattern, frame)
                 if isinstance(pat, Vertex):
-                    pat = self.concrete(pat, d.pattern.pos)
+                    self.evaluate(pat)
+                    if pat.is_struct or pat.is_list:
+                        raise CueError(
+                            f"invalid pattern {self.show(pat)}: must be a string constraint",
+                            pos=[d.pattern.pos],
+                        )
+                    pat = pat.value
                 st.patterns.append((pat, d.value, frame, ctx, d.alias))
                 for g in groups:
                     g.patterns.append(pat)
@@ -1489,6 +1524,11 @@ class Evaluator:
 
     def match_pattern(self, pat: Any, label: str) -> bool:
         label = label_text(label)
+        if isinstance(pat, Vertex):
+            self.evaluate(pat)
+            if pat.is_struct or pat.is_list:
+                return False
+            pat = pat.value
         if pat is TOP:
             return True
         if isinstance(pat, Constraint):
