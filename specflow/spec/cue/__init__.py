@@ -21,6 +21,26 @@ from specflow.spec.errors import Location, SpecError
 __all__ = ["load_cue", "loads_cue"]
 
 BINARY_ENV = "SPECFLOW_CUE_BINARY"
+TIMEOUT_ENV = "SPECFLOW_CUE_TIMEOUT"
+MAX_MB_ENV = "SPECFLOW_CUE_MAX_MB"
+DEFAULT_TIMEOUT = 5.0  # seconds of CPU time
+DEFAULT_MAX_MB = 500.0  # growth of resident memory
+
+
+def _budget(value: float | None, env: str, default: float) -> float | None:
+    """A budget from the argument, else the environment, else the default; 0 means none."""
+    if value is None:
+        raw = os.environ.get(env, "").strip()
+        if raw:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SpecError(f"{env} must be a number of seconds or MB, not {raw!r}") from None
+        else:
+            value = default
+    if value < 0:
+        raise SpecError(f"a CUE evaluation budget cannot be negative ({env}={value:g})")
+    return value or None
 
 
 def _to_spec_error(e: CueError) -> SpecError:
@@ -28,11 +48,78 @@ def _to_spec_error(e: CueError) -> SpecError:
     return SpecError(e.msg, path=e.path or None, locations=locs)
 
 
-def loads_cue(text: str, filename: str = "<string>") -> Any:
-    """Evaluate CUE source text and return its exported value."""
+MAX_LISTED_ERRORS = 10
+
+
+def _path_key(path: str | None) -> list[str]:
+    """The elements of a field path (``a."b.c".0`` -> a, b.c, 0) for ordering errors."""
+    parts: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    escaped = False
+    for ch in path or "":
+        if quoted:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+                continue
+            elif ch == '"':
+                quoted = False
+                continue
+            cur.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ".":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if cur or parts:
+        parts.append("".join(cur))
+    return parts
+
+
+def _report(errors: list[CueError]) -> SpecError:
+    """One SpecError for all the errors of a spec: the first (in the order cue sorts them, by
+    field path) leads, the others follow it in the message."""
+    unique: list[CueError] = []
+    seen: set[tuple[str, str]] = set()
+    for e in errors:
+        key = (e.path or "", e.msg)
+        if key not in seen:
+            seen.add(key)
+            unique.append(e)
+    unique.sort(key=lambda e: _path_key(e.path))
+    first = unique[0]
+    err = _to_spec_error(first)
+    if len(unique) == 1:
+        return err
+    more = [f"{e.path}: {e.msg}" if e.path else e.msg for e in unique[1:MAX_LISTED_ERRORS]]
+    if len(unique) > MAX_LISTED_ERRORS:
+        more.append(f"... and {len(unique) - MAX_LISTED_ERRORS} more errors")
+    msg = first.msg + f" (and {len(unique) - 1} more errors)\n" + "\n".join(
+        "  " + m for m in more
+    )
+    return SpecError(msg, path=err.path, locations=err.locations)
+
+
+def loads_cue(
+    text: str,
+    filename: str = "<string>",
+    *,
+    timeout: float | None = None,
+    max_mb: float | None = None,
+) -> Any:
+    """Evaluate CUE source text and return its exported value.
+
+    The evaluation stops with a SpecError when it uses more than ``timeout`` seconds of CPU
+    time or lets the process grow by more than ``max_mb`` MB (defaults: the environment
+    variables SPECFLOW_CUE_TIMEOUT and SPECFLOW_CUE_MAX_MB, else 5 s and 500 MB; 0 turns a
+    budget off)."""
     from specflow.spec.cue.builtins import PACKAGES, ensure_init
-    from specflow.spec.cue.evaluator import Evaluator
-    from specflow.spec.cue.export import export_value, to_json
+    from specflow.spec.cue.evaluator import BudgetExceeded, Evaluator
+    from specflow.spec.cue.export import export_checked, to_json
     from specflow.spec.cue.parser import parse
     from specflow.spec.cue.vertex import Vertex
 
@@ -43,17 +130,29 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
     # passes over it while it is alive only cost time.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    ev = Evaluator(PACKAGES)
+    tlimit = _budget(timeout, TIMEOUT_ENV, DEFAULT_TIMEOUT)
+    mlimit = _budget(max_mb, MAX_MB_ENV, DEFAULT_MAX_MB)
+    ev = Evaluator(PACKAGES, tlimit, mlimit)
     try:
         ensure_init()
         f = parse(text, filename)
         root = Vertex(None, None)
         root.conjuncts.append((f.root, None, ()))
-        value = export_value(ev, root)
-        ev.validate(root)
+        # as cue does: first every conflict anywhere (definitions included), then the fields
+        # whose values are not concrete
+        value, conflicts, incompletes = export_checked(ev, root)
+        if conflicts or incompletes:
+            raise _report(conflicts or incompletes)
         return to_json(value)
     except CueError as e:
         raise _to_spec_error(e) from None
+    except BudgetExceeded as e:
+        env = TIMEOUT_ENV if e.setting == "timeout" else MAX_MB_ENV
+        raise SpecError(
+            f"{e.what} {e.limit}: the configuration is too large or does not terminate",
+            locations=[Location(filename)],
+            hint=f"raise the budget with {env} (or the {e.setting} parameter)",
+        ) from None
     except RecursionError:
         raise SpecError(
             "value nested too deeply or structural cycle", locations=[Location(filename)]
@@ -73,8 +172,13 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
             sys.setrecursionlimit(old_limit)
 
 
-def load_cue(path: str | os.PathLike[str]) -> Any:
-    """Evaluate a CUE file and return its exported value."""
+def load_cue(
+    path: str | os.PathLike[str],
+    *,
+    timeout: float | None = None,
+    max_mb: float | None = None,
+) -> Any:
+    """Evaluate a CUE file and return its exported value (budgets as for ``loads_cue``)."""
     try:
         filename = os.fsdecode(path)
     except TypeError as e:
@@ -87,7 +191,7 @@ def load_cue(path: str | os.PathLike[str]) -> Any:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read CUE file: {e}", locations=[Location(filename)]) from None
-    return loads_cue(text, filename)
+    return loads_cue(text, filename, timeout=timeout, max_mb=max_mb)
 
 
 def _load_with_binary(binary: str, filename: str) -> Any:

@@ -165,14 +165,15 @@ class Label:
 
 
 class Field(Node):
-    __slots__ = ("label", "value", "marker", "alias")
+    __slots__ = ("label", "value", "marker", "alias", "value_alias")
 
     def __init__(self, pos: Pos, label: Label, value: Node, marker: str) -> None:
         super().__init__(pos)
         self.label = label
         self.value = value
         self.marker = marker  # "", "?" or "!"
-        self.alias: str | None = None
+        self.alias: str | None = None  # X=label: value
+        self.value_alias: str | None = None  # label: X=value
 
 
 class Pattern(Node):
@@ -249,13 +250,14 @@ class Comprehension(Node):
 class StructLit(Node):
     """``{ ... }``. ``lets`` maps let names to their declarations (for reference lookup)."""
 
-    __slots__ = ("decls", "lets", "aliases", "has_fields", "is_file")
+    __slots__ = ("decls", "lets", "aliases", "dyn_aliases", "has_fields", "is_file")
 
     def __init__(self, pos: Pos, decls: list[Node], is_file: bool = False) -> None:
         super().__init__(pos)
         self.decls = decls
         self.lets: dict[str, LetDecl] = {}
         self.aliases: dict[str, str] = {}  # field alias -> label
+        self.dyn_aliases: dict[str, Field] = {}  # alias of a field with a computed label
         self.has_fields = False
         self.is_file = is_file
 

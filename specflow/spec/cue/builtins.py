@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import decimal
 import json
 import math
 import re
@@ -11,9 +12,15 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROU
 from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue import ast as A
+from specflow.spec.cue import pkg_path
 from specflow.spec.cue.errors import CueError, Pos
 from specflow.spec.cue.values import (
     CTX,
+    K_BYTES,
+    K_LIST,
+    K_NUMBER,
+    K_STRING,
+    K_STRUCT,
     NULL,
     TOP,
     Constraint,
@@ -24,7 +31,7 @@ from specflow.spec.cue.values import (
     kind_of,
     scalar_eq,
 )
-from specflow.spec.cue.vertex import REGULAR, Vertex, elems, is_hidden_or_def
+from specflow.spec.cue.vertex import REGULAR, Vertex, elems, is_hidden_or_def, regular_label
 
 if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
@@ -103,7 +110,12 @@ def from_native(ev: Evaluator, x: Any) -> Any:
         return ev.list_vertex([from_native(ev, e) for e in x])
     if isinstance(x, dict):
         decls: list[A.Node] = [
-            A.Field(_NOPOS, A.Label(_NOPOS, k, None, False), A.Lit(_NOPOS, from_native(ev, v)), "")
+            A.Field(
+                _NOPOS,
+                A.Label(_NOPOS, regular_label(k), None, False),
+                A.Lit(_NOPOS, from_native(ev, v)),
+                "",
+            )
             for k, v in x.items()
         ]
         s = A.StructLit(_NOPOS, decls)
@@ -174,7 +186,7 @@ def _or(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     _arity("or", args, 1)
     arcs = _list_arcs(ev, args[0], "or")
     if not arcs:
-        raise CueError("or: empty list in call to or")
+        raise CueError("or: empty list in call to or", incomplete=True)
     if len(arcs) == 1:
         return arcs[0]
     return Disj([(a, False) for a in arcs])
@@ -471,6 +483,66 @@ def _list_unique(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
         if any(_deep_eq(x, y) for y in xs[:i]):
             return False
     return True
+
+
+def _list_min_items(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("list.MinItems", args, 2)
+    return len(_list_arcs(ev, args[0], "list.MinItems")) >= _int(ev, args[1], "list.MinItems")
+
+
+def _list_max_items(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("list.MaxItems", args, 2)
+    return len(_list_arcs(ev, args[0], "list.MaxItems")) <= _int(ev, args[1], "list.MaxItems")
+
+
+def _field_count(ev: Evaluator, val: Any, name: str) -> int:
+    x = ev.resolve_default(val, _NOPOS)
+    if isinstance(x, Vertex):
+        ev.evaluate(x)
+        if x.is_struct:
+            return sum(
+                1 for k, a in x.arcs.items() if a.arc_type == REGULAR and not is_hidden_or_def(k)
+            )
+        x = x.value if not x.is_list else x
+    if x is TOP or isinstance(x, Constraint | Disj):
+        raise CueError(f"{name}: incomplete struct argument", incomplete=True)
+    raise CueError(f"{name}: cannot use {ev.show(x)} (type {ev.kind_str(x)}) as struct")
+
+
+def _struct_min_fields(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("struct.MinFields", args, 2)
+    n = _int(ev, args[1], "struct.MinFields")
+    return _field_count(ev, args[0], "struct.MinFields") >= n
+
+
+def _struct_max_fields(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("struct.MaxFields", args, 2)
+    n = _int(ev, args[1], "struct.MaxFields")
+    return _field_count(ev, args[0], "struct.MaxFields") <= n
+
+
+def _runes(name: str, cmp: Callable[[int, int], bool]) -> Fn:
+    def fn(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+        _arity(f"strings.{name}", args, 2)
+        s = _str(ev, args[0], f"strings.{name}")
+        return cmp(len(s), _int(ev, args[1], f"strings.{name}"))
+
+    return fn
+
+
+def _math_multiple_of(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("math.MultipleOf", args, 2)
+    x = _num(ev, args[0], "math.MultipleOf")
+    y = _num(ev, args[1], "math.MultipleOf")
+    if y == 0:
+        raise CueError("math.MultipleOf: division by zero")
+    # As in CUE v0.4, the reference: true when the quotient x/y is not exact at 34 digits
+    # (which makes it false for every x that is a multiple of y).
+    ctx = CTX.copy()
+    ctx.clear_flags()
+    ctx.traps[decimal.Inexact] = False
+    ctx.divide(_dec(x), _dec(y))
+    return bool(ctx.flags[decimal.Inexact])
 
 
 def _order_value(descending: bool) -> Vertex:
@@ -1089,6 +1161,8 @@ def _packages() -> dict[str, dict[str, Any]]:
             "IsSorted": _list_is_sorted,
             "SortStrings": _list_sort_strings,
             "UniqueItems": _list_unique,
+            "MinItems": _list_min_items,
+            "MaxItems": _list_max_items,
             "Ascending": _order_value(False),
             "Descending": _order_value(True),
         },
@@ -1117,6 +1191,7 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Max": _math_max_min("Max"),
             "Min": _math_max_min("Min"),
             "Signbit": _math_signbit,
+            "MultipleOf": _math_multiple_of,
             "Pi": Decimal("3.141592653589793238462643383279502884197169399375105820974944"),
             "E": Decimal("2.718281828459045235360287471352662497757247093699959574966968"),
             "Sqrt2": Decimal("1.414213562373095048801688724209698078569671875376948073176680"),
@@ -1175,6 +1250,8 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Compare": _s2("Compare", lambda a, b: (a > b) - (a < b)),
             "EqualFold": _s2("EqualFold", lambda a, b: a.casefold() == b.casefold()),
             "Repeat": _strings_repeat,
+            "MinRunes": _runes("MinRunes", lambda n, m: n >= m),
+            "MaxRunes": _runes("MaxRunes", lambda n, m: n <= m),
         },
         "strconv": {
             "FormatInt": _strconv_format_int,
@@ -1190,15 +1267,7 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Quote": _strconv_quote,
             "Unquote": _strconv_unquote,
         },
-        "path": {
-            "Join": _path_join,
-            "Base": _path1("Base", _path_base),
-            "Dir": _path1("Dir", _path_dir),
-            "Ext": _path1("Ext", _path_ext),
-            "Clean": _path1("Clean", _go_clean),
-            "IsAbs": _path1("IsAbs", lambda p: p.startswith("/")),
-            "Split": _path1("Split", _path_split),
-        },
+        "path": pkg_path.members(),
         "regexp": {
             "Match": _regexp_match,
             "Find": _regexp_find,
@@ -1217,12 +1286,32 @@ def _packages() -> dict[str, dict[str, Any]]:
         },
         "encoding/base64": {"Encode": _b64_encode, "Decode": _b64_decode},
         "encoding/hex": {"Encode": _hex_encode, "Decode": _hex_decode},
-        "struct": {},
+        "struct": {"MinFields": _struct_min_fields, "MaxFields": _struct_max_fields},
         "math/bits": {},
     }
 
 
 PACKAGES: dict[str, dict[str, Any]] = {}
+
+# Builtins that report whether a value is valid: their number of arguments and the kinds of
+# values they check. Called with one argument fewer they are validators (`strings.MinRunes(3)`).
+VALIDATORS: dict[str, tuple[int, int]] = {
+    "strings.MinRunes": (2, K_STRING),
+    "strings.MaxRunes": (2, K_STRING),
+    "strings.HasPrefix": (2, K_STRING),
+    "strings.HasSuffix": (2, K_STRING),
+    "strings.Contains": (2, K_STRING),
+    "strings.ContainsAny": (2, K_STRING),
+    "list.MinItems": (2, K_LIST),
+    "list.MaxItems": (2, K_LIST),
+    "list.UniqueItems": (1, K_LIST),
+    "list.IsSorted": (2, K_LIST),
+    "list.Contains": (2, K_LIST),
+    "struct.MinFields": (2, K_STRUCT),
+    "struct.MaxFields": (2, K_STRUCT),
+    "math.MultipleOf": (2, K_NUMBER),
+    "json.Valid": (1, K_STRING | K_BYTES),
+}
 
 
 def package_member(path: str, name: str, pos: Pos) -> Any:
@@ -1243,7 +1332,11 @@ def _init() -> None:
     for path, members in _packages().items():
         short = path.rsplit("/", 1)[-1]
         PACKAGES[path] = {
-            k: (Builtin(f"{short}.{k}", v) if callable(v) and not isinstance(v, Vertex) else v)
+            k: (
+                Builtin(f"{short}.{k}", v, VALIDATORS.get(f"{short}.{k}"))
+                if callable(v) and not isinstance(v, Vertex)
+                else v
+            )
             for k, v in members.items()
         }
 

@@ -29,12 +29,18 @@ class CueError(Exception):
         path: str | None = None,
         pos: list[Pos] | None = None,
         incomplete: bool = False,
+        missing: bool = False,
+        cycle: bool = False,
     ) -> None:
         super().__init__(msg)
         self.msg = msg
         self.path = path
         self.pos: list[Pos] = list(pos or [])
         self.incomplete = incomplete
+        # a reference to a field that does not exist (or is only optional): `x == _|_` holds
+        self.missing = missing
+        # the value depends on itself (a field read while it is being evaluated)
+        self.cycle = cycle
 
     def add_pos(self, *more: Pos | None) -> CueError:
         for p in more:

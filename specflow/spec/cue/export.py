@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue.errors import CueError
 from specflow.spec.cue.values import NULL, Disj, is_concrete_scalar
-from specflow.spec.cue.vertex import REGULAR, REQUIRED, Vertex, elems, is_hidden_or_def
+from specflow.spec.cue.vertex import (
+    NEW,
+    REGULAR,
+    REQUIRED,
+    Vertex,
+    elems,
+    is_hidden_or_def,
+    label_text,
+)
 
 if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
@@ -43,7 +51,7 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
                 if a.arc_type == REQUIRED:
                     raise CueError("field is required but not present", path=a.path() or None)
                 continue
-            out[label] = _export_vertex(ev, a, depth + 1)
+            out[label_text(label)] = _export_vertex(ev, a, depth + 1)
         return out
     val = v.value
     if isinstance(val, Disj):
@@ -74,3 +82,92 @@ def to_json(val: Any) -> Any:
     if t is bytes:
         return base64.b64encode(val).decode("ascii")
     return val
+
+
+MAX_DEPTH = 500
+SCHEMA_DEPTH = 2
+
+
+def export_checked(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError], list[CueError]]:
+    """Evaluate and export ``root`` in one walk: its concrete value, the conflicts found
+    anywhere (regular fields, definitions and hidden fields alike; optional fields only once
+    they are set) and the regular fields whose values are not concrete.
+
+    Below a definition or a hidden field only the first ``SCHEMA_DEPTH`` levels are
+    evaluated for the sake of checking (plus whatever was evaluated anyway): schemas are
+    usually large, and their deeper parts are checked where they are used."""
+    w = _Walk(ev)
+    try:
+        value = w.export(root, 0)
+    except CueError as e:
+        w.fail(e)
+        value = None
+    w.check_schemas()
+    return value, w.conflicts, w.incompletes
+
+
+class _Walk:
+    def __init__(self, ev: Evaluator) -> None:
+        self.ev = ev
+        self.conflicts: list[CueError] = []
+        self.incompletes: list[CueError] = []
+        self.schemas: list[tuple[Vertex, int]] = []
+
+    def fail(self, e: CueError) -> None:
+        (self.incompletes if e.incomplete else self.conflicts).append(e)
+
+    def export(self, v: Vertex, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise CueError("structural cycle", path=v.path() or None)
+        self.ev.evaluate(v)
+        if v.is_list:
+            out_l: list[Any] = []
+            for a in elems(v):
+                try:
+                    out_l.append(self.export(a, depth + 1))
+                except CueError as e:
+                    self.fail(e)
+            return out_l
+        if v.is_struct:
+            out: dict[str, Any] = {}
+            for label, a in v.arcs.items():
+                if a.arc_type != REGULAR:
+                    if a.arc_type == REQUIRED and not is_hidden_or_def(label):
+                        self.fail(
+                            CueError("field is required but not present", path=a.path() or None)
+                        )
+                    continue
+                if not isinstance(label, str):
+                    continue
+                if is_hidden_or_def(label):
+                    self.schemas.append((a, depth + 1))
+                    continue
+                try:
+                    out[label_text(label)] = self.export(a, depth + 1)
+                except CueError as e:
+                    self.fail(e)
+            return out
+        return _export_vertex(self.ev, v, depth)
+
+    def check_schemas(self) -> None:
+        """Look for conflicts in definitions and hidden fields (and what they contain)."""
+        ev = self.ev
+        stack: list[tuple[Vertex, int, int]] = [(a, d, 0) for a, d in reversed(self.schemas)]
+        while stack:
+            a, depth, level = stack.pop()
+            if level > SCHEMA_DEPTH and a.status == NEW:
+                continue
+            try:
+                ev.evaluate(a)
+            except CueError as e:
+                if not e.incomplete:
+                    self.conflicts.append(e)
+                continue
+            if not a.arcs:
+                continue
+            if depth >= MAX_DEPTH:
+                self.conflicts.append(CueError("structural cycle", path=a.path() or None))
+                continue
+            for b in a.arcs.values():
+                if b.arc_type == REGULAR:
+                    stack.append((b, depth + 1, level + 1))

@@ -61,7 +61,7 @@ _OPS2 = frozenset(op for op in _OPERATORS if len(op) == 2)
 _OPS1 = frozenset(op for op in _OPERATORS if len(op) == 1)
 _SKIP_RE = re.compile(r"(?:[ \t\r\ufeff]+|//[^\n]*)*")
 # identifiers, including #Definition, _hidden and _#hiddenDefinition
-_IDENT_RE = re.compile(r"(?:_#|#)?(?:[^\W\d]|\$)(?:\w|\$)*")
+_IDENT_RE = re.compile(r"(?:_#|#)?(?:[^\W\d]|\$)(?:\w|\$)*|#(?![#\"'])")
 
 _MULTIPLIERS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 
@@ -158,7 +158,7 @@ class Lexer:
                 if sm is not None:
                     self.i = sm.end()
                 if self.i < n and text[self.i] == "\n":
-                    if semi and not stop_at_paren:
+                    if semi and not stop_at_paren and not self._colon_next(self.i + 1):
                         append(
                             Token(COMMA, "\n", Pos(fname, self.line, self.i - self.line_start + 1))
                         )
@@ -230,6 +230,22 @@ class Lexer:
                     depth -= 1
             append(Token(COMMA if op == "," else OP, op, pos))
             semi = op in _SEMI_OPS
+
+    def _colon_next(self, i: int) -> bool:
+        """Whether the next token after position ``i`` is a ':' (a label continued on the
+        next line, as in JSON written with leading commas)."""
+        text = self.text
+        n = len(text)
+        while i < n:
+            m = _SKIP_RE.match(text, i)
+            if m is not None and m.end() > i:
+                i = m.end()
+                continue
+            if text[i] == "\n":
+                i += 1
+                continue
+            return text[i] == ":" and not text.startswith("::", i)
+        return False
 
     def _attribute(self) -> None:
         text = self.text

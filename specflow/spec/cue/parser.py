@@ -19,6 +19,7 @@ from specflow.spec.cue.lexer import (
     tokenize,
 )
 from specflow.spec.cue.values import NULL, TOP
+from specflow.spec.cue.vertex import regular_label
 
 _BINARY_PREC = {
     "|": 1,
@@ -183,7 +184,7 @@ class Parser:
             if not (self.tok.kind == COMMA or self.is_op("}") or self.tok.kind == EOF):
                 expr = self.expr()
             return A.Ellipsis(t.pos, expr)
-        if t.kind == KEYWORD:
+        if t.kind == KEYWORD and not self._keyword_label():
             if t.value == "let":
                 self.next()
                 if self.tok.kind != IDENT:
@@ -216,15 +217,14 @@ class Parser:
         if t.kind == IDENT:
             self.next()
             label = A.Label(t.pos, t.value, None, True)
-        elif t.kind == KEYWORD and t.value in ("package", "import", "in"):
+        elif t.kind == KEYWORD and (t.value in ("package", "import", "in") or self._keyword_label()):
             self.next()
             label = A.Label(t.pos, t.value, None, True)
         elif t.kind == STRING or t.kind == BYTES:
             self.next()
             if all(isinstance(p, str) for p in t.parts):
-                label = A.Label(
-                    t.pos, "".join(p for p in t.parts if isinstance(p, str)), None, False
-                )
+                text = "".join(p for p in t.parts if isinstance(p, str))
+                label = A.Label(t.pos, regular_label(text), None, False)
             else:
                 if not self._label_follows():
                     self.k = save
@@ -232,6 +232,7 @@ class Parser:
                 label = A.Label(t.pos, None, self.interp(t), False)
         elif t.kind == OP and t.value == "(":
             if not self._balanced_then_colon("(", ")"):
+                self.k = save
                 return None
             self.next()
             e = self.expr()
@@ -239,8 +240,7 @@ class Parser:
             label = A.Label(t.pos, None, e, False)
         elif t.kind == OP and t.value == "[":
             if not self._balanced_then_colon("[", "]"):
-                if alias is not None:
-                    raise self.error("expected label after alias")
+                self.k = save
                 return None
             self.next()
             if self.tok.kind == IDENT and self.peek().kind == OP and self.peek().value == "=":
@@ -250,8 +250,7 @@ class Parser:
             self.expect_op("]")
             label = e  # pattern constraint
         else:
-            if alias is not None:
-                raise self.error(f"expected label after alias, found {self.describe(t)}")
+            self.k = save
             return None
         marker = ""
         if self.tok.kind == OP and self.tok.value in ("?", "!"):
@@ -267,6 +266,18 @@ class Parser:
             return None
         self.next()
         return label, marker, alias, label_alias
+
+    def _keyword_label(self) -> bool:
+        """Whether the keyword here is used as a field label (``if: 1``, ``for?: int``)."""
+        nt = self.peek()
+        if nt.kind != OP:
+            return False
+        if nt.value == ":":
+            return True
+        if nt.value in ("?", "!"):
+            n2 = self.peek(2)
+            return n2.kind == OP and n2.value == ":"
+        return False
 
     def _label_follows(self) -> bool:
         t = self.tok
@@ -307,30 +318,46 @@ class Parser:
         if got is None:
             return None
         label, marker, alias, label_alias = got
-        value = self.field_value()
+        value, value_alias = self.field_value()
         if isinstance(label, A.Label):
             f = A.Field(pos, label, value, marker)
             f.alias = alias
+            f.value_alias = value_alias
             return f
-        if alias is not None:
+        if alias is not None or value_alias is not None:
             raise CueError("an alias of a pattern constraint is not supported", pos=[pos])
         p = A.Pattern(pos, label, value)
         p.alias = label_alias
         return p
 
-    def field_value(self) -> A.Node:
+    def field_value(self) -> tuple[A.Node, str | None]:
+        """The value of a field and the name of its value alias (``a: X={...}``), if any."""
         pos = self.tok.pos
         nested = self.try_field()
         if nested is not None:
             while self.tok.kind == ATTR:
                 self.next()
-            return A.StructLit(pos, [nested])
-        return self.expr()
+            return A.StructLit(pos, [nested]), None
+        alias: str | None = None
+        if self.tok.kind == IDENT and self.peek().kind == OP and self.peek().value == "=":
+            alias = self.next().value
+            self.next()
+        return self.expr(), alias
 
     def comprehension(self) -> A.Comprehension:
         pos = self.tok.pos
         clauses: list[A.Node] = []
-        while self.tok.kind == KEYWORD and self.tok.value in ("for", "if", "let"):
+        while True:
+            if clauses and self.tok.kind == COMMA and self.tok.value == "\n":
+                # clauses may be written one per line
+                j = self.k
+                while self.toks[j].kind == COMMA and self.toks[j].value == "\n":
+                    j += 1
+                nt = self.toks[j]
+                if nt.kind == KEYWORD and nt.value in ("for", "if", "let"):
+                    self.k = j
+            if not (self.tok.kind == KEYWORD and self.tok.value in ("for", "if", "let")):
+                break
             t = self.next()
             if t.value == "for":
                 if self.tok.kind != IDENT:
@@ -434,12 +461,13 @@ class Parser:
             if t.value == ".":
                 self.next()
                 nt = self.tok
-                if nt.kind == IDENT:
+                if nt.kind == IDENT or nt.kind == KEYWORD:
                     self.next()
                     x = A.Selector(nt.pos, x, nt.value)
                 elif nt.kind == STRING and all(isinstance(p, str) for p in nt.parts):
                     self.next()
-                    x = A.Selector(nt.pos, x, "".join(p for p in nt.parts if isinstance(p, str)))
+                    text = "".join(p for p in nt.parts if isinstance(p, str))
+                    x = A.Selector(nt.pos, x, regular_label(text))
                 else:
                     raise self.error(f"expected selector, found {self.describe(nt)}")
             elif t.value == "[":
@@ -587,7 +615,7 @@ def _strip_default_top(x: A.Node) -> A.Node:
 
 
 class _Scope:
-    __slots__ = ("names", "parent", "frame", "struct")
+    __slots__ = ("names", "parent", "frame", "struct", "targets")
 
     def __init__(
         self,
@@ -595,11 +623,13 @@ class _Scope:
         parent: _Scope | None,
         frame: bool,
         struct: A.StructLit | None = None,
+        targets: dict[str, A.Field] | None = None,
     ) -> None:
         self.names = names
         self.parent = parent
         self.frame = frame
         self.struct = struct
+        self.targets = targets  # value aliases: name -> the field whose value they name
 
 
 class Resolver:
@@ -618,9 +648,8 @@ class Resolver:
                     names[d.label.name] = "field"
                 if d.alias is not None:
                     if d.label.name is None:
-                        self.errors.append(
-                            CueError("an alias of a dynamic field is not supported", pos=[d.pos])
-                        )
+                        names[d.alias] = "dynalias"
+                        s.dyn_aliases[d.alias] = d
                     else:
                         names[d.alias] = "alias"
                         s.aliases[d.alias] = d.label.name
@@ -649,8 +678,22 @@ class Resolver:
             sub = path + [lab.name if lab.name is not None else "?"]
             if lab.expr is not None:
                 self.expr(lab.expr, sc, path)
+            if d.value_alias is not None:
+                # the alias names the value of this field, within that value
+                kind = "alias" if lab.name is not None else "dynalias"
+                sc = _Scope({d.value_alias: kind}, sc, False, sc.struct, {d.value_alias: d})
             self.expr(d.value, sc, sub)
         elif isinstance(d, A.Pattern):
+            if isinstance(d.pattern, A.ListLit) and any(
+                isinstance(el, A.Comprehension) for el in d.pattern.elems
+            ):
+                self.errors.append(
+                    CueError(
+                        "comprehension values not allowed in this position",
+                        path=".".join(path) if path else None,
+                        pos=[d.pattern.pos],
+                    )
+                )
             self.expr(d.pattern, sc, path)
             if d.alias is not None:
                 self.expr(d.value, _Scope({d.alias: "bind"}, sc, True), path + ["?"])
@@ -693,9 +736,20 @@ class Resolver:
                 ident.kind = kind
                 if kind == "let" and s.struct is not None:
                     ident.target = s.struct.lets[name]
+                elif kind in ("alias", "dynalias") and s.targets is not None:
+                    f = s.targets[name]
+                    if kind == "alias":
+                        ident.kind = "field"
+                        ident.target = f.label.name
+                    else:
+                        ident.kind = "dynfield"
+                        ident.target = f
                 elif kind == "alias" and s.struct is not None:
                     ident.kind = "field"
                     ident.target = s.struct.aliases[name]
+                elif kind == "dynalias" and s.struct is not None:
+                    ident.kind = "dynfield"
+                    ident.target = s.struct.dyn_aliases[name]
                 elif kind == "import":
                     ident.target = self.imports[name]
                 return

@@ -146,6 +146,44 @@ class Bound:
     def same(self, other: Bound) -> bool:
         return self.op == other.op and scalar_eq(self.value, other.value)
 
+    def failure(self, v: Any) -> str:
+        return f"invalid value {fmt_scalar(v)} (out of bound {self!r})"
+
+
+class CallBound(Bound):
+    """A validator: a builtin that reports whether a value is valid, called with all its
+    arguments but the first (``strings.MinRunes(3)``, ``list.UniqueItems()``). ``test`` gets
+    the value (a scalar, or the vertex of a list or struct) and returns whether it holds."""
+
+    __slots__ = ("name", "args_text", "test", "kind")
+
+    def __init__(
+        self, name: str, args_text: str, kind: int, test: Any, pos: Pos | None
+    ) -> None:
+        self.op = "call"
+        self.value = None
+        self.regex = None
+        self.pos = pos
+        self.name = name
+        self.args_text = args_text
+        self.kind = kind
+        self.test = test
+
+    def kinds(self) -> int:
+        return self.kind
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.args_text})"
+
+    def check(self, v: Any) -> bool:
+        return bool(self.test(v))
+
+    def same(self, other: Bound) -> bool:
+        return other is self
+
+    def failure(self, v: Any) -> str:
+        return f"invalid value {fmt_scalar(v)} (does not satisfy {self!r})"
+
 
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 

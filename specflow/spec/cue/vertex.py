@@ -67,6 +67,8 @@ class Vertex:
         "is_list",
         "closed",
         "had_disj",
+        "expanded",
+        "validators",
         "__weakref__",
     )
 
@@ -84,6 +86,10 @@ class Vertex:
         self.is_list = False
         self.closed = False
         self.had_disj = False
+        # the references (source position, target) unified into this vertex
+        self.expanded: set[tuple[Any, int]] | None = None
+        # validators (list.MinItems(1), ...) to check once a list or struct is complete
+        self.validators: list[Any] | None = None
 
     def path(self) -> str:
         parts: list[str] = []
@@ -104,8 +110,26 @@ class Vertex:
 
 
 def _quote(s: str) -> str:
+    s = label_text(s)
     out = s.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{out}"'
+
+
+# A quoted label that starts with ``_`` or ``#`` ("_x", "#X") is a regular field, unlike the
+# identifiers _x and #X. Internally such labels carry this prefix so that the two never meet.
+QUOTED = "\x00"
+
+
+def regular_label(s: str) -> str:
+    """The internal label of a field named by the string ``s`` (a quoted or computed label)."""
+    if s[:1] in ("_", "#"):
+        return QUOTED + s
+    return s
+
+
+def label_text(label: str) -> str:
+    """The name of a field as the user sees it."""
+    return label[1:] if label[:1] == QUOTED else label
 
 
 def is_hidden_or_def(label: str | int) -> bool:
