@@ -229,8 +229,7 @@ def _execute(
     batch_size: int | None,
     backend_settings: dict[str, Any],
 ) -> RunReport:
-    if semaphores:
-        resources.configure_semaphores(semaphores)
+    semaphores = resources.validate_limits(semaphores)
     if isinstance(backend, str):
         settings = dict(backend_settings)
         if backend == "local" and workers:
