@@ -90,7 +90,9 @@ class RunSemaphores:
         """Release units a worker held when it was killed."""
         for name, n in held.items():
             lock = self._locks.get(name)
-            for _ in range(max(0, n) if lock is not None else 0):
+            if lock is None:
+                continue
+            for _ in range(max(0, n)):
                 try:
                     lock.release()
                 except ValueError:  # already at its limit

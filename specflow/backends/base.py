@@ -208,7 +208,9 @@ def describe_error(exc: BaseException) -> str:
 
 def format_traceback(exc: BaseException) -> str:
     try:
-        text = "".join(traceback.format_exception(exc))
+        # each piece bounded on its own: a huge message must not crowd out the frames
+        text = "".join(bounded(piece, ERROR_LIMIT)
+                       for piece in traceback.TracebackException.from_exception(exc).format())
     except Exception:  # noqa: BLE001
         text = describe_error(exc)
     return bounded(text, TRACEBACK_LIMIT, keep_tail=True)
@@ -305,15 +307,15 @@ def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
 
 def task_header(task: Task) -> bytes:
     """The log line that opens a task's output."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{LOG_MARK}{stamp} task {task.id} ({task.operation}) started\n".encode()
+    return f"{LOG_MARK}task {task.id} ({task.operation})\n".encode()
 
 
 def task_footer(task: Task, outcome: Outcome) -> bytes:
     """The log line that closes a task's output."""
     how = f"done in {outcome.finished - outcome.started:.3f} s" if outcome.ok else \
         f"failed: {bounded(outcome.error or 'failed', 500)}"
-    return f"{LOG_MARK}task {task.id} ({task.operation}) {how}\n".encode()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outcome.finished))
+    return f"{LOG_MARK}task {task.id} ({task.operation}) {how} at {stamp}\n".encode()
 
 
 class LogTail:

@@ -78,26 +78,30 @@ class InlineBackend(Backend):
         log_fd = self._log_fd
         saved_out, saved_err = self._saved
         log_path = self._log_path
-        dup2 = os.dup2
         lseek = os.lseek
-        while queue:
-            task = queue[0]
-            _flush()
-            os.write(log_fd, task_header(task))
-            mark = lseek(log_fd, 0, os.SEEK_END)
-            dup2(log_fd, 1)
-            dup2(log_fd, 2)
-            try:
+        write = os.write
+        end = os.SEEK_END
+        # fds 1 and 2 point at the log while this batch runs (the driver itself prints
+        # nothing meanwhile; its display writes to console_stream())
+        _flush()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        try:
+            while queue:
+                task = queue[0]
+                write(log_fd, task_header(task))
+                mark = lseek(log_fd, 0, end)
                 outcome = run_task(task)
-            finally:
                 _flush()
-                dup2(saved_out, 1)
-                dup2(saved_err, 2)
-            if not outcome.ok or lseek(log_fd, 0, os.SEEK_END) != mark:
-                os.write(log_fd, task_footer(task, outcome))
-            outcome.log_path = log_path
-            append(outcome)
-            queue.popleft()
+                if not outcome.ok or lseek(log_fd, 0, end) != mark:
+                    write(log_fd, task_footer(task, outcome))
+                outcome.log_path = log_path
+                append(outcome)
+                queue.popleft()
+        finally:
+            _flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
         return out
 
     def in_flight(self) -> int:

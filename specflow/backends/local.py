@@ -116,13 +116,13 @@ class _Worker:
         return {r: c for r, c in zip(resources.RESOURCES, counts, strict=True) if c > 0}
 
     def kill(self) -> None:
-        for target in (lambda: os.killpg(self.proc.pid, signal.SIGKILL),
-                       lambda: os.kill(self.proc.pid, signal.SIGKILL)):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and what its task started
+        except (ProcessLookupError, PermissionError):
             try:
-                target()
-                return
+                os.kill(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
-                continue
+                pass
 
     def release(self) -> None:
         try:
@@ -309,7 +309,7 @@ class LocalBackend(Backend):
         return sum(len(w.tasks) for w in self._pool.values())
 
     def _collect(self, timeout: float) -> None:
-        by_conn = {w.conn: w for w in self._pool.values()}
+        by_conn: dict[Any, _Worker] = {w.conn: w for w in self._pool.values()}
         ended: list[_Worker] = []
         for conn in wait_for(list(by_conn), timeout=timeout):
             w = by_conn[conn]
