@@ -45,6 +45,7 @@ class InlineBackend(Backend):
         self._console: TextIO | None = None
         self._tail = LogTail()
         self._previous_sigint: Any = None
+        self._text: TextIO | None = None
 
     def start(self, ctx: BackendContext) -> None:
         import_modules(ctx.imports)
@@ -54,6 +55,8 @@ class InlineBackend(Backend):
             self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._log_path = path
             self._saved = (os.dup(1), os.dup(2))
+            self._text = open(self._log_fd, "w", encoding="utf-8", errors="replace",  # noqa: SIM115
+                              buffering=1, closefd=False)
             self._tail.watch(path)
         if threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -81,11 +84,13 @@ class InlineBackend(Backend):
         lseek = os.lseek
         write = os.write
         end = os.SEEK_END
-        # fds 1 and 2 point at the log while this batch runs (the driver itself prints
-        # nothing meanwhile; its display writes to console_stream())
+        # fds 1 and 2 (and sys.stdout, sys.stderr, whatever they were) point at the log
+        # while this batch runs; the driver's display writes to console_stream() meanwhile
         _flush()
+        streams = sys.stdout, sys.stderr
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        sys.stdout = sys.stderr = self._text
         try:
             while queue:
                 task = queue[0]
@@ -100,6 +105,7 @@ class InlineBackend(Backend):
                 queue.popleft()
         finally:
             _flush()
+            sys.stdout, sys.stderr = streams
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
         return out
@@ -129,6 +135,9 @@ class InlineBackend(Backend):
         if self._console is not None:
             self._console.close()
             self._console = None
+        if self._text is not None:
+            self._text.close()
+            self._text = None
         if self._saved is not None:
             for fd in self._saved:
                 os.close(fd)
