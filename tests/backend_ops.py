@@ -114,3 +114,18 @@ def chatty(word: str) -> str:
 def bounded_resources() -> dict[str, int]:
     """The semaphores installed where the task runs."""
     return resources.installed()
+
+
+@specflow.register("bt.die_holding")
+@specflow.taskable_operation
+def die_holding(resource: str) -> None:
+    """SIGKILL the process running this task while it holds a unit of ``resource``."""
+    with resources.semaphore(resource):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@specflow.register("bt.hold")
+@specflow.taskable_operation
+def hold(resource: str, x: int) -> int:
+    with resources.semaphore(resource):
+        return x

@@ -70,10 +70,6 @@ _BOOT = (
 )
 
 
-class WorkerStartError(RuntimeError):
-    """A worker process could not be prepared (e.g. a user module failed to import)."""
-
-
 def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -157,6 +153,7 @@ class LocalBackend(Backend):
         self._tail = LogTail()
         self._prep: dict[str, Any] | None = None
         self._gate_until = 0.0
+        self._early_deaths = 0
 
     # -- workers -----------------------------------------------------------------------
     def start(self, ctx: BackendContext) -> None:
@@ -298,6 +295,11 @@ class LocalBackend(Backend):
     def wait(self, timeout: float) -> list[Outcome]:
         self._context()
         self._collect(0.0)
+        if self._fatal is not None and self._backlog:
+            fatal = self._fatal
+            self._outcomes.extend(self._failed(t, fatal, "WorkerStartError")
+                                  for t in self._backlog)
+            self._backlog.clear()
         if not self._outcomes and self._pool and (self._backlog or self._in_workers()):
             self._collect(max(0.0, min(timeout, self._next_deadline())))
         self._enforce_limits()
@@ -356,9 +358,11 @@ class LocalBackend(Backend):
                 self._outcomes.append(outcome)
         elif kind == "ready":
             w.ready = True
+            self._early_deaths = 0
             self._feed()
         elif kind == "fatal":
-            self._fatal = bounded(f"a worker could not start:\n{msg[1]}", ERROR_LIMIT)
+            self._fatal = bounded(f"WorkerStartError: a worker could not start:\n{msg[1]}",
+                                  ERROR_LIMIT)
 
     def _learn(self, o: Outcome) -> None:
         d = max(0.0, o.finished - o.started)
@@ -374,6 +378,11 @@ class LocalBackend(Backend):
             self._semaphores.give_back(w.held())
         del self._pool[w.slot]
         why = death_reason(code)
+        if not w.ready and self._fatal is None:
+            self._early_deaths += 1
+            if self._early_deaths >= 3:
+                self._fatal = (f"WorkerStartError: worker processes die as they start "
+                               f"({why}); see {w.log_path}")
         note = []
         for seq, task in w.tasks.items():
             if self._fatal is not None:

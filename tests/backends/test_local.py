@@ -340,3 +340,38 @@ def test_bad_semaphore_values_are_refused(workdir: Path, bad: dict[str, Any]) ->
     with pytest.raises(ValueError, match="semaphores"):
         specflow.execute(backend_ops.square.make_task(x=1), backend="local", workers=1,
                          semaphores=bad)
+
+
+def test_a_killed_worker_gives_back_the_semaphore_units_it_held(workdir: Path) -> None:
+    backend = LocalBackend(workers=1)
+    backend.start(BackendContext(run_dir=workdir, run_id=f"t-{uuid.uuid4().hex[:8]}",
+                                 semaphores={"cpu": 1}))
+    try:
+        dying = backend_ops.die_holding.make_task(resource="cpu")
+        backend.submit([dying])
+        (dead,) = _collect(backend, 1)
+        assert dead.error == "WorkerDied: worker killed by SIGKILL while running this task"
+        # without the unit back, this would wait forever for the only cpu unit
+        backend.submit([backend_ops.hold.make_task(resource="cpu", x=i) for i in range(3)])
+        assert sorted(o.value for o in _collect(backend, 3)) == [0, 1, 2]
+    finally:
+        backend.close()
+
+
+def test_a_worker_that_cannot_start_fails_the_tasks_with_its_reason(workdir: Path) -> None:
+    module = workdir / "fragile_ops.py"
+    module.write_text(
+        "import os\nimport specflow\n\n"
+        "if os.environ.get('SPECFLOW_RUN_ID'):\n"
+        "    raise RuntimeError('this module refuses to load in a worker')\n\n"
+        "@specflow.taskable_operation\ndef one() -> int:\n    return 1\n"
+    )
+    from specflow.builder.imports import import_user_module
+
+    fragile = import_user_module(str(module))
+    report = specflow.execute(fragile.one.make_task(), backend="local", workers=1,
+                              imports=[str(module)])
+    assert report.status == "failed"
+    error = report.failures[0].error
+    assert error.startswith("WorkerStartError: a worker could not start")
+    assert "this module refuses to load in a worker" in error
