@@ -181,6 +181,9 @@ class Worker:
         stdout, stderr = sys.stdout, sys.stderr
         lock = self.lock
         wake = self.wake
+        write = os.write
+        lseek = os.lseek
+        end = lseek(1, 0, os.SEEK_END)
         while True:
             first, tasks = get()
             last = len(tasks) - 1
@@ -188,15 +191,16 @@ class Worker:
                 if os.getppid() != driver_pid:
                     _kill_group()
                 seq = first + i
-                os.write(1, task_header(task))
-                mark = os.lseek(1, 0, os.SEEK_END)
+                # where the log ends after the header: anything past it is the task's output
+                mark = end + write(1, task_header(task))
                 pack(STATE_FORMAT, state, 0, seq, time.time())
                 outcome = run_task(task, check_value=False)
                 pack(STATE_FORMAT, state, 0, 0, 0.0)
                 stdout.flush()
                 stderr.flush()
-                if not outcome.ok or os.lseek(1, 0, os.SEEK_END) != mark:
-                    os.write(1, task_footer(task, outcome))
+                end = lseek(1, 0, os.SEEK_END)
+                if not outcome.ok or end != mark:
+                    end += write(1, task_footer(task, outcome))
                 with lock:
                     self.pending.append((seq, outcome))
                     first_pending = len(self.pending) == 1

@@ -375,3 +375,28 @@ def test_a_worker_that_cannot_start_fails_the_tasks_with_its_reason(workdir: Pat
     error = report.failures[0].error
     assert error.startswith("WorkerStartError: a worker could not start")
     assert "this module refuses to load in a worker" in error
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cancel_kills_the_workers_and_new_work_gets_new_ones(workdir: Path) -> None:
+    run_id = f"t-{uuid.uuid4().hex[:8]}"
+    backend = LocalBackend(workers=2)
+    backend.start(BackendContext(run_dir=workdir, run_id=run_id))
+    try:
+        blockers = [backend_ops.gated.make_task(started=str(workdir / f"s{i}"),
+                                                gate=str(workdir / "gate")) for i in range(2)]
+        backend.submit(blockers)
+        got: list[Outcome] = []
+        _until_exists(backend, workdir / "s0", got)
+        _until_exists(backend, workdir / "s1", got)
+        first = set(run_processes(run_id))
+        assert len(first) == 2
+        backend.cancel()
+        assert backend.in_flight() == 0 and backend.wait(0) == []
+        assert not any(alive(p) for p in first)
+        backend.submit([backend_ops.square.make_task(x=9)])
+        assert [o.value for o in _collect(backend, 1)] == [81]
+        assert not set(run_processes(run_id)) & first
+    finally:
+        backend.close()
+    until(lambda: not run_processes(run_id), "the workers to exit after close")
