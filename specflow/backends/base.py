@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -18,13 +19,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from specflow.flow.task import Task
+
+#: most characters of a task's error text that are kept (stored, printed)
+ERROR_LIMIT = 8 * 1024
+#: most characters of a task's traceback that are kept
+TRACEBACK_LIMIT = 64 * 1024
+#: environment variable every worker process of a run carries, naming the run
+RUN_ID_ENV = "SPECFLOW_RUN_ID"
+#: lines of task logs that mark where one task's output begins and ends start with this
+LOG_MARK = "==> "
 
 
 class TaskTimeoutError(Exception):
     """A task ran longer than its ``runtime_limit_sec``."""
+
+
+class DriverInterrupt(KeyboardInterrupt):
+    """Raised in the driving process (by a signal handler: Ctrl-C, SIGTERM, SIGHUP) to stop
+    the run. Unlike a ``KeyboardInterrupt`` a task raises itself, it is never taken as that
+    task's failure: it ends the run."""
 
 
 @dataclass
@@ -67,6 +83,12 @@ class BackendContext:
     #: job ids of earlier drivers of this run that may still be alive (resume)
     previous_jobs: tuple[str, ...] = ()
     semaphores: dict[str, int] = field(default_factory=dict)
+    #: where task logs go (``None``: ``<run_dir>/logs``)
+    log_dir: Path | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.log_dir if self.log_dir is not None else self.run_dir / "logs"
 
 
 class Backend(abc.ABC):
@@ -108,6 +130,18 @@ class Backend(abc.ABC):
     def job_updates(self) -> list[JobRecord]:
         """Jobs whose state changed since the last call (backends without jobs: none)."""
         return []
+
+    def recent_output(self) -> list[str]:
+        """Lines tasks printed (stdout and stderr) since the last call, oldest first, without
+        the task boundary marks; at most a screenful. Backends that do not capture task
+        output on this machine return none."""
+        return []
+
+    def console_stream(self) -> TextIO | None:
+        """A stream the driver's display must write to instead of ``sys.stderr`` while tasks
+        run, or ``None`` when ``sys.stderr`` is fine (backends that redirect the driving
+        process's own file descriptors 1 and 2 around tasks give one)."""
+        return None
 
 
 _WORKER: tuple[int, str] = (-1, "")
@@ -153,13 +187,92 @@ def _exc_types(exc: BaseException) -> tuple[str, ...]:
     )
 
 
-def run_task(task: Task) -> Outcome:
-    """Run one task where this is called and describe what happened. Never raises for the
-    task's own exceptions (KeyboardInterrupt and SystemExit still propagate)."""
+def bounded(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was cut. With
+    ``keep_tail`` the end is kept too (a traceback's last lines name the error)."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    mark = f"\n… {cut:,} characters cut …\n"
+    if keep_tail:
+        head = limit // 4
+        return text[:head] + mark + text[len(text) - (limit - head):]
+    return text[:limit] + mark.rstrip("\n")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``, bounded."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error
+        message = f"<unprintable {type(exc).__name__}>"
+    if len(message) > ERROR_LIMIT:
+        message = bounded(message, ERROR_LIMIT)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def format_traceback(exc: BaseException) -> str:
+    try:
+        # each piece bounded on its own: a huge message must not crowd out the frames
+        text = "".join(bounded(piece, ERROR_LIMIT)
+                       for piece in traceback.TracebackException.from_exception(exc).format())
+    except Exception:  # noqa: BLE001
+        text = describe_error(exc)
+    return bounded(text, TRACEBACK_LIMIT, keep_tail=True)
+
+
+class _Sink:
+    __slots__ = ()
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _out_of_band(buffer: Any) -> bool:
+    return False  # large buffers (arrays, bytes) are not copied while checking
+
+
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, complex})
+
+
+def unpicklable_reason(value: Any) -> str | None:
+    """Why ``value`` cannot be pickled (so it cannot leave a worker or be stored), or
+    ``None`` when it can. Plain values are answered at once; others are pickled into a sink
+    without copying their large buffers."""
+    if type(value) in _PLAIN:
+        return None
+    try:
+        pickle.Pickler(_Sink(), protocol=5, buffer_callback=_out_of_band).dump(value)
+    except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+        return describe_error(exc)
+    return None
+
+
+def transport_failure(outcome: Outcome, reason: str) -> Outcome:
+    """``outcome`` turned into the failure of a task whose value cannot be pickled."""
+    outcome.ok = False
+    outcome.value = None
+    outcome.error = bounded(
+        f"TaskTransportError: the task's return value cannot be pickled: {reason}", ERROR_LIMIT
+    )
+    outcome.exc_types = ("TaskTransportError",)
+    return outcome
+
+
+def run_task(task: Task, *, check_value: bool = True, time_limit: bool = True) -> Outcome:
+    """Run one task where this is called and describe what happened.
+
+    Everything the task raises becomes its failure, ``SystemExit`` and ``KeyboardInterrupt``
+    included; only a :class:`DriverInterrupt` (the driver being stopped) propagates. With
+    ``check_value`` a return value that cannot be pickled fails the task, as it would on a
+    backend that ships values between processes. ``time_limit`` arms the cooperative
+    ``SIGALRM`` limit (backends that enforce the limit from outside still use it as the
+    gentle first step).
+    """
     limit = task.runtime_limit_sec
     started = _now()
     try:
-        if limit:
+        if limit and time_limit:
             with _time_limit(limit):
                 value = task.fn(**task.kwargs)
             finished = _now()
@@ -168,18 +281,25 @@ def run_task(task: Task) -> Outcome:
         else:
             value = task.fn(**task.kwargs)
             finished = _now()
-        return Outcome(task.id, True, value, None, (), None, started, finished, worker_name())
-    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+    except DriverInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
         return Outcome(
             task.id,
             False,
-            error=f"{type(exc).__name__}: {exc}",
+            error=describe_error(exc),
             exc_types=_exc_types(exc),
-            traceback=traceback.format_exc(),
+            traceback=format_traceback(exc),
             started=started,
             finished=_now(),
             worker=worker_name(),
         )
+    outcome = Outcome(task.id, True, value, None, (), None, started, finished, worker_name())
+    if check_value and value is not None:
+        reason = unpicklable_reason(value)
+        if reason is not None:
+            transport_failure(outcome, reason)
+    return outcome
 
 
 _now = time.time
@@ -188,6 +308,63 @@ _now = time.time
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
     """Run tasks one after another; one outcome each, in order."""
     return [run_task(t) for t in tasks]
+
+
+def task_header(task: Task) -> bytes:
+    """The log line that opens a task's output."""
+    return f"{LOG_MARK}task {task.id} ({task.operation})\n".encode()
+
+
+def task_footer(task: Task, outcome: Outcome) -> bytes:
+    """The log line that closes a task's output."""
+    how = f"done in {outcome.finished - outcome.started:.3f} s" if outcome.ok else \
+        f"failed: {bounded(outcome.error or 'failed', 500)}"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outcome.finished))
+    return f"{LOG_MARK}task {task.id} ({task.operation}) {how} at {stamp}\n".encode()
+
+
+class LogTail:
+    """Reads the lines appended to a set of log files since the last call."""
+
+    MAX_LINES = 200
+    MAX_BYTES = 64 * 1024
+
+    def __init__(self) -> None:
+        self._offsets: dict[str, int] = {}
+        self._partial: dict[str, bytes] = {}
+
+    def watch(self, path: str) -> None:
+        if path not in self._offsets:
+            try:
+                self._offsets[path] = os.path.getsize(path)
+            except OSError:
+                self._offsets[path] = 0
+
+    def read(self) -> list[str]:
+        lines: list[str] = []
+        for path, offset in self._offsets.items():
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            if size <= offset:
+                if size < offset:
+                    self._offsets[path] = size
+                continue
+            start = max(offset, size - self.MAX_BYTES)
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(size - start)
+            self._offsets[path] = start + len(data)
+            data = (self._partial.pop(path, b"") if start == offset else b"") + data
+            parts = data.split(b"\n")
+            if parts[-1]:
+                self._partial[path] = parts[-1][-4096:]
+            for raw in parts[:-1]:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                if not line.startswith(LOG_MARK):
+                    lines.append(line)
+        return lines[-self.MAX_LINES:]
 
 
 def import_modules(imports: Sequence[str]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from specflow.backends import Backend, BackendContext, make_backend
-from specflow.backends.base import Outcome
+from specflow.backends.base import DriverInterrupt, Outcome
 from specflow.builder import build, import_user_module
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
@@ -83,7 +83,7 @@ def load(path: str, overrides: Sequence[str] = (),
 
 
 # -- driving ------------------------------------------------------------------------------
-class Terminated(KeyboardInterrupt):
+class Terminated(DriverInterrupt):
     """The driver received SIGTERM or SIGHUP: stop like Ctrl-C."""
 
 
@@ -136,21 +136,13 @@ def drive(
         run_dir=run_dir, run_id=run_dir.name, imports=tuple(imports), previous_jobs=previous,
         semaphores=dict(settings.semaphores),
     )
-    from specflow import resources
-
-    if settings.semaphores:
-        resources.configure_semaphores(dict(settings.semaphores))
     executor = Executor(
         backend, checkpoint=ckpt, keep_going=settings.keep_going,
         retry=settings.retry_policy(), events=bus, progress=prog, context=ctx,
         batch_size=settings.batch_size or 256,
     )
-    try:
-        with _stop_signals():
-            return executor.run(target)
-    finally:
-        if settings.semaphores:
-            resources.configure_semaphores({})
+    with _stop_signals():
+        return executor.run(target)
 
 
 def execute(

@@ -177,11 +177,22 @@ def test_runtime_limit_stops_a_slow_task(workdir: Path, backend: str) -> None:
     assert "TaskTimeoutError" in report.failures[0].error
 
 
-def test_dead_worker_is_replaced_and_its_task_retried(workdir: Path) -> None:
+def test_dead_worker_fails_its_task_naming_the_exit_status(workdir: Path) -> None:
     from user_ops import die_once
 
     marker = workdir / "marker"
     report = specflow.execute(die_once.make_task(marker=str(marker)), backend="local", workers=2)
+    assert report.status == "failed"
+    assert marker.read_text() == "died"
+    assert "worker exited with status 17 while running this task" in report.failures[0].error
+
+
+def test_dead_worker_is_replaced_and_a_transient_death_retried(workdir: Path) -> None:
+    from user_ops import die_once
+
+    marker = workdir / "marker"
+    report = specflow.execute(die_once.make_task(marker=str(marker)), backend="local", workers=2,
+                              transient_errors=["WorkerDied"])
     assert report.status == "done"
     assert marker.read_text() == "died"
     assert report.counts["test.die_once"]["retried"] >= 1
