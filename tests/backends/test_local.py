@@ -3,6 +3,7 @@ outcomes stream back per task, a task's mishap stays in its task, output lands i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -323,15 +324,15 @@ def test_semaphores_belong_to_their_run(workdir: Path) -> None:
     assert second.status == "done"
     import sqlite3
 
-    def value(run: str) -> str:
+    def value(run: str) -> object:
         con = sqlite3.connect(workdir / run / "checkpoint.db")
         try:
-            return str(con.execute("SELECT value_json FROM tasks").fetchone()[0])
+            return json.loads(con.execute("SELECT value_json FROM tasks").fetchone()[0])
         finally:
             con.close()
 
-    assert value("a") == '{"cpu": 1, "read": 2}'
-    assert value("b") == "{}"
+    assert value("a") == {"cpu": 1, "read": 2}
+    assert value("b") == {}
 
 
 @pytest.mark.parametrize("bad", [{"cpu": -1}, {"cpu": 0}, {"read": "2"}, {"cpu": 1.5},
