@@ -102,7 +102,11 @@ def run(
         typer.Option("--keep-going/--fail-fast", help="Skip only dependents of failed tasks."),
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts for transient errors.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Build and count tasks; run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Count per operation the tasks the run would execute; run and write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="With --dry-run: print the counts as JSON.")] = False,
     allow_shell: Annotated[bool, typer.Option(help="Allow `shell` operations.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
@@ -117,15 +121,7 @@ def run(
         if dry_run:
             loaded, source = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, allow_shell=allow_shell)
-            counts = runs.count_tasks(prepared.target)
-            t = Table(title=f"{spec}: tasks per operation (dry run)", title_justify="left")
-            t.add_column("operation")
-            t.add_column("tasks", justify="right")
-            for op, n in counts.items():
-                t.add_row(op, f"{n:,}")
-            t.add_row("[bold]total[/]", f"[bold]{sum(counts.values()):,}[/]")
-            out.print(t)
-            return EXIT_OK
+            return _print_dry_run(spec, runs.count_tasks(prepared.target), as_json)
         cli_settings = {"backend": backend, "workers": workers, "keep_going": keep_going,
                         "max_attempts": max_attempts}
         report, rdir = runs.run_spec(
@@ -136,6 +132,39 @@ def run(
         return report.exit_code
 
     raise typer.Exit(_guard(body))
+
+
+def _print_dry_run(spec: str, result: Any, as_json: bool) -> int:
+    """Print a dry run's counts. Exit 0 when they are exact or only a run can tell the rest;
+    2 when the walk found a failure the real run would meet."""
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+    else:
+        out.print(f"{spec}: tasks per operation (dry run)", markup=False, highlight=False,
+                  soft_wrap=True)
+        t = Table()
+        t.add_column("operation")
+        t.add_column("tasks", justify="right")
+        at_least = "" if result.exact else "≥ "
+        for op, n in sorted(result.counts.items()):
+            t.add_row(op, f"{at_least}{n:,}")
+        t.add_row("[bold]total[/]", f"[bold]{at_least}{result.total:,}[/]")
+        out.print(t)
+        if result.duplicates:
+            out.print(f"{result.duplicates:,} duplicate task(s) would run once")
+        if result.unknown:
+            out.print(f"at least {result.total:,} tasks: the rest depends on values only a run "
+                      "produces", highlight=False)
+            for u in result.unknown[:10]:
+                out.print(f"  counting stopped in flow {u.flow!r}: {u.reason}", markup=False,
+                          highlight=False, soft_wrap=True)
+            if len(result.unknown) > 10:
+                out.print(f"  ... and {len(result.unknown) - 10} more flows", highlight=False)
+    if result.failure is not None:
+        err.print("[bold red]error:[/] the run would fail: ", end="")
+        err.print(result.failure.reason, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 @app.command()

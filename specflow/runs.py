@@ -19,13 +19,13 @@ from typing import Any
 
 from specflow import __version__, resources
 from specflow.backends import BACKEND_NAMES, Backend, BackendContext, make_backend
-from specflow.backends.base import Outcome
 from specflow.builder import build, import_user_module, register
 from specflow.execution.checkpoint import Checkpoint
+from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RetryPolicy, RunReport
 from specflow.flow import ops
-from specflow.flow.task import Task, TransientErrorCondition
+from specflow.flow.task import TransientErrorCondition
 from specflow.spec import SpecError, apply_overrides, load_spec_with_source
 from specflow.spec.source import SourceMap
 
@@ -261,32 +261,9 @@ def _execute(
 
 
 # -- dry runs -----------------------------------------------------------------------------
-class CountingBackend(Backend):
-    """Completes every task at once without running it: for ``--dry-run`` counts."""
-
-    name = "dry-run"
-
-    def __init__(self) -> None:
-        self._done: list[Outcome] = []
-
-    def capacity(self) -> int:
-        return 4096
-
-    def submit(self, tasks: Sequence[Task]) -> None:
-        self._done.extend(Outcome(t.id, True) for t in tasks)
-
-    def wait(self, timeout: float) -> list[Outcome]:
-        out, self._done = self._done, []
-        return out
-
-    def in_flight(self) -> int:
-        return len(self._done)
-
-
-def count_tasks(target: Any) -> dict[str, int]:
-    """Tasks per operation that ``target`` would run (values of dependencies are None)."""
-    report = Executor(CountingBackend(), batch_size=4096).run(target)
-    return {op: c.get("submitted", 0) for op, c in sorted(report.counts.items())}
+def count_tasks(target: Any) -> DryRunResult:
+    """The tasks per operation a real run of ``target`` executes, running none."""
+    return dry_run(target)
 
 
 # -- from a spec file ---------------------------------------------------------------------
