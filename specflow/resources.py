@@ -25,13 +25,31 @@ def mp_context() -> Any:
     return multiprocessing.get_context("forkserver")
 
 
-def configure_semaphores(limits: dict[str, int]) -> None:
-    """Bound each named resource to ``limits[name]`` concurrent holders."""
+class SemaphoreLimitError(ValueError):
+    """A semaphore limit that cannot be: an unknown resource, or not a positive integer."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def check_limits(limits: Any) -> None:
+    """Raise :class:`SemaphoreLimitError` for the first limit that cannot be."""
+    if not isinstance(limits, dict):
+        raise SemaphoreLimitError("", f"semaphores must map resource names to limits, got "
+                                      f"{type(limits).__name__}")
     for name, n in limits.items():
         if name not in RESOURCES:
-            raise ValueError(f"unknown resource {name!r}; expected one of {', '.join(RESOURCES)}")
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"semaphore {name!r} needs a positive integer, got {n!r}")
+            raise SemaphoreLimitError(
+                str(name), f"unknown resource {name!r}; expected one of {', '.join(RESOURCES)}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise SemaphoreLimitError(
+                str(name), f"semaphore {name!r} needs a positive integer, got {n!r}")
+
+
+def configure_semaphores(limits: dict[str, int]) -> None:
+    """Bound each named resource to ``limits[name]`` concurrent holders."""
+    check_limits(limits)
     _SEMAPHORES.clear()
     _LIMITS.clear()
     for name, n in limits.items():

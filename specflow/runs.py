@@ -17,16 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 from specflow import __version__, resources
 from specflow.backends import BACKEND_NAMES, Backend, BackendContext, make_backend
 from specflow.builder import build, import_user_module, register
-from specflow.execution.checkpoint import Checkpoint
+from specflow.builder.build import locate
+from specflow.execution.checkpoint import Checkpoint, CheckpointError
 from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RetryPolicy, RunReport
 from specflow.flow import ops
+from specflow.flow.runnable import check_runnable
 from specflow.flow.task import TransientErrorCondition
 from specflow.spec import SpecError, apply_overrides, load_spec_with_source
+from specflow.spec.errors import join_path
 from specflow.spec.source import SourceMap
 
 RUN_ROOT_ENV = "SPECFLOW_RUN_ROOT"
@@ -58,6 +63,11 @@ def _request(target: Any, backend: str, settings: dict[str, Any], rest: dict[str
             f"unknown backend {backend!r}; expected one of {', '.join(BACKEND_NAMES)}",
             path="backend",
         )
+    if settings.get("semaphores") is not None:
+        try:
+            resources.check_limits(settings["semaphores"])
+        except resources.SemaphoreLimitError as exc:
+            raise SpecError(str(exc), path=join_path("semaphores", exc.name)) from None
     s = {k: v for k, v in settings.items() if v is not None}
     s["backend"] = backend
     return ExecutionRequest(target, s, rest)
@@ -284,8 +294,17 @@ def prepare(spec: Any, source: SourceMap, *, allow_shell: bool = False) -> Prepa
     ops.allow_shell(allow_shell)
     built = build(spec, source=source)
     if isinstance(built, ExecutionRequest):
+        _check_runnable(built.target, "target", source)
         return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))
+    _check_runnable(built, "", source)
     return PreparedRun(built, {}, {})
+
+
+def _check_runnable(target: Any, path: str, source: SourceMap) -> None:
+    try:
+        check_runnable(target, path)
+    except SpecError as exc:
+        raise locate(exc, source) from None
 
 
 def load(path: str, overrides: Sequence[str] = (), imports: Sequence[str] = ()) -> tuple[Any, SourceMap]:
@@ -320,21 +339,59 @@ def run_spec(
             f"{cpath} already exists: use `specflow resume {cpath}` or choose another --run-dir"
         )
     abs_imports = [_abs_import(i) for i in imports]
-    ckpt = Checkpoint(cpath, create=True)
+    ckpt = _new_checkpoint(rdir, cpath, bool(run_dir))
     try:
-        ckpt.create_run(
-            run_id=rdir.name, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
-            spec_file_hash=file_hash(path), overrides=list(overrides),
-            imports=abs_imports,
-            settings={**settings, "allow_shell": allow_shell,
-                      "backend_settings": prepared.backend_settings},
-            version=__version__,
-        )
+        try:
+            ckpt.create_run(
+                run_id=rdir.name, spec=spec, spec_hash=digest,
+                spec_file=str(Path(path).resolve()), spec_file_hash=file_hash(path),
+                overrides=list(overrides), imports=abs_imports,
+                settings={**settings, "allow_shell": allow_shell,
+                          "backend_settings": prepared.backend_settings},
+                version=__version__,
+            )
+        except (OSError, sa_exc.OperationalError) as exc:
+            ckpt.close()
+            _discard(cpath)
+            raise SpecError(f"cannot create the run in {rdir}: {_short(exc)}") from None
         report = _run_prepared(prepared, settings, ckpt, rdir, abs_imports, progress,
                                listeners)
     finally:
         ckpt.close()
     return report, rdir
+
+
+def _new_checkpoint(rdir: Path, cpath: Path, named: bool) -> Checkpoint:
+    """Create the checkpoint of a new run, refusing a run dir that cannot hold one."""
+    what = f"--run-dir {rdir}" if named else f"the run dir {rdir}"
+    for parent in (rdir, *rdir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise SpecError(f"{what}: {parent} is a file, not a folder")
+            break
+    try:
+        return Checkpoint(cpath, create=True)
+    except (OSError, CheckpointError, sa_exc.OperationalError) as exc:
+        _discard(cpath)
+        raise SpecError(f"cannot create the run in {rdir}: {_short(exc)}") from None
+
+
+def _discard(cpath: Path) -> None:
+    """Remove what a failed creation of the checkpoint ``cpath`` left (and its empty dir)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            Path(f"{cpath}{suffix}").unlink(missing_ok=True)
+        except OSError:
+            pass
+    try:
+        cpath.parent.rmdir()
+    except OSError:
+        pass
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text if len(text) < 300 else text[:297] + "..."
 
 
 def _abs_import(name: str) -> str:
