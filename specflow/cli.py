@@ -224,8 +224,9 @@ def validate(
     imports: ImportOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Load each spec and check it against the registry and its JSON Schema, running and
-    building nothing. Reports every problem; exit 2 on any."""
+    """Check each spec as `run` would before running a task: against the registry and its
+    JSON Schema, then built (building writes nothing) and its flows walked like a dry run,
+    for their first tasks. Runs and writes nothing. Reports every problem; exit 2 on any."""
 
     def body() -> int:
         import jsonschema
@@ -253,6 +254,9 @@ def validate(
                     where = format_path(list(e.absolute_path))
                     problems.append(SpecError(_short_schema_error(e), path=where or None,
                                               locations=[source.locate(where)]))
+            notes: list[str] = []
+            if not problems:
+                problems, notes = _check_as_run(loaded, source)
             if problems:
                 bad += 1
                 err.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")
@@ -261,9 +265,56 @@ def validate(
                               highlight=False)
             else:
                 out.print(f"[green]✓[/] {path}")
+            for note in notes:
+                out.print(f"  note: {note}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE if bad else EXIT_OK
 
     raise typer.Exit(_guard(body))
+
+
+VALIDATE_TASKS_PER_FLOW = 1000
+
+
+def _check_as_run(loaded: Any, source: Any) -> tuple[list[Any], list[str]]:
+    """What ``run`` would refuse before running a task: the spec is built (building writes
+    nothing) and must be runnable, and every flow is walked as a dry run does, for its first
+    tasks, so that flows refusing their configuration are found. Returns the problems and
+    notes (the opt-ins the run will need)."""
+    from specflow import runs
+    from specflow.execution.dryrun import DryRun
+    from specflow.flow import ops
+    from specflow.spec import SpecError
+
+    notes = []
+    if _uses_type(loaded, "shell"):
+        notes.append("the run will need --allow-shell (the spec runs shell commands)")
+    try:
+        prepared = runs.prepare(loaded, source, allow_shell=True)
+    except SpecError as exc:
+        return [exc], notes
+    finally:
+        ops.allow_shell(False)
+    result = DryRun(tasks_per_flow=VALIDATE_TASKS_PER_FLOW).run(prepared.target)
+    if result.failure is not None:
+        return [SpecError(f"the run would fail: {result.failure.reason}")], notes
+    return [], notes
+
+
+def _uses_type(spec: Any, name: str) -> bool:
+    stack = [spec]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            if node.get("@type") == name:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _short_schema_error(e: Any) -> str:
