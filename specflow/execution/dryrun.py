@@ -211,15 +211,18 @@ class DryRun:
         elif isinstance(item, Task):
             frame = _Frame("target", iter((item,)), False)
             self._stack.append(frame)
-        elif callable(item) and callable(getattr(item, "flow", None)):
+        elif parent is None and callable(item) and callable(getattr(item, "flow", None)):
             flow = item()
             if not isinstance(flow, Flow):
                 self._cannot_execute(item)
             self._push_item(parent, flow)
         else:
-            self._cannot_execute(item)
+            self._cannot_execute(item, parent)
 
-    def _cannot_execute(self, item: Any) -> NoReturn:
+    def _cannot_execute(self, item: Any, parent: _Frame | None = None) -> NoReturn:
+        if parent is not None:
+            self._fail(parent.name, f"flow {parent.name!r} yielded {type(item).__name__}; a "
+                       "flow yields Tasks, Flows, lists of those, or Dependency markers")
         self._fail("target", f"cannot execute a {type(item).__name__}: the target must be a "
                    "Flow, a Task, a flow schema or a list of them")
 
