@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from specflow.builder.provenance import get_spec
-from specflow.flow.ids import task_id
+from specflow.flow.ids import task_id, task_id_template
 from specflow.flow.task import Task, TransientErrorCondition
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,6 +116,21 @@ class TaskableOperation:
             max_attempts=o.max_attempts,
             transient=o.transient,
         )
+
+    def task_maker(self, **common: Any) -> Callable[..., Task]:
+        """``maker(**rest)`` is ``make_task(**common, **rest)`` (the same task, the same id),
+        quicker when many tasks share large arguments: their canonical form is worked out
+        once. The ``common`` values must not change while the maker is used."""
+        ids = task_id_template(self.name, self._identity(), common)
+        name = self.name
+        o = self.options
+
+        def make(**rest: Any) -> Task:
+            return Task(fn=self, kwargs={**common, **rest}, id=ids(rest), operation=name,
+                        priority=o.priority, runtime_limit_sec=o.runtime_limit_sec,
+                        max_attempts=o.max_attempts, transient=o.transient)
+
+        return make
 
     def with_options(self, **options: Any) -> TaskableOperation:
         """A copy with other task settings (``priority``, ``runtime_limit_sec``, ...)."""
