@@ -118,6 +118,8 @@ def run(
         _load_builtins()
         if backend is not None and backend not in ("inline", "local", "slurm"):
             _fail(f"--backend {backend}: expected inline, local or slurm")
+        if as_json and not dry_run:
+            _fail("--json goes with --dry-run (a run's JSON is `specflow status RUN --json`)")
         if dry_run:
             loaded, source = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, allow_shell=allow_shell)
