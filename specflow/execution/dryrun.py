@@ -86,9 +86,6 @@ class DryRunFailure(Exception):
         self.where = where
 
 
-_NONE: Any = object()  # a value a dry-value function gave as None
-
-
 class _Frame:
     __slots__ = ("name", "items", "send", "fed_unknown", "is_gen", "taken", "owner")
 
@@ -253,7 +250,8 @@ class DryRun:
                 return
             self._fail(fr.name, f"{task.operation} would fail: {type(exc).__name__}: {exc}",
                        exc, task.operation)
-        self._values[key] = _NONE if value is None else value
+        if value is not None:  # a None is not kept: its operation tells (see _dependency)
+            self._values[key] = value
 
     # -- dependencies --------------------------------------------------------------------
     def _dependency(self, fr: _Frame, target: Any) -> Any:
@@ -271,8 +269,6 @@ class DryRun:
                 if value is not None:
                     fr.fed_unknown = value
                 return value
-            if value is _NONE:
-                return None
             if type(value) is Unknown:
                 fr.fed_unknown = value
             return value
