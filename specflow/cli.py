@@ -121,6 +121,7 @@ def run(
         if as_json and not dry_run:
             _fail("--json goes with --dry-run (a run's JSON is `specflow status RUN --json`)")
         if dry_run:
+            sys.dont_write_bytecode = True  # not even the imported modules' caches
             loaded, source = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, allow_shell=allow_shell)
             return _print_dry_run(spec, runs.count_tasks(prepared.target), as_json)
@@ -239,6 +240,7 @@ def validate(
         from specflow.spec import SpecError
         from specflow.spec.source import format_path
 
+        sys.dont_write_bytecode = True  # validating writes nothing, not even module caches
         _load_builtins()
         validator = jsonschema.Draft202012Validator(registry_schema())
         bad = 0

@@ -85,7 +85,9 @@ def _readme_ops(pure: bool) -> str:
 def test_readme_count_up_dry_run_is_exact(workdir: Path) -> None:
     write(workdir / "my_ops.py", _readme_ops(pure=True))
     write(workdir / "spec.yaml", '"@type": count_up\nn: 5\n')
+    before = listing(workdir)
     dry = dry_counts("-i", "my_ops.py", "spec.yaml", cwd=workdir)
+    assert listing(workdir) == before, "a dry run wrote something"
     real = real_counts("-i", "my_ops.py", "spec.yaml", cwd=workdir, run_dir="r")
     assert real == {"add_one": 6}
     assert dry == {"counts": {"add_one": 6}, "total": 6, "exact": True}
