@@ -119,7 +119,11 @@ def run(
         typer.Option("--keep-going/--fail-fast", help="Skip only dependents of failed tasks."),
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts for transient errors.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Build and count tasks; run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Count per operation the tasks the run would execute; run and write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="With --dry-run: print the counts as JSON.")] = False,
     allow_shell: Annotated[bool, typer.Option(help="Allow `shell` operations.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
     events_log: EventsLogOpt = None,
@@ -133,18 +137,13 @@ def run(
         if backend is not None and backend not in ("inline", "local", "slurm"):
             _fail(f"--backend {backend}: expected inline, local or slurm")
         opt_ins = runs.opt_ins_of(allow_shell=allow_shell)
+        if as_json and not dry_run:
+            _fail("--json goes with --dry-run (a run's JSON is `specflow status RUN --json`)")
         if dry_run:
+            sys.dont_write_bytecode = True  # not even the imported modules' caches
             loaded, source, _ = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
-            counts = runs.count_tasks(prepared.target)
-            t = Table(title=f"{spec}: tasks per operation (dry run)", title_justify="left")
-            t.add_column("operation")
-            t.add_column("tasks", justify="right")
-            for op, n in counts.items():
-                t.add_row(op, f"{n:,}")
-            t.add_row("[bold]total[/]", f"[bold]{sum(counts.values()):,}[/]")
-            out.print(t)
-            return EXIT_OK
+            return _print_dry_run(spec, runs.count_tasks(prepared.target), as_json)
         cli_settings = {"backend": backend, "workers": workers, "keep_going": keep_going,
                         "max_attempts": max_attempts}
         report, rdir = runs.run_spec(
@@ -156,6 +155,39 @@ def run(
         return report.exit_code
 
     raise typer.Exit(_guard(body))
+
+
+def _print_dry_run(spec: str, result: Any, as_json: bool) -> int:
+    """Print a dry run's counts. Exit 0 when they are exact or only a run can tell the rest;
+    2 when the walk found a failure the real run would meet."""
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+    else:
+        out.print(f"{spec}: tasks per operation (dry run)", markup=False, highlight=False,
+                  soft_wrap=True)
+        t = Table()
+        t.add_column("operation")
+        t.add_column("tasks", justify="right")
+        at_least = "" if result.exact else "≥ "
+        for op, n in sorted(result.counts.items()):
+            t.add_row(op, f"{at_least}{n:,}")
+        t.add_row("[bold]total[/]", f"[bold]{at_least}{result.total:,}[/]")
+        out.print(t)
+        if result.duplicates:
+            out.print(f"{result.duplicates:,} duplicate task(s) would run once")
+        if result.unknown:
+            out.print(f"at least {result.total:,} tasks: the rest depends on values only a run "
+                      "produces", highlight=False)
+            for u in result.unknown[:10]:
+                out.print(f"  counting stopped in flow {u.flow!r}: {u.reason}", markup=False,
+                          highlight=False, soft_wrap=True)
+            if len(result.unknown) > 10:
+                out.print(f"  ... and {len(result.unknown) - 10} more flows", highlight=False)
+    if result.failure is not None:
+        err.print("[bold red]error:[/] the run would fail: ", end="")
+        err.print(result.failure.reason, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 @app.command()
@@ -224,8 +256,9 @@ def validate(
     imports: ImportOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Load each spec and check it against the registry and its JSON Schema, running and
-    building nothing. Reports every problem; exit 2 on any."""
+    """Check each spec as `run` would before running a task: against the registry and its
+    JSON Schema, then built (building writes nothing) and its flows walked like a dry run,
+    for their first tasks. Runs and writes nothing. Reports every problem; exit 2 on any."""
 
     def body() -> int:
         import jsonschema
@@ -236,6 +269,7 @@ def validate(
         from specflow.spec import SpecError
         from specflow.spec.source import format_path
 
+        sys.dont_write_bytecode = True  # validating writes nothing, not even module caches
         _load_builtins()
         validator = jsonschema.Draft202012Validator(registry_schema())
         bad = 0
@@ -253,6 +287,9 @@ def validate(
                     where = format_path(list(e.absolute_path))
                     problems.append(SpecError(_short_schema_error(e), path=where or None,
                                               locations=[source.locate(where)]))
+            notes: list[str] = []
+            if not problems:
+                problems, notes = _check_as_run(loaded, source)
             if problems:
                 bad += 1
                 err.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")
@@ -261,9 +298,56 @@ def validate(
                               highlight=False)
             else:
                 out.print(f"[green]✓[/] {path}")
+            for note in notes:
+                out.print(f"  note: {note}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE if bad else EXIT_OK
 
     raise typer.Exit(_guard(body))
+
+
+VALIDATE_TASKS_PER_FLOW = 1000
+
+
+def _check_as_run(loaded: Any, source: Any) -> tuple[list[Any], list[str]]:
+    """What ``run`` would refuse before running a task: the spec is built (building writes
+    nothing) and must be runnable, and every flow is walked as a dry run does, for its first
+    tasks, so that flows refusing their configuration are found. Returns the problems and
+    notes (the opt-ins the run will need)."""
+    from specflow import run as runs
+    from specflow.execution.dryrun import DryRun
+    from specflow.flow import ops
+    from specflow.spec import SpecError
+
+    notes = []
+    if _uses_type(loaded, "shell"):
+        notes.append("the run will need --allow-shell (the spec runs shell commands)")
+    try:
+        prepared = runs.prepare(loaded, source, opt_ins={"shell"})
+    except SpecError as exc:
+        return [exc], notes
+    finally:
+        ops.allow_shell(False)
+    result = DryRun(tasks_per_flow=VALIDATE_TASKS_PER_FLOW).run(prepared.target)
+    if result.failure is not None:
+        return [SpecError(f"the run would fail: {result.failure.reason}")], notes
+    return [], notes
+
+
+def _uses_type(spec: Any, name: str) -> bool:
+    stack = [spec]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            if node.get("@type") == name:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _short_schema_error(e: Any) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from specflow.builder.provenance import get_spec
-from specflow.flow.ids import task_id
+from specflow.flow.ids import task_id, task_id_template
 from specflow.flow.task import Task, TransientErrorCondition
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,14 +67,22 @@ class TaskOptions:
 
 
 class TaskableOperation:
-    """A function that can also be turned into tasks."""
+    """A function that can also be turned into tasks.
 
-    def __init__(self, fn: Callable[..., Any], options: TaskOptions | None = None,
+    ``dry_run`` (a function of the task's arguments returning what the task would return,
+    without side effects) and ``pure`` (the function itself has no side effects) tell a dry
+    run how to get a task's value without running it (see :mod:`specflow.flow.dry`).
+    """
+
+    def __init__(self, fn: Callable[..., Any], options: TaskOptions | None = None, *,
+                 dry_run: Callable[..., Any] | None = None, pure: bool = False,
                  **option_values: Any) -> None:
         self.fn = fn
         self.options = options or TaskOptions.of(**option_values)
         functools.update_wrapper(self, fn)
         self._identity_cache: Any = None
+        self.dry_run = dry_run
+        self.pure = pure
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -109,11 +117,27 @@ class TaskableOperation:
             transient=o.transient,
         )
 
+    def task_maker(self, **common: Any) -> Callable[..., Task]:
+        """``maker(**rest)`` is ``make_task(**common, **rest)`` (the same task, the same id),
+        quicker when many tasks share large arguments: their canonical form is worked out
+        once. The ``common`` values must not change while the maker is used."""
+        ids = task_id_template(self.name, self._identity(), common)
+        name = self.name
+        o = self.options
+
+        def make(**rest: Any) -> Task:
+            return Task(fn=self, kwargs={**common, **rest}, id=ids(rest), operation=name,
+                        priority=o.priority, runtime_limit_sec=o.runtime_limit_sec,
+                        max_attempts=o.max_attempts, transient=o.transient)
+
+        return make
+
     def with_options(self, **options: Any) -> TaskableOperation:
         """A copy with other task settings (``priority``, ``runtime_limit_sec``, ...)."""
         if "transient" in options:
             options["transient"] = _as_conditions(options["transient"])
-        return TaskableOperation(self.fn, dataclasses.replace(self.options, **options))
+        return TaskableOperation(self.fn, dataclasses.replace(self.options, **options),
+                                 dry_run=self.dry_run, pure=self.pure)
 
     def __reduce__(self) -> Any:
         module = getattr(self.fn, "__module__", None)
@@ -149,15 +173,21 @@ def taskable_operation(
     runtime_limit_sec: float | None = None,
     max_attempts: int | None = None,
     transient: Iterable[TransientErrorCondition | str | tuple[str, str]] | None = None,
+    dry_run: Callable[..., Any] | None = None,
+    pure: bool = False,
 ) -> Any:
-    """Make ``fn`` an operation (usable bare or with options)."""
+    """Make ``fn`` an operation (usable bare or with options).
+
+    For dry runs: ``pure=True`` says ``fn`` has no side effects (a dry run calls it for its
+    value); ``dry_run=g`` gives a side-effect-free ``g`` taking the same arguments that returns
+    what ``fn`` would return. Without either, a dry run does not know the task's value."""
     options = TaskOptions.of(
         operation_name=operation_name, priority=priority, runtime_limit_sec=runtime_limit_sec,
         max_attempts=max_attempts, transient=transient,
     )
 
     def deco(f: Callable[..., Any]) -> TaskableOperation:
-        return TaskableOperation(f, options)
+        return TaskableOperation(f, options, dry_run=dry_run, pure=pure)
 
     return deco(fn) if fn is not None else deco
 
@@ -197,8 +227,12 @@ def taskable_operation_cls(
     runtime_limit_sec: float | None = None,
     max_attempts: int | None = None,
     transient: Iterable[TransientErrorCondition | str | tuple[str, str]] | None = None,
+    dry_run: Callable[..., Any] | None = None,
+    pure: bool = False,
 ) -> Any:
-    """Make a class with ``__call__`` an operation: its instances gain ``make_task``."""
+    """Make a class with ``__call__`` an operation: its instances gain ``make_task``.
+    ``pure`` and ``dry_run`` as for :func:`taskable_operation` (``dry_run`` is called with the
+    instance first, like a method)."""
 
     def deco(c: C) -> C:
         if not callable(getattr(c, "__call__", None)):  # noqa: B004
@@ -208,10 +242,25 @@ def taskable_operation_cls(
         c.__specflow_runtime_limit_sec__ = runtime_limit_sec  # type: ignore[attr-defined]
         c.__specflow_max_attempts__ = max_attempts  # type: ignore[attr-defined]
         c.__specflow_transient__ = _as_conditions(transient)  # type: ignore[attr-defined]
+        c.__specflow_dry_run__ = dry_run  # type: ignore[attr-defined]
+        c.__specflow_pure__ = pure  # type: ignore[attr-defined]
         c.make_task = _cls_make_task  # type: ignore[attr-defined]
         return c
 
     return deco(cls) if cls is not None else deco
+
+
+def dry_behaviour(fn: Any) -> tuple[Callable[..., Any] | None, bool]:
+    """How a dry run gets the value of a task whose ``fn`` this is: its dry-value function
+    (bound to the instance for class operations) and whether ``fn`` is pure."""
+    if isinstance(fn, TaskableOperation):
+        return fn.dry_run, fn.pure
+    cls = type(fn)
+    dry = getattr(cls, "__specflow_dry_run__", None)
+    pure = bool(getattr(cls, "__specflow_pure__", False))
+    if dry is not None:
+        return functools.partial(dry, fn), pure
+    return None, pure
 
 
 class Dependency:

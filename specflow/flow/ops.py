@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from specflow.builder.registry import register
-from specflow.flow.core import TaskableOperation
+from specflow.flow.core import Flow, TaskableOperation
 from specflow.flow.ids import task_id
 from specflow.flow.task import Task
 
@@ -70,9 +70,17 @@ def _shell_fn(command: str | list[str], cwd: str | None = None, env: dict[str, s
     return {"returncode": proc.returncode, "stdout": proc.stdout[-2000:]}
 
 
-_echo = TaskableOperation(_echo_fn, operation_name="echo")
-_sleep = TaskableOperation(_sleep_fn, operation_name="sleep")
-_noop = TaskableOperation(_noop_fn, operation_name="noop")
+def _echo_dry(message: Any) -> Any:
+    return message  # what echo returns, without printing
+
+
+def _sleep_dry(seconds: float, label: Any = None) -> float:
+    return seconds
+
+
+_echo = TaskableOperation(_echo_fn, operation_name="echo", dry_run=_echo_dry)
+_sleep = TaskableOperation(_sleep_fn, operation_name="sleep", dry_run=_sleep_dry)
+_noop = TaskableOperation(_noop_fn, operation_name="noop", pure=True)
 _system_info = TaskableOperation(_system_info_fn, operation_name="system_info")
 _shell = TaskableOperation(_shell_fn, operation_name="shell")
 
@@ -114,14 +122,50 @@ def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] 
     return _shell.make_task(command=command, cwd=cwd, env=env or {}, check=check)
 
 
+def _copy(task: Task, i: int) -> Task:
+    # every field of the task but its id and tags (quicker than dataclasses.replace, which
+    # matters for a million copies)
+    copy: Task = object.__new__(Task)
+    copy.__dict__.update(task.__dict__)
+    copy.id = task_id(task.operation, ["copy", task.id, i], {})
+    copy.tags = {**task.tags, "copy": str(i)}
+    return copy
+
+
+def _copies(task: Task, count: int) -> Generator[Any, Any, None]:
+    for start in range(0, count, _REPEAT_BATCH):
+        yield [_copy(task, i) for i in range(start, min(count, start + _REPEAT_BATCH))]
+
+
+_REPEAT_BATCH = 256
+
+
+class RepeatFlow(Flow):
+    """The copies of one task, made as they are taken (never all at once): a flow, and a
+    sequence of its tasks for Python callers."""
+
+    __slots__ = ("task", "count")
+
+    def __init__(self, task: Task, count: int) -> None:
+        super().__init__(_copies, (task, count), name="repeat")
+        self.task = task
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Task]:
+        return (_copy(self.task, i) for i in range(self.count))
+
+
 @register("repeat")
-def repeat(task: Task, count: int) -> list[Task]:
+def repeat(task: Task, count: int) -> RepeatFlow:
     """``count`` copies of ``task``; each copy's id is derived from the task's id and the
     copy's number, so the copies are distinct work that a resumed run still recognises."""
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise ValueError(f"count must be an integer, got {count!r}")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    return [
-        dataclasses.replace(task, id=task_id(task.operation, ["copy", task.id, i], {}),
-                            tags={**task.tags, "copy": str(i)})
-        for i in range(count)
-    ]
+    if not isinstance(task, Task):
+        raise ValueError(f"task must be a task (an operation's spec), got {type(task).__name__}")
+    return RepeatFlow(task, count)

@@ -39,12 +39,20 @@ import tensorstore as ts
 
 from specflow.builder.registry import register
 from specflow.flow.core import Dependency, Flow, TaskableOperation
+from specflow.flow.dry import dry_state
 from specflow.flow.ids import task_digest_of
 from specflow.processing.blending import BLEND_MODES, Combiner, neighbours
 from specflow.processing.operations import as_operation, crop_pad
 from specflow.resources import semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3
-from specflow.volumes.layers import TSLayer, forget_layer, kv_read, kv_write, kvstore_url
+from specflow.volumes.layers import (
+    ScaleInfo,
+    TSLayer,
+    forget_layer,
+    kv_read,
+    kv_write,
+    kvstore_url,
+)
 
 Array = npt.NDArray[Any]
 
@@ -367,14 +375,28 @@ reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.red
 # --------------------------------------------------------------------------- driver-side tasks
 
 
-def _prepare_dst(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
-    """Create ``dst`` (or check it) and describe its stored chunks at ``resolution``."""
-    info = dst.prepare_for_write(resolution)
+def _dst_info(info: ScaleInfo) -> dict[str, Any]:
     return {"chunk_size": list(info.chunk_size), "voxel_offset": list(info.voxel_offset),
             "size": list(info.size), "dtype": info.dtype, "num_channels": info.num_channels}
 
 
-prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst")
+def _prepare_dst(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
+    """Create ``dst`` (or check it) and describe its stored chunks at ``resolution``."""
+    return _dst_info(dst.prepare_for_write(resolution))
+
+
+def _planned_layers() -> dict[str, Any]:
+    """The layers this dry run's earlier tasks would have created or changed."""
+    planned: dict[str, Any] = dry_state().setdefault("specflow.layers", {})
+    return planned
+
+
+def _prepare_dst_dry(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
+    return _dst_info(dst.plan_write(resolution, _planned_layers()))
+
+
+prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst",
+                                dry_run=_prepare_dst_dry)
 
 
 def _staging_chunk(n: int) -> int:
@@ -387,23 +409,47 @@ def _create_staging(
     num_channels: int, region: VolumetricIndex,
 ) -> str:
     """Create the staging array: one slot of (chunk + 2 * blend) voxels per top-level chunk."""
+    layer = _staging_layer(path, grid, top, dtype, num_channels, resolution)
+    layer.prepare_for_write(resolution)
+    record = _staging_record(top, region)
+    kv_write(kvstore_url(path), "staging.json", json.dumps(record).encode())
+    return layer.path
+
+
+def _staging_layer(path: str, grid: list[int], top: Level, dtype: str, num_channels: int,
+                   resolution: list[float]) -> TSLayer:
     slot = top.output
-    layer = TSLayer(
+    return TSLayer(
         path, format="zarr3", info_dtype=dtype, info_num_channels=num_channels,
         info_resolution=resolution, info_voxel_offset=[0, 0, 0],
         info_size=[g * p for g, p in zip(grid, slot, strict=True)],
         info_chunk_size=[_staging_chunk(p) for p in slot], info_overwrite=True,
     )
-    layer.prepare_for_write(resolution)
-    record = {"region": {"resolution": list(region.resolution), "start": list(region.start),
-                         "stop": list(region.stop)},
-              "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop)}
-    kv_write(kvstore_url(path), "staging.json", json.dumps(record).encode())
+
+
+def _staging_record(top: Level, region: VolumetricIndex) -> dict[str, Any]:
+    return {"region": {"resolution": list(region.resolution), "start": list(region.start),
+                       "stop": list(region.stop)},
+            "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop)}
+
+
+def _planned_records() -> dict[str, Any]:
+    records: dict[str, Any] = dry_state().setdefault("specflow.staging_records", {})
+    return records
+
+
+def _create_staging_dry(
+    path: str, grid: list[int], top: Level, resolution: list[float], dtype: str,
+    num_channels: int, region: VolumetricIndex,
+) -> str:
+    layer = _staging_layer(path, grid, top, dtype, num_channels, resolution)
+    layer.plan_write(resolution, _planned_layers())
+    _planned_records()[layer.path] = _staging_record(top, region)
     return layer.path
 
 
 create_staging = TaskableOperation(
-    _create_staging, operation_name="subchunkable.create_staging"
+    _create_staging, operation_name="subchunkable.create_staging", dry_run=_create_staging_dry
 )
 
 
@@ -417,7 +463,14 @@ def _delete_staging(path: str) -> None:
     forget_layer(path)
 
 
-delete_staging = TaskableOperation(_delete_staging, operation_name="subchunkable.delete_staging")
+def _delete_staging_dry(path: str) -> None:
+    url = kvstore_url(path)
+    _planned_layers()[url] = (None, [])
+    _planned_records()[url] = None
+
+
+delete_staging = TaskableOperation(_delete_staging, operation_name="subchunkable.delete_staging",
+                                   dry_run=_delete_staging_dry)
 
 
 def reduction_parts(
@@ -489,8 +542,9 @@ class SubchunkableApplyFlow:
         common = {"op": self.op, "op_kwargs": self.op_kwargs, "levels": plan.levels,
                   "region": region, "subchunk_threads": self.subchunk_threads}
         if direct:
+            make = process_chunk.task_maker(dst=self.dst, **common)
             for chunk in region.iter_chunks(top.chunk):
-                yield process_chunk.make_task(chunk=chunk, dst=self.dst, **common)
+                yield make(chunk=chunk)
             yield Dependency()
             return
         path = self.staging_path()
@@ -501,8 +555,9 @@ class SubchunkableApplyFlow:
         yield create
         staged = yield Dependency(create)
         staging = TSLayer(staged)
+        make = process_chunk.task_maker(staging=staging, **common)
         for chunk in region.iter_chunks(top.chunk):
-            yield process_chunk.make_task(chunk=chunk, staging=staging, **common)
+            yield make(chunk=chunk)
         yield Dependency()
         if top.mode == "defer":
             return
@@ -516,9 +571,9 @@ def _reduce(
     staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
     stored: IVec3, offset: IVec3, max_size: IVec3 | None,
 ) -> Generator[Any, Any, None]:
+    make = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
-        yield reduce_chunk.make_task(staging=staging, dst=dst, region=region, top=top,
-                                     mode=mode, part=part)
+        yield make(part=part)
     yield Dependency()
 
 
@@ -688,8 +743,20 @@ def _read_staging_record(path: str) -> dict[str, Any]:
     return out
 
 
+def _read_staging_record_dry(path: str) -> dict[str, Any]:
+    records = _planned_records()
+    url = kvstore_url(path)
+    if url in records:
+        if records[url] is None:
+            raise FileNotFoundError(f"no staging array at {path} (an earlier task deletes it)")
+        out: dict[str, Any] = records[url]
+        return out
+    return _read_staging_record(path)  # reads only
+
+
 read_staging_record = TaskableOperation(
-    _read_staging_record, operation_name="subchunkable.read_staging_record"
+    _read_staging_record, operation_name="subchunkable.read_staging_record",
+    dry_run=_read_staging_record_dry,
 )
 
 

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from specflow.backends import Backend, BackendContext, make_backend
-from specflow.backends.base import DriverInterrupt, Outcome
+from specflow.backends.base import DriverInterrupt
 from specflow.builder import build, import_user_module
+from specflow.builder.build import locate
 from specflow.execution.checkpoint import Checkpoint
+from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
-from specflow.flow.task import Task
+from specflow.flow.runnable import check_runnable
 from specflow.run.entries import ExecutionRequest
 from specflow.run.record import Run, file_sha256, import_record, say_default
 from specflow.run.settings import OPT_INS, RunSettings
@@ -69,8 +71,17 @@ def prepare(spec: Any, source: SourceMap, *, opt_ins: Iterable[str] = ()) -> Pre
     ops.allow_shell("shell" in set(opt_ins))
     built = build(spec, source=source)
     if isinstance(built, ExecutionRequest):
+        _check_runnable(built.target, "target", source)
         return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))
+    _check_runnable(built, "", source)
     return PreparedRun(built, {}, {})
+
+
+def _check_runnable(target: Any, path: str, source: SourceMap) -> None:
+    try:
+        check_runnable(target, path)
+    except SpecError as exc:
+        raise locate(exc, source) from None
 
 
 def load(path: str, overrides: Sequence[str] = (),
@@ -206,32 +217,9 @@ def execute(
 
 
 # -- dry runs -----------------------------------------------------------------------------
-class CountingBackend(Backend):
-    """Completes every task at once without running it: for ``--dry-run`` counts."""
-
-    name = "dry-run"
-
-    def __init__(self) -> None:
-        self._done: list[Outcome] = []
-
-    def capacity(self) -> int:
-        return 4096
-
-    def submit(self, tasks: Sequence[Task]) -> None:
-        self._done.extend(Outcome(t.id, True) for t in tasks)
-
-    def wait(self, timeout: float) -> list[Outcome]:
-        out, self._done = self._done, []
-        return out
-
-    def in_flight(self) -> int:
-        return len(self._done)
-
-
-def count_tasks(target: Any) -> dict[str, int]:
-    """Tasks per operation that ``target`` would run (values of dependencies are None)."""
-    report = Executor(CountingBackend(), batch_size=4096).run(target)
-    return {op: c.get("submitted", 0) for op, c in sorted(report.counts.items())}
+def count_tasks(target: Any) -> DryRunResult:
+    """The tasks per operation a real run of ``target`` executes, running none."""
+    return dry_run(target)
 
 
 # -- from a spec file ---------------------------------------------------------------------

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 from specflow import __version__
 from specflow.execution.checkpoint import Checkpoint, CheckpointError, RunInfo
 from specflow.run.lease import Lease, LeaseHeld, driver_gone
@@ -81,8 +83,11 @@ class Run:
     ) -> Run:
         """A new run in ``run_dir``, its lease held by this process."""
         run_dir = run_dir.absolute()
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SpecError(f"--run-dir {run_dir}: is a file, not a folder")
+        for parent in (run_dir, *run_dir.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SpecError(f"--run-dir {run_dir}: {parent} is a file, not a folder")
+                break
         cpath = run_dir / CHECKPOINT_NAME
         if cpath.exists():
             raise SpecError(
@@ -94,10 +99,10 @@ class Run:
             raise SpecError(f"cannot create the run dir {run_dir}: {exc.strerror or exc}") from None
         try:
             ck = Checkpoint(cpath, create=True)
-        except CheckpointError:
-            raise
-        except OSError as exc:
-            raise SpecError(f"cannot create {cpath}: {exc.strerror or exc}") from None
+        except (CheckpointError, OSError, sa_exc.OperationalError) as exc:
+            _discard(run_dir)
+            text = str(getattr(exc, "orig", None) or getattr(exc, "strerror", None) or exc)
+            raise SpecError(f"cannot create the run in {run_dir}: {text[:300]}") from None
         try:
             lease = Lease.acquire(run_dir, ck)
         except LeaseHeld as exc:
@@ -115,6 +120,11 @@ class Run:
                 spec_file_hash=spec_file_hash, overrides=overrides, imports=imports,
                 settings=settings.record(), version=__version__, start_dir=os.getcwd(),
             )
+        except (OSError, sa_exc.OperationalError) as exc:
+            run.close()
+            _discard(run_dir)
+            text = str(getattr(exc, "orig", None) or exc)[:300]
+            raise SpecError(f"cannot create the run in {run_dir}: {text}") from None
         except BaseException:
             run.close()
             raise
@@ -160,6 +170,20 @@ class Run:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove what a failed creation of a run left in ``run_dir`` (and the dir if empty)."""
+    for name in (CHECKPOINT_NAME, f"{CHECKPOINT_NAME}-wal", f"{CHECKPOINT_NAME}-shm",
+                 f"{CHECKPOINT_NAME}-journal", "driver.lock"):
+        try:
+            (run_dir / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def say_default(text: str) -> None:

@@ -63,6 +63,7 @@ def loads_yaml(text: str, filename: str = "<string>") -> tuple[Any, SourceMap]:
         node = loader.get_single_node()
         if node is None:
             return None, source
+        _check_expansion(node, filename)
         value = _construct(loader, node, "", source, [])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -74,6 +75,61 @@ def loads_yaml(text: str, filename: str = "<string>") -> tuple[Any, SourceMap]:
     finally:
         loader.dispose()
     return value, source
+
+
+ALIAS_EXPANSION_LIMIT = 100_000
+"""Aliases may expand a YAML spec to at most this many values, or to ten times the values
+written, whichever is more: past that it is refused (a "billion laughs" document would
+otherwise be walked once per path through its aliases)."""
+
+
+def _check_expansion(root: yaml.Node, filename: str) -> None:
+    """Refuse a document whose aliases expand it beyond :data:`ALIAS_EXPANSION_LIMIT`,
+    without expanding it: each node's expanded size is computed once."""
+    size: dict[int, int] = {}
+    refs: dict[int, int] = {}
+    nodes: dict[int, yaml.Node] = {}
+    # iterative post-order walk of the node graph (shared nodes are aliases)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    refs[id(root)] = 1
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            total = 1
+            for child in _children(node):
+                total += size.get(id(child), 1)  # a node still open is a cycle: counted once
+            size[key] = total
+            continue
+        if key in nodes:
+            continue
+        nodes[key] = node
+        stack.append((node, True))
+        for child in _children(node):
+            refs[id(child)] = refs.get(id(child), 0) + 1
+            if id(child) not in nodes:
+                stack.append((child, False))
+    expanded = size[id(root)]
+    written = len(nodes)
+    if expanded <= max(ALIAS_EXPANSION_LIMIT, 10 * written):
+        return
+    worst = max((k for k in nodes if refs.get(k, 0) > 1),
+                key=lambda k: refs[k] * size.get(k, 1), default=id(root))
+    mark = nodes[worst].start_mark
+    raise SpecError(
+        f"YAML aliases expand this spec from {written:,} written values to {expanded:,} "
+        f"(more than {max(ALIAS_EXPANSION_LIMIT, 10 * written):,}): refused; the anchor here "
+        f"is used {refs.get(worst, 1):,} times and expands to {size.get(worst, 1):,} values",
+        locations=[Location(filename, mark.line + 1, mark.column + 1)],
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _construct(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -466,16 +466,17 @@ class TSLayer:
                 return s
         return None
 
-    def _requested_info(self, resolution: Sequence[float] | None) -> dict[str, Any]:
+    def _requested_info(self, resolution: Sequence[float] | None,
+                        stored: StoredLookup | None = None) -> dict[str, Any]:
         """The info_* settings, completed from the reference layer when one is named."""
         st = self.settings
         base: dict[str, Any] = {}
         if st["info_reference_path"]:
-            ref = TSLayer(st["info_reference_path"], readonly=True)
-            scales = ref.scales()
+            lookup = stored or _stored_on_disk
+            scales = lookup(TSLayer(st["info_reference_path"], readonly=True))[1]
             if not scales:
                 raise ValueError(f"info_reference_path {st['info_reference_path']} holds no layer")
-            ref_scale = (ref.scale(resolution) if resolution is not None else None) or scales[0]
+            ref_scale = (_at(scales, resolution) if resolution is not None else None) or scales[0]
             offset, size = list(ref_scale.voxel_offset), list(ref_scale.size)
             if resolution is not None and not _close(ref_scale.resolution, resolution):
                 # the same physical region at the resolution written
@@ -496,23 +497,21 @@ class TSLayer:
                 base[k] = st[f"info_{k}"]
         return base
 
-    def prepare_for_write(self, resolution: Sequence[float]) -> ScaleInfo:
-        """Make sure the layer can take writes at ``resolution``: create it (or the scale) from
-        the info settings when missing, and refuse metadata that differs from the settings
-        unless ``info_overwrite`` is set. Call it once, in the driving process, before workers
-        write."""
+    def _write_plan(self, res: Vec3, stored: StoredLookup) -> tuple[str, ScaleInfo, str, bool]:
+        """What :meth:`prepare_for_write` does at ``res``, decided without writing: the
+        action (``keep``, ``add_scale`` or ``create``), the scale written, the format, and
+        whether existing data is deleted. ``stored`` tells what a layer holds."""
         if self.readonly:
             raise PermissionError(f"layer {self.path} is read-only")
-        res = vec3(resolution, "resolution")
-        want = self._requested_info(res)
-        existing = self.scales()
-        fmt = self.format() or "zarr"
-        at_res = self.scale(res)
+        want = self._requested_info(res, stored)
+        found, existing = stored(self)
+        fmt = found or "zarr"
+        at_res = _at(existing, res)
         if existing:
             target = at_res or existing[0]
             diffs = _differences(target, want, check_resolution=at_res is not None)
             if not diffs and at_res is not None:
-                return at_res
+                return "keep", at_res, fmt, False
             if diffs and not self.settings["info_overwrite"]:
                 raise LayerMetadataError(
                     f"layer {self.path} exists with different metadata: {'; '.join(diffs)}. "
@@ -520,40 +519,69 @@ class TSLayer:
                     "change the info_* settings to match"
                 )
             if at_res is None and not diffs and fmt == "precomputed":
-                return self._add_scale(existing[0], res, want)
+                return "add_scale", self._scale_to_add(existing[0], res, want), fmt, False
             if at_res is None and not self.settings["info_overwrite"]:
-                stored = ", ".join(str(list(s.resolution)) for s in existing)
+                shown = ", ".join(str(list(s.resolution)) for s in existing)
                 raise LayerMetadataError(
-                    f"layer {self.path} ({fmt}) is stored at resolution {stored}, not "
+                    f"layer {self.path} ({fmt}) is stored at resolution {shown}, not "
                     f"{list(res)}; a {fmt} layer holds one resolution: write to another path, "
                     "or use a precomputed layer (it adds scales)"
                 )
-        info = self._complete_info(want, res)
+        return "create", self._complete_info(want, res), fmt, bool(existing)
+
+    def prepare_for_write(self, resolution: Sequence[float]) -> ScaleInfo:
+        """Make sure the layer can take writes at ``resolution``: create it (or the scale) from
+        the info settings when missing, and refuse metadata that differs from the settings
+        unless ``info_overwrite`` is set. Call it once, in the driving process, before workers
+        write."""
+        res = vec3(resolution, "resolution")
+        action, info, fmt, delete = self._write_plan(res, _stored_on_disk)
+        if action == "keep":
+            return info
         spec = _create_spec(fmt, self.path, info)
-        spec.update({"create": True, "delete_existing": bool(existing)})
+        if action == "add_scale":
+            spec.update({"create": True, "open": True})
+            ts.open(spec, context=self._context()).result()
+            self._forget()
+            return info
+        spec.update({"create": True, "delete_existing": delete})
         ts.open(spec, context=self._context()).result()
         if fmt == "zarr":
             kv_write(self.path, ".zattrs", json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode())
         self._forget()
         return info
 
-    def _add_scale(self, base: ScaleInfo, res: Vec3, want: dict[str, Any]) -> ScaleInfo:
+    def plan_write(self, resolution: Sequence[float],
+                   planned: dict[str, tuple[str | None, list[ScaleInfo]]]) -> ScaleInfo:
+        """What :meth:`prepare_for_write` would make of the layer, writing nothing: ``planned``
+        holds the layers earlier planned writes made or changed (by path: format and scales)
+        and takes this one's outcome."""
+        res = vec3(resolution, "resolution")
+
+        def stored(layer: TSLayer) -> tuple[str | None, list[ScaleInfo]]:
+            if layer.path in planned:
+                return planned[layer.path]
+            return _stored_on_disk(layer)
+
+        action, info, fmt, _ = self._write_plan(res, stored)
+        before = stored(self)[1]
+        after = before if action == "keep" else [*before, info] if action == "add_scale" \
+            else [info]
+        planned[self.path] = (fmt, after)
+        return info
+
+    def _scale_to_add(self, base: ScaleInfo, res: Vec3, want: dict[str, Any]) -> ScaleInfo:
         factor = [r / b for r, b in zip(res, base.resolution, strict=True)]
         lo = [int(np.floor(o / f)) for o, f in zip(base.voxel_offset, factor, strict=True)]
         hi = [int(np.ceil((o + s) / f)) for o, s, f in
               zip(base.voxel_offset, base.size, factor, strict=True)]
-        info = ScaleInfo(
+        return ScaleInfo(
             resolution=res, voxel_offset=ivec3(want.get("voxel_offset", lo)),
             size=ivec3(want.get("size", [b - a for a, b in zip(lo, hi, strict=True)])),
             chunk_size=ivec3(want.get("chunk_size", base.chunk_size)), dtype=base.dtype,
             num_channels=base.num_channels, layer_type=base.layer_type,
             compression=str(want.get("compression", base.compression)),
         )
-        spec = _create_spec("precomputed", self.path, info)
-        spec.update({"create": True, "open": True})
-        ts.open(spec, context=self._context()).result()
-        self._forget()
-        return info
 
     def _complete_info(self, want: dict[str, Any], res: Vec3) -> ScaleInfo:
         missing = [k for k in ("dtype", "size") if k not in want]
@@ -797,6 +825,22 @@ def _on_grid(idx: VolumetricIndex, res: Vec3) -> bool:
     except ValueError:
         return False
     return True
+
+
+StoredLookup = Callable[["TSLayer"], tuple[str | None, list[ScaleInfo]]]
+
+
+def _stored_on_disk(layer: TSLayer) -> tuple[str | None, list[ScaleInfo]]:
+    """The format and scales stored for ``layer`` (``(None, [])`` when nothing is there)."""
+    return layer.format(), layer.scales()
+
+
+def _at(scales: Sequence[ScaleInfo], resolution: Sequence[float]) -> ScaleInfo | None:
+    res = vec3(resolution)
+    for s in scales:
+        if _close(s.resolution, res):
+            return s
+    return None
 
 
 def _differences(have: ScaleInfo, want: dict[str, Any], *, check_resolution: bool) -> list[str]:
