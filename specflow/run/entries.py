@@ -20,9 +20,13 @@ class ExecutionRequest:
 
 def request(target: Any, settings: dict[str, Any],
             backend_settings: dict[str, Any] | None = None) -> ExecutionRequest:
+    """The request, its settings checked now (so that a mistake names its spec path)."""
+    from specflow.run.settings import RunSettings
+
+    given = {k: v for k, v in settings.items() if v is not None}
+    RunSettings.merge(given)
     return ExecutionRequest(
-        target, {k: v for k, v in settings.items() if v is not None},
-        {k: v for k, v in (backend_settings or {}).items() if v is not None},
+        target, given, {k: v for k, v in (backend_settings or {}).items() if v is not None},
     )
 
 

@@ -82,11 +82,12 @@ class Run:
         settings: RunSettings,
     ) -> Run:
         """A new run in ``run_dir``, its lease held by this process."""
+        shown = run_dir
         run_dir = run_dir.absolute()
         for parent in (run_dir, *run_dir.parents):
             if parent.exists():
                 if not parent.is_dir():
-                    raise SpecError(f"--run-dir {run_dir}: {parent} is a file, not a folder")
+                    raise SpecError(f"--run-dir {shown}: {parent} is a file, not a folder")
                 break
         cpath = run_dir / CHECKPOINT_NAME
         if cpath.exists():
@@ -96,13 +97,13 @@ class Run:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SpecError(f"cannot create the run dir {run_dir}: {exc.strerror or exc}") from None
+            raise SpecError(f"cannot create the run dir {shown}: {exc.strerror or exc}") from None
         try:
             ck = Checkpoint(cpath, create=True)
         except (CheckpointError, OSError, sa_exc.OperationalError) as exc:
             _discard(run_dir)
             text = str(getattr(exc, "orig", None) or getattr(exc, "strerror", None) or exc)
-            raise SpecError(f"cannot create the run in {run_dir}: {text[:300]}") from None
+            raise SpecError(f"cannot create the run in {shown}: {text[:300]}") from None
         try:
             lease = Lease.acquire(run_dir, ck)
         except LeaseHeld as exc:
@@ -124,7 +125,7 @@ class Run:
             run.close()
             _discard(run_dir)
             text = str(getattr(exc, "orig", None) or exc)[:300]
-            raise SpecError(f"cannot create the run in {run_dir}: {text}") from None
+            raise SpecError(f"cannot create the run in {shown}: {text}") from None
         except BaseException:
             run.close()
             raise

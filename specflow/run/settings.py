@@ -128,7 +128,7 @@ def _check(s: RunSettings) -> None:
                 path=f"semaphores.{name}",
             )
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise SpecError(f"semaphore {name!r} needs a whole number >= 1, got {n!r}",
+            raise SpecError(f"semaphore {name!r} needs a positive integer, got {n!r}",
                             path=f"semaphores.{name}")
     unknown = set(s.opt_ins) - set(OPT_INS)
     if unknown:

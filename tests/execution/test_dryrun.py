@@ -24,7 +24,7 @@ from specflow.processing import (
     copy,
     gaussian_filter,
 )
-from specflow.runs import execute
+from specflow.run import execute
 from specflow.volumes import VolumetricIndex, build_ts_layer
 
 TESTS = Path(__file__).resolve().parents[1]
