@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -31,6 +32,9 @@ from specflow.backends.base import (
 )
 from specflow.flow.task import Task
 
+#: the longest a call to :meth:`InlineBackend.wait` keeps finished outcomes to itself
+REPORT_EVERY_S = 0.05
+
 
 class InlineBackend(Backend):
     name = "inline"
@@ -39,6 +43,7 @@ class InlineBackend(Backend):
         self.batch_size = batch_size
         self.capture = capture
         self._queue: deque[Task] = deque()
+        self._done: list[Outcome] = []
         self._log_fd = -1
         self._log_path: str | None = None
         self._saved: tuple[int, int] | None = None
@@ -70,14 +75,22 @@ class InlineBackend(Backend):
         self._queue.extend(tasks)
 
     def wait(self, timeout: float) -> list[Outcome]:
+        """Run queued tasks and return their outcomes, at the latest once
+        :data:`REPORT_EVERY_S` has passed since the call began (so the driver records
+        finished work while the queue is long). Outcomes of tasks that finished before an
+        interrupt are kept for the next call."""
         queue = self._queue
-        out: list[Outcome] = []
-        append = out.append
+        done = self._done
+        append = done.append
+        clock = time.monotonic
+        until = clock() + REPORT_EVERY_S
         if self._saved is None:
             while queue:
                 append(run_task(queue[0]))
                 queue.popleft()
-            return out
+                if clock() >= until:
+                    break
+            return self._take()
         log_fd = self._log_fd
         saved_out, saved_err = self._saved
         log_path = self._log_path
@@ -85,7 +98,7 @@ class InlineBackend(Backend):
         write = os.write
         end = os.SEEK_END
         # fds 1 and 2 (and sys.stdout, sys.stderr, whatever they were) point at the log
-        # while this batch runs; the driver's display writes to console_stream() meanwhile
+        # while these tasks run; the driver's display writes to console_stream() meanwhile
         _flush()
         streams = sys.stdout, sys.stderr
         os.dup2(log_fd, 1)
@@ -103,17 +116,25 @@ class InlineBackend(Backend):
                 outcome.log_path = log_path
                 append(outcome)
                 queue.popleft()
+                if clock() >= until:
+                    break
         finally:
             _flush()
             sys.stdout, sys.stderr = streams
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
+        return self._take()
+
+    def _take(self) -> list[Outcome]:
+        out = self._done
+        self._done = []
         return out
 
     def in_flight(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._done)
 
     def cancel(self) -> None:
+        """Drop the queue; outcomes of finished tasks stay for the next :meth:`wait`."""
         self._queue.clear()
 
     def recent_output(self) -> list[str]:
