@@ -392,7 +392,9 @@ class LocalBackend(Backend):
                     kind, error = "WorkerDied", f"WorkerDied: {why} while running this task"
                 else:
                     kind, error = w.kill_reason
-                self._outcomes.append(self._failed(task, error, kind))
+                failed = self._failed(task, error, kind)
+                failed.log_path = w.log_path
+                self._outcomes.append(failed)
                 note.append(f"{LOG_MARK}task {task.id} ({task.operation}) failed: {error}\n")
             else:
                 self._outcomes.append(self._failed(

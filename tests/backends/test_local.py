@@ -188,6 +188,9 @@ def test_a_worker_death_fails_its_task_and_returns_the_rest_of_its_batch_as_lost
         dead = got.pop(killer.id)
         assert not dead.ok and not dead.lost
         assert dead.error == "WorkerDied: worker killed by SIGKILL while running this task"
+        assert dead.log_path == str(workdir / "logs" / "worker-0.log")
+        assert f"==> task {killer.id} (bt.kill_self) failed: WorkerDied: worker killed by " \
+            "SIGKILL" in Path(dead.log_path).read_text()
         assert all(o.lost and not o.ok for o in got.values())
         assert set(got) == {t.id for t in rest}
         # a new worker took its place
