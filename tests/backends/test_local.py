@@ -88,7 +88,10 @@ def our_semaphores() -> set[str]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigkill_of_the_driver_ends_every_process_of_the_run(workdir: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_the_death_of_the_driver_ends_every_process_of_the_run(
+    workdir: Path, how: signal.Signals
+) -> None:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     gate = workdir / "gate"  # never opened: the tasks block until they are killed
     spec = workdir / "spec.yaml"
@@ -113,7 +116,7 @@ def test_sigkill_of_the_driver_ends_every_process_of_the_run(workdir: Path) -> N
         run_sems = our_semaphores() - sems_before
         assert len(run_sems) == 1  # the run's cpu semaphore is in /dev/shm while it runs
     finally:
-        os.kill(driver.pid, signal.SIGKILL)
+        os.kill(driver.pid, how)
         driver.wait()
     until(lambda: not run_processes(run_id), "the workers to exit")
     until(lambda: not any(alive(p) for p in trackers), "the resource tracker to exit")
