@@ -18,6 +18,9 @@ attempt), and a new worker takes its place. A task that outlives its ``runtime_l
 (the cooperative ``SIGALRM`` inside the task having had no effect) is ended from outside:
 its worker and the worker's process group are killed, and the task fails with a
 ``TaskTimeoutError``.
+
+Drive a backend from one thread that lives as long as the run: on Linux a worker's
+parent-death signal fires when the *thread* that started it ends.
 """
 
 from __future__ import annotations
