@@ -113,6 +113,7 @@ def test_the_death_of_the_driver_ends_every_process_of_the_run(
         workers = run_processes(run_id)
         assert len(workers) == 2
         trackers = children_named(driver.pid, "resource_tracker")
+        assert len(trackers) == 1
         run_sems = our_semaphores() - sems_before
         assert len(run_sems) == 1  # the run's cpu semaphore is in /dev/shm while it runs
     finally:
