@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -249,6 +250,8 @@ def _execute(
     ctx = BackendContext(
         run_dir=run_dir, run_id=run_dir.name, imports=tuple(imports), previous_jobs=previous,
         semaphores=dict(semaphores or {}),
+        # a run without a checkpoint has no run dir of its own: its task logs go elsewhere
+        log_dir=None if checkpoint is not None else Path(tempfile.mkdtemp(prefix="specflow-logs-")),
     )
     executor = Executor(
         be, checkpoint=checkpoint, keep_going=keep_going,
