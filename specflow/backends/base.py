@@ -122,7 +122,8 @@ class Backend(abc.ABC):
         return self.wait(0)
 
     def cancel(self) -> None:  # noqa: B027 - optional hook
-        """Stop everything in flight (Ctrl-C, fail-fast)."""
+        """Stop everything in flight (Ctrl-C, fail-fast). Outcomes of tasks that had
+        already finished are kept: a following ``wait(0)`` returns them."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers and resources."""

@@ -18,6 +18,9 @@ attempt), and a new worker takes its place. A task that outlives its ``runtime_l
 (the cooperative ``SIGALRM`` inside the task having had no effect) is ended from outside:
 its worker and the worker's process group are killed, and the task fails with a
 ``TaskTimeoutError``.
+
+Drive a backend from one thread that lives as long as the run: on Linux a worker's
+parent-death signal fires when the *thread* that started it ends.
 """
 
 from __future__ import annotations
@@ -392,7 +395,9 @@ class LocalBackend(Backend):
                     kind, error = "WorkerDied", f"WorkerDied: {why} while running this task"
                 else:
                     kind, error = w.kill_reason
-                self._outcomes.append(self._failed(task, error, kind))
+                failed = self._failed(task, error, kind)
+                failed.log_path = w.log_path
+                self._outcomes.append(failed)
                 note.append(f"{LOG_MARK}task {task.id} ({task.operation}) failed: {error}\n")
             else:
                 self._outcomes.append(self._failed(

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -146,6 +147,8 @@ def drive(
     ctx = BackendContext(
         run_dir=run_dir, run_id=run_dir.name, imports=tuple(imports), previous_jobs=previous,
         semaphores=dict(settings.semaphores),
+        # a run without a checkpoint has no run dir of its own: its task logs go elsewhere
+        log_dir=None if ckpt is not None else Path(tempfile.mkdtemp(prefix="specflow-logs-")),
     )
     executor = Executor(
         backend, checkpoint=ckpt, keep_going=settings.keep_going,

@@ -22,7 +22,10 @@ import backend_ops  # noqa: E402
 
 def _run(backend: InlineBackend, tasks: list[Task]) -> list[Outcome]:
     backend.submit(tasks)
-    return backend.wait(0)
+    out: list[Outcome] = []
+    while backend.in_flight():
+        out.extend(backend.wait(0))
+    return out
 
 
 def test_each_task_output_lands_in_the_log_between_marks(workdir: Path) -> None:
@@ -99,3 +102,22 @@ def test_without_capture_nothing_is_redirected(workdir: Path) -> None:
     assert out.ok and out.value == 25 and out.log_path is None
     assert not (workdir / "logs").exists()
     assert backend.console_stream() is None
+
+
+def test_outcomes_finished_before_an_interrupt_are_kept(workdir: Path) -> None:
+    def stop() -> None:
+        raise DriverInterrupt
+
+    backend = InlineBackend()
+    backend.start(BackendContext(run_dir=workdir, run_id="t"))
+    try:
+        backend.submit([backend_ops.square.make_task(x=2), backend_ops.square.make_task(x=3),
+                        Task(fn=stop, kwargs={}, id="stop", operation="stop"),
+                        backend_ops.square.make_task(x=4)])
+        with pytest.raises(DriverInterrupt):
+            backend.wait(0)
+        backend.cancel()
+        assert [o.value for o in backend.wait(0)] == [4, 9]
+        assert backend.in_flight() == 0
+    finally:
+        backend.close()

@@ -89,7 +89,10 @@ def our_semaphores() -> set[str]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigkill_of_the_driver_ends_every_process_of_the_run(workdir: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_the_death_of_the_driver_ends_every_process_of_the_run(
+    workdir: Path, how: signal.Signals
+) -> None:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     gate = workdir / "gate"  # never opened: the tasks block until they are killed
     spec = workdir / "spec.yaml"
@@ -111,10 +114,11 @@ def test_sigkill_of_the_driver_ends_every_process_of_the_run(workdir: Path) -> N
         workers = run_processes(run_id)
         assert len(workers) == 2
         trackers = children_named(driver.pid, "resource_tracker")
+        assert len(trackers) == 1
         run_sems = our_semaphores() - sems_before
         assert len(run_sems) == 1  # the run's cpu semaphore is in /dev/shm while it runs
     finally:
-        os.kill(driver.pid, signal.SIGKILL)
+        os.kill(driver.pid, how)
         driver.wait()
     until(lambda: not run_processes(run_id), "the workers to exit")
     until(lambda: not any(alive(p) for p in trackers), "the resource tracker to exit")
@@ -189,6 +193,9 @@ def test_a_worker_death_fails_its_task_and_returns_the_rest_of_its_batch_as_lost
         dead = got.pop(killer.id)
         assert not dead.ok and not dead.lost
         assert dead.error == "WorkerDied: worker killed by SIGKILL while running this task"
+        assert dead.log_path == str(workdir / "logs" / "worker-0.log")
+        assert f"==> task {killer.id} (bt.kill_self) failed: WorkerDied: worker killed by " \
+            "SIGKILL" in Path(dead.log_path).read_text()
         assert all(o.lost and not o.ok for o in got.values())
         assert set(got) == {t.id for t in rest}
         # a new worker took its place
