@@ -100,17 +100,25 @@ class VolumetricOperation:
 
 
 class FnOperation(VolumetricOperation):
-    """Applies a function of arrays; its output keeps the input's X, Y, Z shape."""
+    """Applies a function of arrays; its output keeps the input's X, Y, Z shape (a function
+    that returns None writes nothing). ``semaphores`` are held while it runs (the flow holds
+    ``cpu`` when there are none)."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any],
+                 semaphores: Sequence[str] | None = None) -> None:
         self.fn = fn
+        self.semaphores = tuple(semaphores) if semaphores is not None else None
 
-    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array:
+    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array | None:  # type: ignore[override]
         out = self.fn(**read_inputs(idx, kwargs))
+        if out is None:
+            return None
         return as_cxyz(out, idx.shape, getattr(self.fn, "__name__", None) or repr(self.fn))
 
     def __specflow_id__(self) -> Any:
-        return {"fn": self.fn}
+        if self.semaphores is None:
+            return {"fn": self.fn}
+        return {"fn": self.fn, "semaphores": list(self.semaphores)}
 
 
 # --------------------------------------------------------------------------- array functions

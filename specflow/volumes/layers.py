@@ -496,6 +496,18 @@ class TSLayer:
                 base[k] = st[f"info_{k}"]
         return base
 
+    def planned_scale(self, resolution: Sequence[float]) -> ScaleInfo | None:
+        """The scale at ``resolution`` as :meth:`prepare_for_write` would leave it, found
+        without writing anything; None when the settings do not say yet."""
+        res = vec3(resolution, "resolution")
+        at_res = self.scale(res)
+        if at_res is not None and not self.settings["info_overwrite"]:
+            return at_res
+        try:
+            return self._complete_info(self._requested_info(res), res)
+        except (ValueError, OSError):
+            return at_res
+
     def prepare_for_write(self, resolution: Sequence[float]) -> ScaleInfo:
         """Make sure the layer can take writes at ``resolution``: create it (or the scale) from
         the info settings when missing, and refuse metadata that differs from the settings
