@@ -887,6 +887,13 @@ def _differences(have: ScaleInfo, want: dict[str, Any], *, check_resolution: boo
     return out
 
 
+#: zetta's layer parameters build_ts_layer also takes; any of them makes it a zetta layer
+ZETTA_INFO_PARAMS = ("on_info_exists", "info_field_overrides", "info_add_scales",
+                     "info_add_scales_ref", "info_add_scales_mode", "info_scales", "info_type",
+                     "info_data_type", "info_inherit_all_params", "info_bbox", "info_encoding",
+                     "info_extra_scale_data")
+
+
 @register("build_ts_layer")
 def build_ts_layer(
     path: str,
@@ -906,6 +913,27 @@ def build_ts_layer(
     interpolation_mode: str | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     concurrency: int = 0,
+    read_procs: list[Any] | None = None,
+    write_procs: list[Any] | None = None,
+    index_procs: list[Any] | None = None,
+    default_desired_resolution: list[float] | None = None,
+    index_resolution: list[float] | None = None,
+    allow_slice_rounding: bool = False,
+    mask_value_thr: float = 0.0,
+    cache_bytes_limit: int | None = None,
+    on_info_exists: str | None = None,
+    info_field_overrides: dict[str, Any] | None = None,
+    info_add_scales: list[Any] | None = None,
+    info_add_scales_ref: Any = None,
+    info_add_scales_mode: str | None = None,
+    info_scales: list[list[float]] | None = None,
+    info_type: str | None = None,
+    info_data_type: str | None = None,
+    info_inherit_all_params: bool | None = None,
+    info_bbox: Any = None,
+    info_encoding: str | None = None,
+    info_extra_scale_data: dict[str, Any] | None = None,
+    info_keep_existing_scales: bool = True,
 ) -> TSLayer:
     """A tensorstore-backed volumetric layer.
 
@@ -915,8 +943,63 @@ def build_ts_layer(
     to create when it does not exist; an existing layer whose metadata differs is refused
     unless ``info_overwrite`` (which replaces it, data included). ``interpolation_mode``
     (nearest, average, mode, max) allows reads at resolutions other than the stored ones;
-    ``data_resolution`` forces reads to come from that stored resolution.
+    ``data_resolution`` forces reads to come from that stored resolution. ``read_procs``,
+    ``write_procs`` and ``index_procs`` are applied to what is read, written and indexed.
+
+    zetta's build_ts_layer parameters are accepted too: given any of its info parameters
+    (``info_scales``: its 0.4 set; ``on_info_exists``, ``info_field_overrides``,
+    ``info_add_scales*``: its earlier set) the layer is a neuroglancer precomputed layer whose
+    info follows them, as ``build_cv_layer`` builds it.
     """
+    zetta = {n: v for n, v in (
+        ("on_info_exists", on_info_exists), ("info_field_overrides", info_field_overrides),
+        ("info_add_scales", info_add_scales), ("info_add_scales_ref", info_add_scales_ref),
+        ("info_add_scales_mode", info_add_scales_mode), ("info_scales", info_scales),
+        ("info_type", info_type), ("info_data_type", info_data_type),
+        ("info_inherit_all_params", info_inherit_all_params), ("info_bbox", info_bbox),
+        ("info_encoding", info_encoding), ("info_extra_scale_data", info_extra_scale_data),
+    ) if v is not None}
+    if zetta:
+        specflow_only = [n for n, v in (
+            ("info_dtype", info_dtype), ("info_resolution", info_resolution),
+            ("info_voxel_offset", info_voxel_offset), ("info_size", info_size),
+            ("info_compression", info_compression), ("info_layer_type", info_layer_type),
+        ) if v is not None]
+        if specflow_only or format not in ("auto", "precomputed"):
+            raise ValueError(
+                f"{', '.join(zetta)} describe a zetta precomputed layer; they cannot be "
+                f"combined with {', '.join(specflow_only) or 'format ' + repr(format)}"
+            )
+        from specflow.volumes import cloudvol
+
+        common: dict[str, Any] = {
+            "path": path, "default_desired_resolution": default_desired_resolution,
+            "index_resolution": index_resolution, "data_resolution": data_resolution,
+            "interpolation_mode": interpolation_mode, "mask_value_thr": mask_value_thr,
+            "readonly": readonly, "info_reference_path": info_reference_path,
+            "info_type": info_type, "info_data_type": info_data_type,
+            "info_num_channels": info_num_channels, "info_chunk_size": info_chunk_size,
+            "info_encoding": info_encoding, "allow_slice_rounding": allow_slice_rounding,
+            "index_procs": index_procs, "read_procs": read_procs, "write_procs": write_procs,
+            "cache_bytes_limit": cache_bytes_limit,
+        }
+        if info_scales is not None:
+            return cloudvol.build_cv_layer(
+                **common, info_inherit_all_params=bool(info_inherit_all_params),
+                info_bbox=info_bbox, info_scales=info_scales,
+                info_extra_scale_data=info_extra_scale_data, info_overwrite=info_overwrite,
+                info_keep_existing_scales=info_keep_existing_scales,
+            )
+        return cloudvol.build_cv_layer_legacy(
+            **common, info_field_overrides=info_field_overrides,
+            info_add_scales=info_add_scales, info_add_scales_ref=info_add_scales_ref,
+            info_add_scales_mode=info_add_scales_mode or "merge",
+            on_info_exists=on_info_exists or "extend",
+        )
+    if interpolation_mode is not None and interpolation_mode not in MODES:
+        from specflow.volumes.cloudvol import interpolation
+
+        interpolation_mode = interpolation(interpolation_mode)
     return TSLayer(
         path, format=format,  # type: ignore[arg-type]
         readonly=readonly, info_dtype=info_dtype,
@@ -925,6 +1008,8 @@ def build_ts_layer(
         info_chunk_size=info_chunk_size, info_compression=info_compression,
         info_layer_type=info_layer_type, info_reference_path=info_reference_path,
         info_overwrite=info_overwrite, data_resolution=data_resolution,
-        interpolation_mode=interpolation_mode, cache_bytes=cache_bytes,
-        concurrency=concurrency,
+        interpolation_mode=interpolation_mode,
+        cache_bytes=cache_bytes_limit if cache_bytes_limit is not None else cache_bytes,
+        concurrency=concurrency, read_procs=read_procs or (), write_procs=write_procs or (),
+        index_procs=index_procs or (),
     )
