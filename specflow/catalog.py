@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 BUILTIN_MODULES = (
+    "specflow.builder.lambdas",
     "specflow.flow.builtin",
     "specflow.flow.ops",
     "specflow.runs",

@@ -36,6 +36,12 @@ ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Import a module or .py file that registers operations."),
 ]
+AllowShellOpt = Annotated[
+    bool, typer.Option("--allow-shell", help="Allow `shell` operations (run shell commands).")
+]
+AllowEvalOpt = Annotated[
+    bool, typer.Option("--allow-eval", help="Allow `lambda` (evaluates Python text).")
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a spec value: PATH=VALUE (VALUE is YAML), repeatable."),
@@ -103,7 +109,8 @@ def run(
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts for transient errors.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Build and count tasks; run nothing.")] = False,
-    allow_shell: Annotated[bool, typer.Option(help="Allow `shell` operations.")] = False,
+    allow_shell: AllowShellOpt = False,
+    allow_eval: AllowEvalOpt = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
     """Build SPEC and run it, recording every finished task in a checkpoint."""
@@ -116,7 +123,8 @@ def run(
             _fail(f"--backend {backend}: expected inline, local or slurm")
         if dry_run:
             loaded, source = runs.load(spec, set_ or [], imports or [])
-            prepared = runs.prepare(loaded, source, allow_shell=allow_shell)
+            prepared = runs.prepare(loaded, source, allow_shell=allow_shell,
+                                    allow_eval=allow_eval)
             counts = runs.count_tasks(prepared.target)
             t = Table(title=f"{spec}: tasks per operation (dry run)", title_justify="left")
             t.add_column("operation")
@@ -130,7 +138,7 @@ def run(
                         "max_attempts": max_attempts}
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
-            run_dir=run_dir, allow_shell=allow_shell, progress=progress,
+            run_dir=run_dir, allow_shell=allow_shell, allow_eval=allow_eval, progress=progress,
         )
         _summary(report, rdir)
         return report.exit_code
@@ -145,9 +153,12 @@ def resume(
     backend: Annotated[str | None, typer.Option("--backend", "-b")] = None,
     workers: Annotated[int | None, typer.Option()] = None,
     keep_going: Annotated[bool | None, typer.Option("--keep-going/--fail-fast")] = None,
+    allow_shell: AllowShellOpt = False,
+    allow_eval: AllowEvalOpt = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ) -> None:
-    """Resume a stopped run: tasks recorded as done are skipped."""
+    """Resume a stopped run: tasks recorded as done are skipped. Opt-ins (--allow-shell,
+    --allow-eval) must be given again: they are never taken from the checkpoint."""
 
     def body() -> int:
         from specflow import runs
@@ -156,6 +167,7 @@ def resume(
         report, rdir, skipped = runs.resume_run(
             checkpoint, force=force, progress=progress,
             cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
+            allow_shell=allow_shell, allow_eval=allow_eval,
         )
         out.print(f"resumed: skipped {skipped:,} task{'s' if skipped != 1 else ''} already done")
         _summary(report, rdir)
@@ -194,31 +206,38 @@ def validate(
     specs: Annotated[list[str], typer.Argument(help="Spec files to check.")],
     imports: ImportOpt = None,
     set_: SetOpt = None,
+    allow_shell: AllowShellOpt = False,
+    allow_eval: AllowEvalOpt = False,
 ) -> None:
     """Load each spec and check it against the registry and its JSON Schema, running and
-    building nothing. Reports every problem; exit 2 on any."""
+    building nothing. Reports every problem; exit 2 on any (a type that needs an opt-in the
+    command line does not give is one)."""
 
     def body() -> int:
         import jsonschema
 
         from specflow import runs
+        from specflow.builder import import_user_module
         from specflow.builder.check import check_spec
         from specflow.builder.schema import registry_schema
         from specflow.spec import SpecError
         from specflow.spec.source import format_path
 
         _load_builtins()
+        for name in imports or []:  # before the schema: it must know the module's types
+            import_user_module(name)
         validator = jsonschema.Draft202012Validator(registry_schema())
+        granted = runs.opt_ins(allow_shell=allow_shell, allow_eval=allow_eval)
         bad = 0
         for path in specs:
             try:
-                loaded, source = runs.load(path, set_ or [], imports or [])
+                loaded, source = runs.load(path, set_ or [])
             except SpecError as exc:
                 bad += 1
                 err.print(f"[red]✗[/] {path}: ", end="")
                 err.print(str(exc), markup=False, highlight=False)
                 continue
-            problems = check_spec(loaded, source)
+            problems = check_spec(loaded, source, opt_ins=granted)
             if not problems:
                 for e in validator.iter_errors(loaded):
                     where = format_path(list(e.absolute_path))

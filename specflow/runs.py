@@ -24,7 +24,6 @@ from specflow.builder import build, import_user_module, register
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RetryPolicy, RunReport
-from specflow.flow import ops
 from specflow.flow.task import Task, TransientErrorCondition
 from specflow.spec import SpecError, apply_overrides, load_spec_with_source
 from specflow.spec.source import SourceMap
@@ -297,15 +296,22 @@ class PreparedRun:
     backend_settings: dict[str, Any]
 
 
-def prepare(spec: Any, source: SourceMap, *, allow_shell: bool = False) -> PreparedRun:
+def opt_ins(*, allow_shell: bool = False, allow_eval: bool = False) -> frozenset[str]:
+    """The opt-ins the command line granted (never taken from a checkpoint)."""
+    return frozenset(n for n, on in (("shell", allow_shell), ("eval", allow_eval)) if on)
+
+
+def prepare(
+    spec: Any, source: SourceMap, *, allow_shell: bool = False, allow_eval: bool = False
+) -> PreparedRun:
     """Build a loaded spec into its target and execution settings."""
     from specflow.builder.check import check_spec
 
-    problems = check_spec(spec, source)
+    granted = opt_ins(allow_shell=allow_shell, allow_eval=allow_eval)
+    problems = check_spec(spec, source, opt_ins=granted)
     if problems:
         raise problems[0]
-    ops.allow_shell(allow_shell)
-    built = build(spec, source=source)
+    built = build(spec, source=source, opt_ins=granted)
     if isinstance(built, ExecutionRequest):
         return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))
     return PreparedRun(built, {}, {})
@@ -327,11 +333,12 @@ def run_spec(
     cli_settings: dict[str, Any] | None = None,
     run_dir: str | Path | None = None,
     allow_shell: bool = False,
+    allow_eval: bool = False,
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
 ) -> tuple[RunReport, Path]:
     spec, source = load(path, overrides, imports)
-    prepared = prepare(spec, source, allow_shell=allow_shell)
+    prepared = prepare(spec, source, allow_shell=allow_shell, allow_eval=allow_eval)
     settings = dict(prepared.settings)
     settings.update({k: v for k, v in (cli_settings or {}).items() if v is not None})
     settings.setdefault("backend", "local")
@@ -349,8 +356,7 @@ def run_spec(
             run_id=rdir.name, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
             spec_file_hash=file_hash(path), overrides=list(overrides),
             imports=abs_imports,
-            settings={**settings, "allow_shell": allow_shell,
-                      "backend_settings": prepared.backend_settings},
+            settings={**settings, "backend_settings": prepared.backend_settings},
             version=__version__,
         )
         report = _run_prepared(prepared, settings, ckpt, rdir, abs_imports, progress,
@@ -400,8 +406,11 @@ def resume_run(
     cli_settings: dict[str, Any] | None = None,
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
+    allow_shell: bool = False,
+    allow_eval: bool = False,
 ) -> tuple[RunReport, Path, int]:
-    """Resume a run. Returns its report, run dir, and how many tasks were skipped as done."""
+    """Resume a run. Returns its report, run dir, and how many tasks were skipped as done.
+    Opt-ins (``allow_shell``, ``allow_eval``) come from the caller, never the checkpoint."""
     cpath = Path(checkpoint_path)
     if cpath.is_dir():
         cpath = cpath / "checkpoint.db"
@@ -417,10 +426,11 @@ def resume_run(
                 )
         for name in info.imports:
             import_user_module(name)
-        settings = {k: v for k, v in info.settings.items() if k not in ("backend_settings",)}
-        allow_shell = bool(settings.pop("allow_shell", False))
+        # opt-ins are granted by this command line only (older checkpoints stored one)
+        settings = {k: v for k, v in info.settings.items()
+                    if k not in ("backend_settings", "allow_shell", "allow_eval")}
         source = SourceMap(info.spec_file or str(cpath))
-        prepared = prepare(info.spec, source, allow_shell=allow_shell)
+        prepared = prepare(info.spec, source, allow_shell=allow_shell, allow_eval=allow_eval)
         prepared.backend_settings.update(info.settings.get("backend_settings") or {})
         settings.update({k: v for k, v in (cli_settings or {}).items() if v is not None})
         ckpt.set_status("resuming", new_attempt=True)

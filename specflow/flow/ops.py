@@ -1,5 +1,6 @@
 """Built-in operations for trying things out and for tests: ``echo``, ``sleep``,
-``system_info``, ``noop`` and ``shell`` (refused unless the run allows shell commands)."""
+``system_info``, ``noop`` and ``shell`` (a type that needs the ``shell`` opt-in: refused unless
+the run is started with ``--allow-shell``)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,6 @@ from specflow.builder.registry import register
 from specflow.flow.core import TaskableOperation
 from specflow.flow.ids import task_id
 from specflow.flow.task import Task
-
-
-class ShellNotAllowedError(Exception):
-    """A spec asked for a shell command without ``--allow-shell``."""
-
-
-_shell_allowed = False
-
-
-def allow_shell(allowed: bool = True) -> None:
-    """Let ``shell`` tasks be built (the CLI's ``--allow-shell``)."""
-    global _shell_allowed
-    _shell_allowed = allowed
 
 
 def _echo_fn(message: Any) -> Any:
@@ -103,14 +91,10 @@ def system_info() -> Task:
     return _system_info.make_task()
 
 
-@register("shell")
+@register("shell", opt_in="shell")
 def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] | None = None,
           check: bool = True) -> Task:
     """A task that runs a shell command (only with ``--allow-shell``)."""
-    if not _shell_allowed:
-        raise ShellNotAllowedError(
-            "shell commands are refused unless the run passes --allow-shell"
-        )
     return _shell.make_task(command=command, cwd=cwd, env=env or {}, check=check)
 
 
