@@ -11,6 +11,7 @@ BUILTIN_MODULES = (
     "specflow.runs",
     "specflow.volumes",
     "specflow.processing",
+    "specflow.zetta_execute",
 )
 
 

@@ -63,7 +63,6 @@ def _request(target: Any, backend: str, settings: dict[str, Any], rest: dict[str
 
 
 @register("execute")
-@register("mazepa.execute")
 def execute_spec(
     target: Any,
     backend: str = "local",
@@ -312,9 +311,18 @@ def prepare(
     if problems:
         raise problems[0]
     built = build(spec, source=source, opt_ins=granted)
+    built = _one_execution(built)
     if isinstance(built, ExecutionRequest):
         return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))
     return PreparedRun(built, {}, {})
+
+
+def _one_execution(built: Any) -> Any:
+    """A top-level list of executions (zetta's form) as one execution of them in order."""
+    from specflow.zetta_execute import combine_executions
+
+    combined = combine_executions(built)
+    return built if combined is None else combined
 
 
 def load(path: str, overrides: Sequence[str] = (), imports: Sequence[str] = ()) -> tuple[Any, SourceMap]:

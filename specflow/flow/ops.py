@@ -98,9 +98,10 @@ def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] 
     return _shell.make_task(command=command, cwd=cwd, env=env or {}, check=check)
 
 
-@register("repeat")
+@register("specflow.repeat")
+@register("repeat_task")
 def repeat(task: Task, count: int) -> list[Task]:
-    """``count`` copies of ``task``; each copy's id is derived from the task's id and the
+    """``count`` copies of ``task`` (``repeat`` is zetta's array repeat); each copy's id is derived from the task's id and the
     copy's number, so the copies are distinct work that a resumed run still recognises."""
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")

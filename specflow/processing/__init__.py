@@ -13,6 +13,7 @@ from specflow.processing.operations import (
     threshold,
 )
 from specflow.processing.preview import build_volume_summary, png_bytes, to_uint8, write_png
+from specflow.processing.repeat import repeat
 from specflow.processing.subchunkable import (
     Level,
     SubchunkableConfigError,
@@ -40,6 +41,7 @@ __all__ = [
     "invert",
     "mean_filter",
     "png_bytes",
+    "repeat",
     "threshold",
     "to_uint8",
     "write_png",

@@ -27,7 +27,7 @@ from typing import Any
 
 from specflow.builder.registry import register
 from specflow.spec.errors import SpecError
-from specflow.volumes.geometry import BBox3D, vec3
+from specflow.volumes.geometry import BBox3D, ivec3, vec3
 from specflow.volumes.layers import (
     DEFAULT_CACHE_BYTES,
     LayerMetadataError,
@@ -138,6 +138,31 @@ class CVLayer(TSLayer):
                 f"layer {self.path} has no scale at {list(vec3(resolution))} (its info holds "
                 f"{stored}); add it to info_scales (or info_add_scales)"
             )
+        return found
+
+    def planned_scale(self, resolution: Sequence[float]) -> ScaleInfo | None:
+        """The scale at ``resolution`` as :meth:`prepare_for_write` would leave it, found
+        without writing: the stored one, or the one the info spec describes."""
+        found = self.scale(resolution)
+        spec = self._info_spec()
+        info = self.settings["zetta_info"]
+        if spec is None or (found is not None and not info.get("overwrite")):
+            return found
+        try:
+            made = spec.make_info() if isinstance(spec, InfoSpec) else spec.make_info(self.path)
+        except (InfoError, FileNotFoundError, ValueError, KeyError):
+            return found
+        if not made:
+            return found
+        res = vec3(resolution)
+        for s in made.get("scales", []):
+            if all(abs(a - b) < 1e-6 for a, b in zip(vec3(s["resolution"]), res, strict=True)):
+                return ScaleInfo(
+                    resolution=res, voxel_offset=ivec3(s.get("voxel_offset", [0, 0, 0])),
+                    size=ivec3(s["size"]), chunk_size=ivec3(s["chunk_sizes"][0]),
+                    dtype=str(made["data_type"]), num_channels=int(made["num_channels"]),
+                    layer_type=str(made.get("type", "image")),
+                    compression=str(s.get("encoding", "raw")))
         return found
 
     def _scale_for_write(self, resolution: Sequence[float]) -> ScaleInfo | None:
