@@ -72,18 +72,19 @@ def _walk(
         problems.append(exc)
         return
     if mode != "partial":
-        problems.extend(_own_checks(entry.fn, entry.name, spec, path))
+        problems.extend(_own_checks(entry.fn, entry.name, spec, path, version))
 
 
-def _own_checks(fn: Any, name: str, spec: Mapping[str, Any], path: str) -> list[SpecError]:
-    """The problems a constructor's own check (its ``__specflow_check__``: the node's
-    arguments, typed children unbuilt, to a list of errors that may name the offending
-    ``params``) finds without building anything."""
+def _own_checks(fn: Any, name: str, spec: Mapping[str, Any], path: str,
+                version: str) -> list[SpecError]:
+    """The problems a constructor's own check finds without building the node: its
+    ``__specflow_check__`` takes the node's arguments (typed children unbuilt) and the spec
+    version in effect, and returns errors that may name the offending ``params``."""
     check = getattr(fn, "__specflow_check__", None)
     if check is None:
         return []
     out = []
-    for err in check({k: v for k, v in spec.items() if k not in META_KEYS}):
+    for err in check({k: v for k, v in spec.items() if k not in META_KEYS}, version):
         params = [p for p in getattr(err, "params", ()) if p in spec]
         where = join_path(path, _key(params[0])) if params else path
         out.append(SpecError(f"{name}: {err}", path=where or None))

@@ -759,16 +759,16 @@ def build_subchunkable_apply_flow(
             given.pop(k)
     given.update(more_op_kwargs)
     args = normalize_arguments(given)
-    raise_problems(parameter_problems(args))
     layer = _check_dst(args["dst"])
+    res = vec3(args["dst_resolution"], "dst_resolution")
+    info = _dst_info(layer, res)
+    raise_problems(parameter_problems(args, info))
     if int(args["subchunk_threads"]) < 1:
         raise SubchunkableConfigError(
             f"subchunk_threads must be >= 1, got {args['subchunk_threads']}",
             ("subchunk_threads",))
-    res = vec3(args["dst_resolution"], "dst_resolution")
     bbox_ = None if args["auto_bbox"] is True else region_bbox(
         args["bbox"], args["start_coord"], args["end_coord"], args["coord_resolution"])
-    info = _dst_info(layer, res)
     plan_: Plan | None = None
     if not (_replans(args) and info is None):
         plan_ = _make_plan(args, plan(args, _bbox_for(args, bbox_, info), info))
@@ -794,7 +794,7 @@ def build_subchunkable_apply_flow(
     return schema()
 
 
-def check_arguments(given: dict[str, Any]) -> list[SubchunkableConfigError]:
+def check_arguments(given: dict[str, Any], version: str = "0") -> list[SubchunkableConfigError]:
     """The problems ``specflow validate`` can see in the arguments of a
     build_subchunkable_apply_flow node before anything is built (typed nodes other than
     boxes stand for values it cannot see)."""
@@ -802,7 +802,8 @@ def check_arguments(given: dict[str, Any]) -> list[SubchunkableConfigError]:
         args = normalize_arguments({k: _seen(v) for k, v in given.items()})
     except SubchunkableConfigError as exc:
         return [exc]
-    problems = parameter_problems(args)
+    problems = parameter_problems(args, _seen_dst_info(given.get("dst"),
+                                                       args.get("dst_resolution"), version))
     if problems or _replans(args):
         return problems
     try:
@@ -815,6 +816,32 @@ def check_arguments(given: dict[str, Any]) -> list[SubchunkableConfigError]:
     except (TypeError, ValueError):
         return []
     return []
+
+
+#: layer types whose construction reads at most an info file and writes nothing
+_LAYER_TYPES = {"build_cv_layer", "build_ts_layer"}
+
+
+def _seen_dst_info(node: Any, resolution: Any, version: str) -> DstInfo | None:
+    """dst's stored chunks as validation can know them: a layer node built (constructing a
+    layer writes nothing) and asked what it will hold; None when that is not known."""
+    if not (isinstance(node, dict) and node.get("@type") in _LAYER_TYPES
+            and _is_vector3(resolution)):
+        return None
+    from specflow.builder.build import build
+    from specflow.spec import SpecError
+
+    try:
+        layer = build(node if "@version" in node or version == "0" else
+                      {**node, "@version": version})
+    except (SpecError, ValueError, OSError):
+        return None
+    return _dst_info(layer, resolution)
+
+
+def _is_vector3(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
 
 
 def _plain(args: dict[str, Any]) -> bool:

@@ -110,9 +110,11 @@ def _levels_of(args: Mapping[str, Any]) -> int | None:
 # --------------------------------------------------------------------------- parameter rules
 
 
-def parameter_problems(args: Mapping[str, Any]) -> list[SubchunkableConfigError]:
+def parameter_problems(args: Mapping[str, Any],
+                       dst_info: DstInfo | None = None) -> list[SubchunkableConfigError]:
     """Every refused combination among the parameters ``args`` (with their defaults filled
-    in), in zetta's order. Values may be :data:`UNKNOWN`; rules that need them are skipped."""
+    in), in zetta's order. Values may be :data:`UNKNOWN`; rules that need them are skipped
+    (``dst_info``: dst's stored chunks at dst_resolution, when known)."""
     out: list[SubchunkableConfigError] = []
 
     def bad(message: str, *params: str) -> None:
@@ -212,6 +214,11 @@ def parameter_problems(args: Mapping[str, Any]) -> list[SubchunkableConfigError]
         bad(f"max_reduction_chunk_size {list(red)} must be at least the top-level "
             f"processing_chunk_sizes[0] {list(top_size)} in every axis; raise it",
             "max_reduction_chunk_size", "processing_chunk_sizes")
+    elif _is_vector(red) and dst_info is not None and len(red) == 3 and any(
+            r < c for r, c in zip(red, dst_info.chunk_size, strict=True)):
+        bad(f"max_reduction_chunk_size {list(red)} must be at least the chunk size of dst at "
+            f"dst_resolution, {list(dst_info.chunk_size)}, in every axis; raise it",
+            "max_reduction_chunk_size")
 
     dirs = a.get("level_intermediaries_dirs")
     if skip:
