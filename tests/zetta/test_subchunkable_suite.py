@@ -180,30 +180,35 @@ def exported(path: Path) -> dict[str, Any]:
     return out
 
 
-def read_layer(path: Path) -> tuple[np.ndarray, list[int], list[int]]:
-    """All voxels of a precomputed layer, read by tensorstore's own driver as (1, X, Y, Z),
-    with the layer's voxel offset and size."""
+def read_layer(path: Path, zrange: tuple[int, int]) -> tuple[np.ndarray, list[int], list[int]]:
+    """The voxels of a precomputed layer over its x, y bounds and ``zrange`` (clipped to its
+    bounds), read by tensorstore's own driver as (1, X, Y, Z); with the start and shape of
+    what was read. Refuses a layer holding chunks outside ``zrange`` (a stray write there)."""
     info = json.loads((path / "info").read_text())
     scale = info["scales"][0]
-    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{path}/"},
-                    read=True).result()
-    data = store.read().result()  # x, y, z, c over the whole scale
-    return np.moveaxis(np.asarray(data), -1, 0), scale["voxel_offset"], scale["size"]
+    offset, size = scale["voxel_offset"], scale["size"]
+    z0, z1 = max(zrange[0], offset[2]), min(zrange[1], offset[2] + size[2])
+    for chunk in (path / scale["key"]).glob("*"):
+        cz0, cz1 = (int(v) for v in chunk.name.split("_")[2].split("-"))
+        assert cz0 < z1 and cz1 > z0, f"{chunk} was written outside z {zrange}"
+    store = ts.open({"driver": "neuroglancer_precomputed",
+                     "kvstore": f"file://{path.resolve()}/"}, read=True).result()
+    data = store[:, :, z0:z1].read().result()  # x, y, z, c (world voxel coordinates)
+    start = [offset[0], offset[1], z0]
+    return np.moveaxis(np.asarray(data), -1, 0), start, [size[0], size[1], z1 - z0]
 
 
-def expected(dtype: str, offset: list[int], size: list[int], zrange: tuple[int, int],
-             kind: str) -> np.ndarray:
-    """What the dst must hold over its bounds: the input (``copy``), the input + 1 (``copy
-    +1``, a write proc), or 42 (``42``) over the processed z range and the input's x, y
-    extent; zero elsewhere."""
-    stop = [o + s for o, s in zip(offset, size, strict=True)]
-    src = expected_input(dtype, offset, stop)
-    zs = np.arange(offset[2], stop[2])
-    xs = np.arange(offset[0], stop[0])
-    ys = np.arange(offset[1], stop[1])
-    inside = (((zs >= zrange[0]) & (zs < zrange[1]))[None, None, None, :]
-              & ((xs >= VOXEL_OFFSET[0]) & (xs < VOXEL_OFFSET[0] + 1024))[None, :, None, None]
+def expected(dtype: str, start: list[int], shape: list[int], kind: str) -> np.ndarray:
+    """What the dst must hold over ``start``/``shape`` (the processed z range, all of the
+    dst's x, y): the input (``copy``), the input + 1 (``copy +1``, a write proc), or 42
+    (``42``) over the input's x, y extent; zero elsewhere."""
+    stop = [o + s for o, s in zip(start, shape, strict=True)]
+    src = expected_input(dtype, start, stop)
+    xs = np.arange(start[0], stop[0])
+    ys = np.arange(start[1], stop[1])
+    inside = (((xs >= VOXEL_OFFSET[0]) & (xs < VOXEL_OFFSET[0] + 1024))[None, :, None, None]
               & ((ys >= VOXEL_OFFSET[1]) & (ys < VOXEL_OFFSET[1] + 1024))[None, None, :, None])
+    inside = np.broadcast_to(inside, src.shape)
     if kind.startswith("42"):
         return np.where(inside, 42, 0).astype(src.dtype)
     plus = 1 if kind.endswith("+1") else 0
@@ -231,23 +236,25 @@ def check_run(name: str, kind: str, zrange: tuple[int, int] | None, tmp: Path) -
         assert re.search(r"subchunkable\.process_chunk\s*│\s*5\b", done.stdout), done.stdout
         return
     dst = Path(target["dst"]["path"])
-    data, offset, size = read_layer(dst)
-    dtype = "float32" if "float32" in name else "uint8"
     assert zrange is not None
+    data, start, shape = read_layer(dst, zrange)
+    dtype = "float32" if "float32" in name else "uint8"
     if kind == "nothing":  # OnlyCopyTempOp writes only into intermediaries
         assert not data.any()
+        assert not any((dst / "128_128_40").glob("*"))
         return
-    want = expected(dtype, offset, size, zrange, kind.replace("defer ", "copy "))
+    want = expected(dtype, start, shape, kind.replace("defer ", "copy "))
     if kind.startswith("defer"):
         # dst holds nothing yet; the staged outputs reduce to the copy (the write proc
         # applied once, as the reduction writes dst)
         assert not data.any()
         dirs = target["level_intermediaries_dirs"]
         (staging,) = Path(dirs[0]).glob("staging-*")
-        layer = build(target["dst"], opt_ins={"eval"})
+        layer = build({**target["dst"], "@version": spec.get("@version", "0")},
+                      opt_ins={"eval"})
         execute(build_reduce_staged_flow(str(staging), layer, mode="linear"), backend="inline",
                 checkpoint=False)
-        data, offset, size = read_layer(dst)
+        data, start, shape = read_layer(dst, zrange)
     assert data.dtype == want.dtype
     bad = np.argwhere(data != want)
     assert len(bad) == 0, (f"{len(bad)} voxels differ, first at {bad[0].tolist()}: "
