@@ -106,8 +106,8 @@ def classify(path: Path) -> tuple[str, str, list[str]]:
         missing.append(f"building wrote {len(written)} file(s)")
     must_raise = "__exc__" in path.name
     if outside:
-        reason = NOT_PROVIDED[outside[0]]
-        return "out of scope", f"{', '.join(outside)} ({reason})", []
+        reasons = "; ".join(sorted({NOT_PROVIDED[n] for n in outside}))
+        return "out of scope", f"{', '.join(outside)} ({reasons})", []
     if must_raise:
         if problems and all(isinstance(p, SpecError) for p in problems):
             return "refused", _first_line(problems[0]), []

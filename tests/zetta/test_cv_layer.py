@@ -290,3 +290,21 @@ def test_unknown_interpolation_and_field_mode(workdir: Path) -> None:
                    "data_resolution": [4, 4, 40]})
     assert layer.settings["interpolation_mode"] == "average"
 
+
+
+def test_build_ts_layer_takes_zetta_parameters(zetta_workdir: Path) -> None:
+    legacy = build({"@type": "build_ts_layer", "path": "assets/outputs/ts_legacy",
+                    "info_reference_path": SRC, "on_info_exists": "overwrite"})
+    assert isinstance(legacy, CVLayer)
+    legacy.prepare_for_write(RES)
+    assert info_of("assets/outputs/ts_legacy") == input_info("uint8")  # the reference, copied
+    new = build({"@version": "0.4", "@type": "build_ts_layer", "path": "assets/outputs/ts_new",
+                 "info_reference_path": SRC, "info_scales": [[256, 256, 40]],
+                 "info_inherit_all_params": True})
+    new.prepare_for_write([256, 256, 40])
+    (scale,) = info_of("assets/outputs/ts_new")["scales"]
+    assert scale["key"] == "256_256_40" and scale["size"] == [512, 512, 50]
+    assert scale["voxel_offset"] == [1024, 1024, 2000]
+    with pytest.raises(SpecError, match="cannot be combined with format 'zarr'"):
+        build({"@type": "build_ts_layer", "path": "x", "format": "zarr",
+               "info_scales": [[4, 4, 40]]})
