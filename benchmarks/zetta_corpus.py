@@ -100,13 +100,16 @@ def classify(path: Path) -> tuple[str, str, list[str]]:
         finally:
             os.chdir(here)
             written = list(Path(tmp).rglob("*"))
+    refused = [p for p in problems if isinstance(p, NotProvidedError)]
     problems = [p for p in problems if not isinstance(p, NotProvidedError)]
+    outside = sorted(set(outside) | {p.type_name for p in refused})
     missing = sorted({_kind(p) for p in problems})
     if written:
         missing.append(f"building wrote {len(written)} file(s)")
     must_raise = "__exc__" in path.name
     if outside:
-        reasons = "; ".join(sorted({NOT_PROVIDED[n] for n in outside}))
+        reason_of = {**{p.type_name: p.reason for p in refused}, **NOT_PROVIDED}
+        reasons = "; ".join(sorted({reason_of[n] for n in outside}))
         return "out of scope", f"{', '.join(outside)} ({reasons})", []
     if must_raise:
         if problems and all(isinstance(p, SpecError) for p in problems):

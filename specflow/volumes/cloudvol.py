@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from specflow.builder.not_provided import NotProvidedError
 from specflow.builder.registry import register
-from specflow.spec.errors import SpecError
 from specflow.volumes.geometry import BBox3D, VolumetricIndex, vec3
 from specflow.volumes.layers import (
     DEFAULT_CACHE_BYTES,
@@ -56,10 +56,8 @@ def interpolation(mode: str | None) -> str | None:
     if mode is None:
         return None
     if mode == "field":
-        raise SpecError(
-            "interpolation_mode 'field' (resampling displacement fields, used by alignment) is "
-            "not provided by specflow"
-        )
+        raise NotProvidedError.of("interpolation_mode: field",
+                                  "resampling displacement fields, used by alignment")
     if mode not in ZETTA_INTERPOLATION:
         raise ValueError(f"unknown interpolation_mode {mode!r}; expected one of "
                          f"{', '.join(sorted(ZETTA_INTERPOLATION))}")
@@ -172,7 +170,6 @@ def _frontend(**kwargs: Any) -> dict[str, Any]:
 
 
 @register("build_cv_layer", versions=">=0.4")
-@register("build_precomputed_layer", versions=">=0.4")
 def build_cv_layer(
     path: str,
     cv_kwargs: dict[str, Any] | None = None,
@@ -245,7 +242,6 @@ def build_cv_layer(
 
 
 @register("build_cv_layer", versions="<0.4")
-@register("build_precomputed_layer", versions="<0.4")
 def build_cv_layer_legacy(
     path: str,
     cv_kwargs: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ import tensorstore as ts
 from fixtures import expected_input, input_info, input_name
 
 from specflow import SpecError, build
+from specflow.builder.not_provided import NotProvidedError
 from specflow.volumes import BBox3D, CVLayer, LayerMetadataError, VolumetricIndex, build_cv_layer
 
 SRC = f"assets/inputs/{input_name('uint8')}"
@@ -284,7 +285,7 @@ def test_rearrange_and_squeeze() -> None:
 
 
 def test_unknown_interpolation_and_field_mode(workdir: Path) -> None:
-    with pytest.raises(SpecError, match="'field'.*not provided by specflow"):
+    with pytest.raises(NotProvidedError, match="interpolation_mode: field. is not provided"):
         build({"@type": "build_cv_layer", "path": "x", "interpolation_mode": "field"})
     layer = build({"@type": "build_cv_layer", "path": "x", "interpolation_mode": "img",
                    "data_resolution": [4, 4, 40]})
