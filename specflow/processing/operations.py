@@ -34,10 +34,14 @@ def is_layer(value: Any) -> bool:
 
 
 def read_inputs(idx: VolumetricIndex, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with every layer replaced by its data over ``idx`` (reads run together)."""
+    """``kwargs`` with every layer (and every list of layers, e.g. zetta's ``masks``)
+    replaced by its data over ``idx`` (reads run together)."""
     pending = {k: v.read_async(idx) for k, v in kwargs.items() if is_layer(v)}
-    out = {k: v for k, v in kwargs.items() if k not in pending}
+    lists = {k: [x.read_async(idx) for x in v] for k, v in kwargs.items()
+             if isinstance(v, (list, tuple)) and v and all(is_layer(x) for x in v)}
+    out = {k: v for k, v in kwargs.items() if k not in pending and k not in lists}
     out.update({k: r.result() for k, r in pending.items()})
+    out.update({k: [r.result() for r in rs] for k, rs in lists.items()})
     return out
 
 

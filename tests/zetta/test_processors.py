@@ -78,3 +78,17 @@ def test_constant_layer_with_read_procs() -> None:
     idx = VolumetricIndex.from_voxels([0, 0, 0], [4, 5, 2], [8, 8, 40])
     got = pickle.loads(pickle.dumps(layer)).read(idx)
     assert got.shape == (2, 4, 5, 2) and got.dtype == np.float32 and np.all(got == 6)
+
+
+def test_lists_of_layers_are_read_for_functions() -> None:
+    from specflow.processing.operations import read_inputs
+
+    src = build({"@type": "build_constant_volumetric_layer", "value": 5})
+    on = build({"@type": "build_constant_volumetric_layer", "value": 1})
+    off = build({"@type": "build_constant_volumetric_layer", "value": 0})
+    idx = VolumetricIndex.from_voxels([0, 0, 0], [3, 2, 1], [4, 4, 40])
+    args = read_inputs(idx, {"src": src, "masks": [off, on], "fill_value": 2})
+    assert [m.shape for m in args["masks"]] == [(1, 3, 2, 1)] * 2
+    assert np.all(apply_mask_fn(**args) == 2)
+    args = read_inputs(idx, {"src": src, "masks": [off], "fill_value": 2})
+    assert np.all(apply_mask_fn(**args) == 5)
