@@ -8,6 +8,7 @@ the keys it writes, the scale keys, and how size and voxel offset follow from a 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,13 @@ def test_build_ts_layer_takes_zetta_parameters(zetta_workdir: Path) -> None:
     with pytest.raises(SpecError, match="cannot be combined with format 'zarr'"):
         build({"@type": "build_ts_layer", "path": "x", "format": "zarr",
                "info_scales": [[4, 4, 40]]})
+
+
+def test_path_forms(zetta_workdir: Path) -> None:
+    region = idx([2050, 2050, 2000], [2060, 2055, 2002])
+    want = expected_input("uint8", region.start, region.stop)
+    absolute = os.path.abspath(SRC)
+    for path in (SRC, f"file://{SRC}", f"precomputed://file://{absolute}"):
+        layer = build({"@type": "build_cv_layer", "path": path})
+        assert layer.path == f"file://{absolute}/"
+        assert np.array_equal(layer.read(region), want)
