@@ -62,8 +62,12 @@ def locate(exc: SpecError, source: SourceMap | None) -> SpecError:
     """``exc`` with the source position of its path, when it has none yet."""
     if source is None or exc.locations:
         return exc
-    return type(exc)(exc.message, path=exc.path, locations=[source.locate(exc.path)],
-                     hint=exc.hint)
+    located = type(exc)(exc.message, path=exc.path, locations=[source.locate(exc.path)],
+                        hint=exc.hint)
+    for key, value in vars(exc).items():  # what a subclass adds (e.g. the type it names)
+        if key not in ("message", "path", "locations", "hint"):
+            setattr(located, key, value)
+    return located
 
 
 def node_mode(spec: Mapping[str, Any], path: str) -> str:

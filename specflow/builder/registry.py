@@ -118,6 +118,11 @@ def lookup(name: str, version: str = DEFAULT_VERSION, *, path: str | None = None
     if not found and _run_loaders():
         found = _REGISTRY.get(name)
     if not found:
+        from specflow.builder.not_provided import not_provided
+
+        refused = not_provided(name, path=path)
+        if refused is not None:
+            raise refused
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
             "`specflow types` lists the registered types; `-i MODULE` imports your own"

@@ -22,6 +22,7 @@ from specflow.processing.subchunkable import (
     build_subchunkable_apply_flow,
     build_synthetic_volume_flow,
 )
+from specflow.processing.zetta_ops import VolumetricCallableOperation, make_interpolate_operation
 
 __all__ = [
     "DownsampleOp",
@@ -29,6 +30,7 @@ __all__ = [
     "Level",
     "SubchunkableConfigError",
     "SyntheticVolumeOp",
+    "VolumetricCallableOperation",
     "VolumetricOperation",
     "affine_intensity",
     "build_postpad_subchunkable_apply_flow",
@@ -39,6 +41,7 @@ __all__ = [
     "copy",
     "gaussian_filter",
     "invert",
+    "make_interpolate_operation",
     "mean_filter",
     "png_bytes",
     "repeat",

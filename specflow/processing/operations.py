@@ -34,10 +34,14 @@ def is_layer(value: Any) -> bool:
 
 
 def read_inputs(idx: VolumetricIndex, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with every layer replaced by its data over ``idx`` (reads run together)."""
+    """``kwargs`` with every layer (and every list of layers, e.g. zetta's ``masks``)
+    replaced by its data over ``idx`` (reads run together)."""
     pending = {k: v.read_async(idx) for k, v in kwargs.items() if is_layer(v)}
-    out = {k: v for k, v in kwargs.items() if k not in pending}
+    lists = {k: [x.read_async(idx) for x in v] for k, v in kwargs.items()
+             if isinstance(v, (list, tuple)) and v and all(is_layer(x) for x in v)}
+    out = {k: v for k, v in kwargs.items() if k not in pending and k not in lists}
     out.update({k: r.result() for k, r in pending.items()})
+    out.update({k: [r.result() for r in rs] for k, rs in lists.items()})
     return out
 
 
@@ -119,51 +123,6 @@ class FnOperation(VolumetricOperation):
         if self.semaphores is None:
             return {"fn": self.fn}
         return {"fn": self.fn, "semaphores": list(self.semaphores)}
-
-
-@register("VolumetricCallableOperation")
-class VolumetricCallableOperation(VolumetricOperation):
-    """zetta's wrapper of a function of arrays as an operation: inputs are read at
-    ``dst_resolution / res_change_mult`` over the index grown by ``crop_pad`` (voxels of the
-    output), ``fn`` runs holding ``fn_semaphores``, and its output is cropped back to the
-    index. A function that returns None writes nothing."""
-
-    def __init__(self, fn: Callable[..., Any], fn_semaphores: Sequence[str] | None = None,
-                 crop_pad: Sequence[int] = (0, 0, 0),
-                 res_change_mult: Sequence[float] = (1, 1, 1),
-                 operation_name: str | None = None) -> None:
-        if not callable(fn):
-            raise ValueError(f"fn must be a function, got {type(fn).__name__}")
-        self.fn = fn
-        self.semaphores = tuple(fn_semaphores) if fn_semaphores is not None else None
-        self.crop_pad = ivec3(crop_pad, "crop_pad")
-        self.res_change_mult = vec3(res_change_mult, "res_change_mult")
-        self.operation_name = operation_name
-
-    def input_resolution(self, dst_resolution: Vec3) -> Vec3:
-        m = self.res_change_mult
-        return (dst_resolution[0] / m[0], dst_resolution[1] / m[1], dst_resolution[2] / m[2])
-
-    def process(self, **kwargs: Any) -> Array:
-        return self.fn(**kwargs)  # type: ignore[no-any-return]
-
-    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array | None:  # type: ignore[override]
-        pad = self.crop_pad
-        src_idx = idx.padded(pad)
-        res = self.input_resolution(idx.resolution)
-        if res != idx.resolution:
-            src_idx = src_idx.at_resolution(res)
-        out = self.process(**read_inputs(src_idx, kwargs))
-        if out is None:
-            return None
-        arr = np.asarray(out)
-        if arr.ndim == 3:
-            arr = arr[None]
-        grown = tuple(s + 2 * p for s, p in zip(idx.shape, pad, strict=True))
-        if tuple(arr.shape[1:]) == grown:
-            arr = crop_pad(arr, pad)
-        return as_cxyz(arr, idx.shape, self.operation_name or
-                       getattr(self.fn, "__name__", None) or "VolumetricCallableOperation")
 
 
 # --------------------------------------------------------------------------- array functions

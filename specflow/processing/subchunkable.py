@@ -173,6 +173,8 @@ class ProtocolOperation:
 def _holding(op: Any) -> ExitStack:
     """The semaphores held while ``op`` runs: its own (``fn_semaphores``) or ``cpu``."""
     names = getattr(op, "semaphores", None)
+    if names is None and getattr(op, "fn_semaphores", None):
+        names = ()  # the operation holds its own while its function runs
     stack = ExitStack()
     for name in ("cpu",) if names is None else names:
         stack.enter_context(semaphore(name))

@@ -25,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from specflow.builder.not_provided import NotProvidedError
 from specflow.builder.registry import register
-from specflow.spec.errors import SpecError
-from specflow.volumes.geometry import BBox3D, ivec3, vec3
+from specflow.volumes.geometry import BBox3D, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import (
     DEFAULT_CACHE_BYTES,
     LayerMetadataError,
+    ReadResult,
     ScaleInfo,
     TSLayer,
     kvstore_url,
@@ -53,10 +56,8 @@ def interpolation(mode: str | None) -> str | None:
     if mode is None:
         return None
     if mode == "field":
-        raise SpecError(
-            "interpolation_mode 'field' (resampling displacement fields, used by alignment) is "
-            "not provided by specflow"
-        )
+        raise NotProvidedError.of("interpolation_mode: field",
+                                  "resampling displacement fields, used by alignment")
     if mode not in ZETTA_INTERPOLATION:
         raise ValueError(f"unknown interpolation_mode {mode!r}; expected one of "
                          f"{', '.join(sorted(ZETTA_INTERPOLATION))}")
@@ -194,7 +195,6 @@ def _frontend(**kwargs: Any) -> dict[str, Any]:
 
 
 @register("build_cv_layer", versions=">=0.4")
-@register("build_precomputed_layer", versions=">=0.4")
 def build_cv_layer(
     path: str,
     cv_kwargs: dict[str, Any] | None = None,
@@ -267,7 +267,6 @@ def build_cv_layer(
 
 
 @register("build_cv_layer", versions="<0.4")
-@register("build_precomputed_layer", versions="<0.4")
 def build_cv_layer_legacy(
     path: str,
     cv_kwargs: dict[str, Any] | None = None,
@@ -339,3 +338,50 @@ def build_cv_layer_legacy(
                            index_resolution=index_resolution, mask_value_thr=mask_value_thr or None,
                            allow_slice_rounding=allow_slice_rounding),
     )
+
+
+class ConstantLayer(TSLayer):
+    """A read-only layer whose every voxel is ``value`` (float32, ``num_channels``)."""
+
+    def __init__(self, value: float = 0, num_channels: int = 1, *,
+                 read_procs: Sequence[Proc] = (), index_procs: Sequence[Proc] = ()) -> None:
+        super().__init__(f"constant://{value}/{num_channels}", readonly=True,
+                         read_procs=read_procs, index_procs=index_procs)
+        self.settings["constant"] = {"value": value, "num_channels": int(num_channels)}
+        self._init_runtime()
+
+    def __repr__(self) -> str:
+        return f"ConstantLayer({self.settings['constant']['value']!r})"
+
+    def exists(self) -> bool:
+        return True
+
+    def scales(self) -> list[ScaleInfo]:
+        return []
+
+    def read_async(self, idx: VolumetricIndex) -> ReadResult:
+        idx = self._index(idx)
+        c = self.settings["constant"]
+        full = np.full((c["num_channels"], *idx.shape), c["value"], dtype=np.float32)
+        out = ReadResult(value=full)
+        if self.read_procs:
+            out.post = self._apply_read_procs
+        return out
+
+
+@register("build_constant_volumetric_layer")
+def build_constant_volumetric_layer(
+    value: float = 0,
+    num_channels: int = 1,
+    default_desired_resolution: list[float] | None = None,
+    index_resolution: list[float] | None = None,
+    data_resolution: list[float] | None = None,
+    interpolation_mode: str | None = None,
+    allow_slice_rounding: bool = False,
+    index_procs: list[Any] | None = None,
+    read_procs: list[Any] | None = None,
+) -> ConstantLayer:
+    """A read-only layer that reads as ``value`` everywhere (float32, ``num_channels``); the
+    resolution settings are accepted (a constant reads the same at every resolution)."""
+    return ConstantLayer(value, num_channels, read_procs=read_procs or (),
+                         index_procs=index_procs or ())

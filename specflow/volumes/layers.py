@@ -80,8 +80,13 @@ os.register_at_fork(after_in_child=_reset_contexts_after_fork)
 
 def kvstore_url(path: str) -> str:
     """A kvstore URL for ``path``: URLs pass through, local paths become absolute file URLs.
-    Always ends in ``/`` (the layer is a directory)."""
-    if "://" in path:
+    Always ends in ``/`` (the layer is a directory). CloudVolume's format prefix
+    (``precomputed://gs://...``) is dropped."""
+    if path.startswith("precomputed://"):
+        path = path[len("precomputed://"):]
+    if path.startswith("file://") and not path[len("file://"):].startswith("/"):
+        url = "file://" + os.path.abspath(os.path.expanduser(path[len("file://"):]))
+    elif "://" in path:
         url = path
     else:
         url = "file://" + os.path.abspath(os.path.expanduser(path))

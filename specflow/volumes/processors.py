@@ -29,6 +29,7 @@ Array = npt.NDArray[Any]
 DATA_PROCESSORS = ("add", "multiply", "divide", "int_divide", "power", "abs", "compare",
                    "to_uint8", "to_float32", "to_int32", "squeeze", "unsqueeze", "rearrange",
                    "clamp", "crop")
+MASK_PROCESSORS = ("coarsen", "coarsen_mask", "erode", "binary_closing", "filter_cc")
 INDEX_PROCESSORS = ("VolumetricIndexTranslator", "VolumetricIndexPadder", "VolumetricIndexScaler")
 
 
@@ -327,3 +328,126 @@ class VolumetricIndexScaler:
 
     def __specflow_id__(self) -> Any:
         return {"res_change_mult": list(self.res_change_mult)}
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def _skip_empty(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Return data that is all zero unchanged, as zetta's mask operations do."""
+
+    @functools.wraps(fn)
+    def wrapper(data: Array, *args: Any, **kwargs: Any) -> Any:
+        if not np.any(data):
+            return data
+        return fn(data, *args, **kwargs)
+
+    return wrapper
+
+
+def _slices_2d(data: Array, what: str) -> Array:
+    if data.ndim != 4 or data.shape[0] != 1:
+        raise ValueError(f"{what} takes one-channel (C, X, Y, Z) data, got shape "
+                         f"{list(data.shape)}")
+    return data
+
+
+def _coarsen(data: Array, width: int, thr: float) -> Array:
+    from scipy import ndimage
+
+    _slices_2d(data, "coarsen")
+    out = data.astype(np.float32)
+    kernel = np.ones((3, 3), dtype=np.float32)
+    for _ in range(width):
+        for z in range(out.shape[3]):
+            summed = ndimage.correlate(out[0, :, :, z], kernel, mode="constant", cval=0.0)
+            out[0, :, :, z] = (summed >= thr).astype(np.float32)
+    return (out > 0).astype(data.dtype)
+
+
+@register("coarsen")
+@_dicts
+@_skip_empty
+def coarsen(data: Array, width: int = 1, thr: int = 3) -> Array:
+    """Grow a mask, slice by slice: ``width`` times, a voxel is set when at least ``thr``
+    voxels of its 3 x 3 neighbourhood (itself included) are."""
+    return _coarsen(data, width, thr)
+
+
+@register("coarsen_mask")
+@_dicts
+@_skip_empty
+def coarsen_mask(data: Array, width: int = 1, thr: int = 1) -> Array:
+    """``coarsen`` with zetta's earlier default threshold of 1 (any neighbour)."""
+    return _coarsen(data, width, thr)
+
+
+@register("erode")
+@_dicts
+@_skip_empty
+def erode(data: Array, width: int = 1, thr: int = 3) -> Array:
+    """Shrink a mask: the complement of ``coarsen`` of the complement (a boolean mask)."""
+    return np.asarray(_coarsen(data == 0, width, thr) == 0)
+
+
+@register("binary_closing")
+@_dicts
+@_skip_empty
+def binary_closing(data: Array, width: int | None = None,
+                   iterations: int | None = None) -> Array:
+    """Binary closing of a one-slice mask (``width`` or ``iterations`` times), without
+    eroding the borders; a boolean mask."""
+    from scipy import ndimage
+
+    n = int(width if width is not None else iterations if iterations is not None else 1)
+    if data.ndim == 4:
+        if data.shape[0] != 1 or data.shape[3] != 1:
+            raise ValueError(f"binary_closing takes (1, X, Y, 1) data, got {list(data.shape)}")
+        plane = data[0, :, :, 0]
+    else:
+        plane = data
+    mask = plane.astype(bool)
+    closed: Array = np.asarray(ndimage.binary_closing(mask, iterations=n))
+    closed[..., :n, :] |= mask[..., :n, :]
+    closed[..., -n:, :] |= mask[..., -n:, :]
+    closed[..., :, :n] |= mask[..., :, :n]
+    closed[..., :, -n:] |= mask[..., :, -n:]
+    out: Array = closed[None, :, :, None] if data.ndim == 4 else closed
+    return out
+
+
+@register("filter_cc")
+@_dicts
+@_skip_empty
+def filter_cc(data: Array, mode: Literal["keep_large", "keep_small"] = "keep_small",
+              thr: int = 100) -> Array:
+    """Keep, slice by slice, the connected components (8-connected, of non-zero voxels) of
+    more than ``thr`` voxels (``keep_large``) or of at most ``thr`` (``keep_small``)."""
+    from scipy import ndimage
+
+    if mode not in ("keep_large", "keep_small"):
+        raise ValueError(f"filter_cc: mode must be keep_large or keep_small, not {mode!r}")
+    _slices_2d(data, "filter_cc")
+    out = np.zeros_like(data)
+    structure = np.ones((3, 3), dtype=bool)
+    for z in range(data.shape[3]):
+        plane = data[0, :, :, z]
+        if not np.any(plane):
+            continue
+        labels, _ = ndimage.label(plane != 0, structure=structure)
+        counts = np.bincount(labels.ravel())
+        keep = counts > thr if mode == "keep_large" else counts <= thr
+        keep[0] = False
+        kept = keep[labels]
+        out[0, :, :, z] = np.where(kept, plane, 0)
+    return out
+
+
+@register("apply_mask_fn")
+@register("apply_mask")
+def apply_mask_fn(src: Array, masks: Sequence[Array], fill_value: float = 0) -> Array:
+    """``src`` with ``fill_value`` wherever any of ``masks`` is positive."""
+    out = np.array(src, copy=True)
+    for mask in masks:
+        out[np.asarray(mask) > 0] = fill_value
+    return out.astype(np.asarray(src).dtype)

@@ -66,7 +66,8 @@ def expected_input(dtype: str, start: tuple[int, int, int] | list[int],
     if dtype == "uint8":
         data = np.where(inside, v + 1, 0).astype(np.uint8)  # 1..251: no stored zero
     else:
-        data = np.where(inside, (v + 1) / 8.0 - 3.0 + (xs % 5) * 0.125, 0).astype(np.float32)
+        # signed, never zero inside: (v + 1 + x % 5) / 8 is a multiple of 1/8, 16.03125 is not
+        data = np.where(inside, (v + 1 + xs % 5) / 8.0 - 16.03125, 0).astype(np.float32)
     return data[None]
 
 
