@@ -13,10 +13,15 @@ from typing import Any
 from specflow.builder.registry import register
 
 
-def _eval_globals() -> dict[str, Any]:
+def _eval_globals(text: str = "") -> dict[str, Any]:
     import numpy
 
-    return {"np": numpy, "numpy": numpy, "math": math}
+    out: dict[str, Any] = {"np": numpy, "numpy": numpy, "math": math}
+    if "torch" in text:  # as zetta: torch for lambdas that name it (a numpy stand-in without it)
+        from specflow.builder.torch_standin import torch_module
+
+        out["torch"] = torch_module()
+    return out
 
 
 class LambdaFn:
@@ -30,7 +35,7 @@ class LambdaFn:
     def _compiled(self) -> Any:
         if self._fn is None:
             code = compile(self.lambda_str, f"<lambda {self.name or 'from the spec'}>", "eval")
-            self._fn = eval(code, _eval_globals())  # noqa: S307 - granted by --allow-eval
+            self._fn = eval(code, _eval_globals(self.lambda_str))  # noqa: S307 - granted by --allow-eval
         return self._fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
