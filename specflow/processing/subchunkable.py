@@ -170,6 +170,29 @@ class ProtocolOperation:
 
 
 
+class WriteProcs:
+    """An operation whose output gets ``dst``'s write processors as it is produced, as zetta
+    applies them when each bottom-level chunk is written (before blending and cropping);
+    the flow then writes ``dst`` without them, so they apply once."""
+
+    def __init__(self, op: Any, procs: Sequence[Any]) -> None:
+        self.op = op
+        self.procs = tuple(procs)
+        self.semaphores = getattr(op, "semaphores", None)
+        self.fn_semaphores = getattr(op, "fn_semaphores", None)
+
+    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array | None:
+        out = self.op(idx, **kwargs)
+        if out is None:
+            return None
+        for proc in self.procs:
+            out = proc(out)
+        return np.asarray(out)
+
+    def __specflow_id__(self) -> Any:
+        return {"op": self.op, "write_procs": list(self.procs)}
+
+
 def _holding(op: Any) -> ExitStack:
     """The semaphores held while ``op`` runs: its own (``fn_semaphores``) or ``cpu``."""
     names = getattr(op, "semaphores", None)
@@ -325,6 +348,7 @@ def _staging_chunk(n: int) -> int:
 def _create_staging(
     path: str, grid: list[int], top: Level, resolution: list[float], dtype: str,
     num_channels: int, region: VolumetricIndex, gap: list[int] | None = None,
+    procs_applied: bool = False,
 ) -> str:
     """Create the staging array: one slot of (chunk + 2 * blend) voxels per top-level chunk."""
     slot = top.output
@@ -338,7 +362,7 @@ def _create_staging(
     record = {"region": {"resolution": list(region.resolution), "start": list(region.start),
                          "stop": list(region.stop)},
               "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop),
-              "gap": list(gap or [0, 0, 0])}
+              "gap": list(gap or [0, 0, 0]), "write_procs_applied": procs_applied}
     kv_write(kvstore_url(path), "staging.json", json.dumps(record).encode())
     return layer.path
 
@@ -492,7 +516,8 @@ class SubchunkableApplyFlow:
         path = self.staging_path(plan_)
         create = create_staging.make_task(
             path=path, grid=list(geo.grid()), top=top, resolution=res, dtype=record["dtype"],
-            num_channels=int(record["num_channels"]), region=region, gap=list(geo.gap))
+            num_channels=int(record["num_channels"]), region=region, gap=list(geo.gap),
+            procs_applied=isinstance(self.op, WriteProcs))
         yield create
         staged = yield Dependency(create)
         staging = TSLayer(staged)
@@ -782,6 +807,10 @@ def build_subchunkable_apply_flow(
         f"{str(dirs[-1] if isinstance(dirs, list) else dirs).rstrip('/')}/"
         f"subchunkable_{type(args['op'] or args['fn']).__name__}_temp_")
     operation = _operation(args, crops[-1], sink_name)
+    procs = tuple(getattr(layer, "write_procs", None) or ())
+    if procs:
+        operation = WriteProcs(operation, procs)
+        layer = layer.with_procs(write_procs=())
     kwargs = dict(args["op_kwargs"] or {})
     if args["verbose"] is True and plan_ is not None:
         text = _summary(args, plan_.geometry, layer, args["op"] or args["fn"])
@@ -1005,6 +1034,8 @@ def _reduce_staged(
     record = yield Dependency(read)
     r = record["region"]
     region = VolumetricIndex.from_voxels(r["start"], r["stop"], r["resolution"])
+    if record.get("write_procs_applied") and getattr(dst, "write_procs", None):
+        dst = dst.with_procs(write_procs=())  # the staged outputs have them already
     top = Level(ivec3(record["chunk"]), ivec3(record["crop"]), ivec3(record["blend"]), mode)
     prep = prepare_dst.make_task(dst=dst, resolution=r["resolution"])
     yield prep
