@@ -83,7 +83,6 @@ def execute_spec(
 
 
 @register("execute_on_slurm")
-@register("mazepa.execute_on_slurm")
 def execute_on_slurm(
     target: Any,
     keep_going: bool | None = None,
