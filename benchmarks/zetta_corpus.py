@@ -146,14 +146,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 2
     counts: collections.Counter[str] = collections.Counter()
     blockers: collections.Counter[str] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
     missing_count: collections.Counter[str] = collections.Counter()
     t0 = time.perf_counter()
     for f in files:
         category, detail, missing = classify(f)
         counts[category] += 1
         if category == "out of scope":
-            for name in detail.split(" (")[0].split(", "):
+            names_part, _, reason_part = detail.partition(" (")
+            for name in names_part.split(", "):
                 blockers[name] += 1
+            for reason in reason_part.rstrip(")").split("; "):
+                reasons[reason] += 1
         for item in missing:
             missing_count[item] += 1
         if not args.quiet:
@@ -171,6 +175,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         print("\nwhat the 'should support' specs miss (specs per item):")
         for item, n in missing_count.most_common():
             print(f"  {n:4d}  {item}")
+    if reasons:
+        print("\nout-of-scope specs by reason (a spec may have several):")
+        for reason, n in reasons.most_common():
+            print(f"  {n:4d}  {reason}")
     if blockers and not args.quiet:
         print("\nout-of-scope types (specs naming each):")
         for name, n in blockers.most_common():

@@ -2,7 +2,8 @@
 
 A spec naming one is refused with a :class:`NotProvidedError` that says so (and why), instead
 of "unknown @type": model training, alignment, model inference, cloud (GCP, Kubernetes)
-execution and meshing are outside what specflow does.
+execution and meshing are outside what specflow does, and some types older specs name have
+been retired from zetta_utils itself.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ INFERENCE = "neural networks and model inference"
 ALIGNMENT = "alignment"
 CLOUD = "GCP and Kubernetes execution"
 MESHING = "meshing and skeletonization"
+RETIRED = "retired from zetta_utils, whose build_subchunkable_apply_flow does their work"
 
 _GROUPS: dict[str, tuple[str, ...]] = {
     TRAINING: (
@@ -74,6 +76,11 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "mazepa.k8s.CronJobSpec", "gcloud.create_mig_from_template",
         "gcloud.create_instance_template", "gcloud.AcceleratorConfig", "test_gcs_access",
         "build_datastore_layer",
+    ),
+    RETIRED: (
+        "build_write_flow", "build_apply_mask_flow", "build_blendable_apply_flow",
+        "build_annotated_section_copy_flow", "detect_consecutive_masks",
+        "VolumetricIndexChunker", "chain", "pad_bbox", "split_reduce",
     ),
     MESHING: (
         "MakeMeshFragsOperation", "build_generate_meshes_flow", "build_generate_skeletons_flow",

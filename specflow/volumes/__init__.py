@@ -1,5 +1,6 @@
 """Bounding boxes, volumetric indices and tensorstore layers."""
 
+from specflow.volumes import nglink as nglink
 from specflow.volumes import processors as processors
 from specflow.volumes.cloudvol import CVLayer, build_cv_layer
 from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3

@@ -479,6 +479,16 @@ class TSLayer:
     def readonly(self) -> bool:
         return bool(self.settings["readonly"])
 
+    @property
+    def name(self) -> str:
+        """The layer's path (zetta code reads it as ``layer.backend.name``)."""
+        return self.path
+
+    @property
+    def backend(self) -> TSLayer:
+        """The layer itself: zetta code reaches storage details through ``layer.backend``."""
+        return self
+
     # ------------------------------------------------------------------ metadata
 
     def _context(self) -> ts.Context:

@@ -192,7 +192,8 @@ class InfoSpec:
                 scale = {**scale, **p["extra_scale_data"]}
             scale["size"] = [math.ceil(k / m) for k, m in zip(shape, res, strict=True)]
             offset = [k / m for k, m in zip(start, res, strict=True)]
-            scale["voxel_offset"] = [int(round(o)) if _is_int(o) else math.floor(o)
+            # as zetta: a value within 1e-5 of an integer is truncated, any other is floored
+            scale["voxel_offset"] = [int(o) if _is_int(o) else math.floor(o)
                                      for o in offset]
             info["scales"].append(scale)
         return info

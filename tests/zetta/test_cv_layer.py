@@ -320,3 +320,13 @@ def test_path_forms(zetta_workdir: Path) -> None:
         layer = build({"@type": "build_cv_layer", "path": path})
         assert layer.path == f"file://{absolute}/"
         assert np.array_equal(layer.read(region), want)
+
+
+def test_zetta_style_layer_access(zetta_workdir: Path) -> None:
+    src = build({"@type": "build_cv_layer", "path": SRC})
+    dst = build(v04(path="assets/temp/x_temp_0", info_reference_path=SRC, info_scales=[RES],
+                    info_inherit_all_params=True))
+    assert dst.backend.name.find("_temp_") > 0  # as zetta's OnlyCopyTempOp tests it
+    region = idx([2048, 2048, 2000], [2048 + 16, 2048 + 8, 2001])
+    dst[region] = src[region]
+    assert np.array_equal(dst[region], expected_input("uint8", region.start, region.stop))

@@ -92,3 +92,18 @@ def test_lists_of_layers_are_read_for_functions() -> None:
     assert np.all(apply_mask_fn(**args) == 2)
     args = read_inputs(idx, {"src": src, "masks": [off], "fill_value": 2})
     assert np.all(apply_mask_fn(**args) == 5)
+
+
+def test_make_ng_link_holds_the_layers() -> None:
+    import json
+    import urllib.parse
+
+    link = build({"@type": "make_ng_link", "title": "t", "position": [5, 6, 7],
+                  "print_to_logger": False, "layers": [
+                      ["img", "image", "gs://bucket/img"],
+                      ["seg", "segmentation", "precomputed://gs://bucket/seg"]]})
+    state = json.loads(urllib.parse.unquote(link.split("#!", 1)[1]))
+    assert [(x["name"], x["type"], x["source"]) for x in state["layers"]] == [
+        ("img", "image", "precomputed://gs://bucket/img"),
+        ("seg", "segmentation", "precomputed://gs://bucket/seg")]
+    assert state["position"] == [5, 6, 7] and state["title"] == "t"
