@@ -35,7 +35,6 @@ import itertools
 import json
 import shutil
 import sys
-import urllib.parse
 from collections.abc import Generator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -681,20 +680,14 @@ def _layer_name(layer: Any) -> str:
 
 
 def ng_link(layers: dict[str, Any], region: VolumetricIndex) -> str:
-    """A neuroglancer link showing ``layers`` (name -> layer) at the centre of ``region``
-    (built offline: the state is in the URL)."""
-    res = region.resolution
-    centre = [(a + b) / 2 for a, b in zip(region.start, region.stop, strict=True)]
-    state = {
-        "dimensions": {ax: [r * 1e-9, "m"] for ax, r in zip("xyz", res, strict=True)},
-        "position": centre,
-        "layout": "xy",
-        "layers": [{"type": "image", "name": name,
-                    "source": "precomputed://" + _layer_name(layer).rstrip("/")}
-                   for name, layer in layers.items()],
-    }
-    text = json.dumps(state, separators=(",", ":"))
-    return "https://neuroglancer-demo.appspot.com/#!" + urllib.parse.quote(text, safe="")
+    """A neuroglancer link showing ``layers`` (name -> layer) at the start of ``region`` (as
+    zetta places it), built offline: the state is in the URL."""
+    from specflow.volumes.nglink import make_ng_link
+
+    position = [float(v) for v in region.start]
+    return make_ng_link([[name, "image", _layer_name(layer).rstrip("/")]
+                         for name, layer in layers.items()], position, title="subchunkable",
+                        print_to_logger=False)
 
 
 def _summary(args: dict[str, Any], geometry: Geometry, dst: Any, op: Any) -> str:

@@ -4,6 +4,7 @@ link, and zetta-style operations that write into the dst they are given."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,13 @@ def test_generate_ng_link_prints_a_link(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "level 0: 5 chunk(s) of [8, 16, 8]" in err
     assert "neuroglancer: https://neuroglancer-demo.appspot.com/#!" in err
-    assert "precomputed%3A%2F%2Ffile%3A%2F%2F" in err
+    import re
+    import urllib.parse
+
+    link = re.search(r"neuroglancer: (\S+)", err)
+    assert link is not None
+    state = json.loads(urllib.parse.unquote(link.group(1).split("#!", 1)[1]))
+    assert state["layers"][0]["source"].startswith("precomputed://file://")
 
 
 class CopyWhenTemp:
