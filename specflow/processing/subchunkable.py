@@ -446,7 +446,8 @@ class SubchunkableApplyFlow:
 
     def __init__(self, op: Any, op_kwargs: dict[str, Any], dst: Any, plan: Plan | None,
                  subchunk_threads: int, args: dict[str, Any] | None = None,
-                 bbox: BBox3D | None = None) -> None:
+                 bbox: BBox3D | None = None, planned: DstInfo | None = None) -> None:
+        self.planned = planned
         self.op = op
         self.op_kwargs = op_kwargs
         self.dst = dst
@@ -482,6 +483,14 @@ class SubchunkableApplyFlow:
         prep = prepare_dst.make_task(dst=self.dst, resolution=res)
         yield prep
         record = yield Dependency(prep)
+        if record is None:  # a dry run prepared nothing: count with the layout foreseen
+            if self.planned is None:
+                raise SubchunkableConfigError(
+                    "a dry run cannot count this flow's tasks: dst's layout is known only once "
+                    "the run creates it", ("dst",))
+            p = self.planned
+            record = {"chunk_size": list(p.chunk_size), "voxel_offset": list(p.voxel_offset),
+                      "size": list(p.size), "dtype": "uint8", "num_channels": 1}
         plan_ = self._final_plan(_info_of(record))
         geo = plan_.geometry
         region = geo.region
@@ -519,7 +528,7 @@ class SubchunkableApplyFlow:
             procs_applied=isinstance(self.op, WriteProcs))
         yield create
         staged = yield Dependency(create)
-        staging = TSLayer(staged)
+        staging = TSLayer(staged or path)
         for chunk in chunks:
             yield process_chunk.make_task(chunk=chunk, staging=staging, **common)
         yield Dependency()
@@ -814,7 +823,7 @@ def build_subchunkable_apply_flow(
     schema = SubchunkableApplyFlow(operation, kwargs, layer, plan_, int(args["subchunk_threads"]),
                                    args={k: v for k, v in args.items()
                                          if k not in ("dst", "op", "fn", "op_kwargs")},
-                                   bbox=bbox_)
+                                   bbox=bbox_, planned=info)
     return schema()
 
 

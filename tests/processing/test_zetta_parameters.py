@@ -152,3 +152,23 @@ def test_zettas_repeat_and_specflows_task_repeater() -> None:
     tasks = build({"@type": "specflow.repeat", "task": {"@type": "echo", "message": 1},
                    "count": 3})
     assert len({t.id for t in tasks}) == 3
+
+
+def test_a_dry_run_counts_what_a_run_executes(tmp_path: Path) -> None:
+    from specflow import execute
+    from specflow.runs import count_tasks
+
+    src, _ = make_volume(tmp_path / "src", dtype="uint8", shape=SHAPE, chunk=(8, 16, 8))
+
+    def flow(name: str) -> Any:
+        return build_subchunkable_apply_flow(
+            dst=dst_like(tmp_path / name, src, info_chunk_size=[8, 16, 8]),
+            dst_resolution=list(RES), fn=copy, op_kwargs={"src": src}, verbose=False,
+            processing_chunk_sizes=[[8, 16, 8]], processing_blend_pads=[2, 0, 0],
+            bbox=whole(SHAPE).bbox, level_intermediaries_dirs=[str(tmp_path / "t")])
+
+    counted = count_tasks(flow("counted"))
+    assert not (tmp_path / "counted").exists(), "a dry run writes nothing"
+    report = execute(flow("ran"), backend="inline", checkpoint=False)
+    ran = {op: c["done"] for op, c in report.counts.items() if c.get("done")}
+    assert counted == ran and counted["subchunkable.reduce_chunk"] == 5
