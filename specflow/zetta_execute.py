@@ -266,22 +266,24 @@ def execute_on_slurm(
     bounds the jobs running at once (``max_jobs_in_flight``); ``worker_resources``
     (``cpus_per_task``, ``mem_per_cpu``, ``gres``, ``time``, ``partition``, ``array``) become
     the jobs' requests (memory per job = ``mem_per_cpu`` x ``cpus_per_task``);
-    ``init_command`` runs before the worker in each job (with ``--allow-shell``);
-    ``num_procs`` worker processes per job. ``local_test: true`` runs on this machine with
-    ``num_procs`` processes instead (``debug: true``: in this process)."""
+    ``init_command`` runs before the worker in each job (as the SLURM backend's ``setup``);
+    each job runs one worker process (``num_procs`` is not applied). ``local_test: true``
+    runs on this machine with ``num_procs`` processes instead (``debug: true``: in this
+    process)."""
+    unused = {} if local_test or num_procs <= 1 else {
+        "num_procs": "each SLURM job runs one worker process; ask for more jobs with "
+                     "worker_replicas"}
     _note("mazepa.execute_on_slurm", {
         "batch_gap_sleep_sec": batch_gap_sleep_sec, "show_progress": show_progress,
         "do_dryrun_estimation": do_dryrun_estimation, "checkpoint": checkpoint,
         "raise_on_failed_checkpoint": raise_on_failed_checkpoint, "message_queue": message_queue,
         "extra_ctx_managers": tuple(extra_ctx_managers or ()),
-    })
+    }, unused)
     if local_test:
         return _local(target, num_procs, semaphores_spec, debug, max_batch_len, True)
     if debug:
         raise SpecError("debug can only be true when local_test is also true", path="debug")
     backend = slurm_settings(worker_replicas, worker_resources, init_command)
-    if num_procs > 1:
-        backend["tasks_per_job"] = max(1, num_procs)
     return _request(target, "slurm", {"semaphores": semaphores_spec or None,
                                       "batch_size": max_batch_len}, backend)
 
