@@ -227,6 +227,8 @@ def run_spec(name: str, tmp: Path) -> Any:
 
 def check_run(name: str, kind: str, zrange: tuple[int, int] | None, tmp: Path) -> None:
     spec = exported(spec_path(name))
+    checked = cli("validate", str(spec_path(name)), "-i", OPS, "--allow-eval")
+    assert checked.exit_code == 0, checked.output
     done = run_spec(name, tmp)
     assert done.exit_code == 0, done.output
     assert "Traceback" not in done.output
@@ -304,3 +306,26 @@ def test_the_lists_are_zettas() -> None:
         assert spec_path(name, exc=True).is_file(), name
     every = {p.name for p in CASES.glob(f"{PREFIX}exc__*.cue")}
     assert every == {spec_path(n, exc=True).name for n in MUST_RAISE}
+
+
+def test_the_command_itself(in_suite: Path, tmp_path: Path) -> None:
+    """The same through the ``specflow`` command in its own process: a refused spec exits 2
+    without a traceback, a copy runs and writes the input."""
+    import subprocess
+    import sys
+
+    def sf(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "specflow", *args], capture_output=True,
+                              text=True, timeout=600)
+
+    bad = sf("validate", str(spec_path("test_uint8_exc_processing_gap_but_uneven", exc=True)),
+             "--allow-eval")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "processing_gap [512, 512, 1] must be even" in " ".join(bad.stderr.split())
+    refused = sf("run", str(spec_path("test_uint8_copy_crop")), "--no-progress")
+    assert refused.returncode == 2 and "--allow-eval" in refused.stderr
+    ok = sf("run", str(spec_path("test_uint8_copy_crop")), "--allow-eval", "--backend",
+            "inline", "--no-progress", "--run-dir", str(tmp_path / "run"))
+    assert ok.returncode == 0, ok.stderr
+    data, start, shape = read_layer(Path("assets/outputs/test_uint8_copy_crop"), Z5)
+    assert np.array_equal(data, expected("uint8", start, shape, "copy"))
