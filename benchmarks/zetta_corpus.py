@@ -6,7 +6,8 @@
 Every ``*.cue`` file is loaded with specflow's CUE evaluator and built (the registry's
 argument checks, then the constructors) inside a fresh temporary directory, with every
 opt-in granted (``lambda`` is only compiled when called, so nothing in a spec runs). Layers
-are created lazily, so building writes nothing. Each spec lands in one of:
+are created lazily, so building writes nothing; tensorstore is made to refuse any storage that
+is not local (building must not reach a bucket, and an unreachable one would only hang). Each spec lands in one of:
 
 * ``builds``        - the whole spec builds;
 * ``out of scope``  - it names a type specflow does not provide (training, alignment,
@@ -64,6 +65,35 @@ def _kind(error: BaseException) -> str:
     if m := _UNEXPECTED.search(text):
         return f"parameter {m.group(2)}.{m.group(1)}"
     return f"{type(error).__name__}: {text.split(': ', 1)[-1] if ': ' in text else text}"
+
+
+class RemoteStorageTouched(RuntimeError):
+    """Building a spec tried to reach storage off this machine."""
+
+
+_REMOTE = re.compile(r"\b(?!file://|memory://)[a-z][a-z0-9+.-]*://")
+
+
+def guard_remote_storage() -> None:
+    """Make tensorstore refuse any kvstore that is not local, in this process: building
+    must not touch storage, and an unreachable bucket would only hang."""
+    import json
+
+    import tensorstore as ts
+
+    def guarded(fn: Any) -> Any:
+        def call(spec: Any, *args: Any, **kwargs: Any) -> Any:
+            text = spec if isinstance(spec, str) else json.dumps(
+                spec.to_json() if hasattr(spec, "to_json") else spec, default=str)
+            found = _REMOTE.search(text)
+            if found:
+                raise RemoteStorageTouched(f"building reached remote storage ({text[:120]})")
+            return fn(spec, *args, **kwargs)
+
+        return call
+
+    ts.KvStore.open = staticmethod(guarded(ts.KvStore.open))  # type: ignore[method-assign]
+    ts.open = guarded(ts.open)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -136,6 +166,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     from specflow.catalog import load_builtins
 
     load_builtins()
+    guard_remote_storage()
     for name in args.imports:
         import_user_module(str(Path(name).resolve()) if name.endswith(".py") else name)
     files = sorted(args.corpus.glob("*.cue"))
