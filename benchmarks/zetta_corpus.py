@@ -15,7 +15,9 @@ is not local (building must not reach a bucket, and an unreachable one would onl
 * ``should support``- every type it names is in scope, yet it fails: the error is printed.
 
 zetta's must-raise specs (``__exc__`` in the name) count as ``refused`` when building refuses
-them with a spec error, and as ``should support`` when they build or crash.
+them with a spec error, and as ``should support`` when they build or crash. A spec whose only
+problem is that building reads a remote bucket (a layer's info) is counted apart: this
+machine is offline.
 
 Files that are not specs (the reference CUE refuses them too) are counted apart, as are
 files that hold no ``@type`` at all (plain data: they build trivially). The last lines are
@@ -149,6 +151,8 @@ def classify(path: Path) -> tuple[str, str, list[str]]:
             ["must-raise spec not refused cleanly"]
     if not missing:
         return "builds", "", []
+    if problems and all(isinstance(p, RemoteStorageTouched) for p in problems):
+        return "reads remote storage", _first_line(problems[0]), []
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return "should support", _first_line(problems[0]) + more if problems else missing[0], missing
 
@@ -198,6 +202,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     print(f"{len(files)} files in {elapsed:.1f} s")
     labels = {"builds": "builds", "out of scope": "out of scope (a type named)",
               "should support": "should support (fails)",
+              "reads remote storage": "reads a bucket while building (offline here: not "
+                                      "counted as a failure, but not built either)",
               "refused": "refused as zetta refuses them (its must-raise specs)",
               "not a spec": "not a spec (the reference CUE refuses them too)"}
     for category, label in labels.items():
