@@ -6,7 +6,8 @@
 Every ``*.cue`` file is loaded with specflow's CUE evaluator and built (the registry's
 argument checks, then the constructors) inside a fresh temporary directory, with every
 opt-in granted (``lambda`` is only compiled when called, so nothing in a spec runs). Layers
-are created lazily, so building writes nothing. Each spec lands in one of:
+are created lazily, so building writes nothing; tensorstore is made to refuse any storage that
+is not local (building must not reach a bucket, and an unreachable one would only hang). Each spec lands in one of:
 
 * ``builds``        - the whole spec builds;
 * ``out of scope``  - it names a type specflow does not provide (training, alignment,
@@ -14,7 +15,9 @@ are created lazily, so building writes nothing. Each spec lands in one of:
 * ``should support``- every type it names is in scope, yet it fails: the error is printed.
 
 zetta's must-raise specs (``__exc__`` in the name) count as ``refused`` when building refuses
-them with a spec error, and as ``should support`` when they build or crash.
+them with a spec error, and as ``should support`` when they build or crash. A spec whose only
+problem is that building reads a remote bucket (a layer's info) is counted apart: this
+machine is offline.
 
 Files that are not specs (the reference CUE refuses them too) are counted apart, as are
 files that hold no ``@type`` at all (plain data: they build trivially). The last lines are
@@ -64,6 +67,35 @@ def _kind(error: BaseException) -> str:
     if m := _UNEXPECTED.search(text):
         return f"parameter {m.group(2)}.{m.group(1)}"
     return f"{type(error).__name__}: {text.split(': ', 1)[-1] if ': ' in text else text}"
+
+
+class RemoteStorageTouched(RuntimeError):
+    """Building a spec tried to reach storage off this machine."""
+
+
+_REMOTE = re.compile(r"\b(?!file://|memory://)[a-z][a-z0-9+.-]*://")
+
+
+def guard_remote_storage() -> None:
+    """Make tensorstore refuse any kvstore that is not local, in this process: building
+    must not touch storage, and an unreachable bucket would only hang."""
+    import json
+
+    import tensorstore as ts
+
+    def guarded(fn: Any) -> Any:
+        def call(spec: Any, *args: Any, **kwargs: Any) -> Any:
+            text = spec if isinstance(spec, str) else json.dumps(
+                spec.to_json() if hasattr(spec, "to_json") else spec, default=str)
+            found = _REMOTE.search(text)
+            if found:
+                raise RemoteStorageTouched(f"building reached remote storage ({text[:120]})")
+            return fn(spec, *args, **kwargs)
+
+        return call
+
+    ts.KvStore.open = staticmethod(guarded(ts.KvStore.open))  # type: ignore[method-assign]
+    ts.open = guarded(ts.open)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -119,6 +151,8 @@ def classify(path: Path) -> tuple[str, str, list[str]]:
             ["must-raise spec not refused cleanly"]
     if not missing:
         return "builds", "", []
+    if problems and all(isinstance(p, RemoteStorageTouched) for p in problems):
+        return "reads remote storage", _first_line(problems[0]), []
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return "should support", _first_line(problems[0]) + more if problems else missing[0], missing
 
@@ -136,6 +170,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     from specflow.catalog import load_builtins
 
     load_builtins()
+    guard_remote_storage()
     for name in args.imports:
         import_user_module(str(Path(name).resolve()) if name.endswith(".py") else name)
     files = sorted(args.corpus.glob("*.cue"))
@@ -167,6 +202,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     print(f"{len(files)} files in {elapsed:.1f} s")
     labels = {"builds": "builds", "out of scope": "out of scope (a type named)",
               "should support": "should support (fails)",
+              "reads remote storage": "reads a bucket while building (offline here: not "
+                                      "counted as a failure, but not built either)",
               "refused": "refused as zetta refuses them (its must-raise specs)",
               "not a spec": "not a spec (the reference CUE refuses them too)"}
     for category, label in labels.items():

@@ -205,6 +205,9 @@ def test_legacy_reference_overrides_and_chunk_size(zetta_workdir: Path) -> None:
     other = {**spec, "on_info_exists": "expect_same", "info_chunk_size": [512, 512, 1]}
     with pytest.raises(LayerMetadataError, match="expect_same"):
         build(other).prepare_for_write(RES)
+    # zetta treats any other mode (the corpus spells "overwite" too) as overwrite
+    build({**other, "on_info_exists": "overwite"}).prepare_for_write(RES)
+    assert info_of("assets/outputs/legacy")["scales"][0]["chunk_sizes"] == [[512, 512, 1]]
 
 
 def test_legacy_add_scales(zetta_workdir: Path) -> None:
@@ -221,6 +224,13 @@ def test_legacy_add_scales(zetta_workdir: Path) -> None:
                          "voxel_offset": [1024, 1024, 2000], "chunk_sizes": [[1024, 1024, 1]],
                          "encoding": "raw"}
     assert scales[2]["chunk_sizes"] == [[128, 128, 1]] and scales[2]["size"] == [256, 256, 50]
+    # "extend" (the default) lets only new scales in
+    extend = {k: v for k, v in spec.items() if k != "on_info_exists"}
+    build({**extend, "info_add_scales": [[1024, 1024, 40]]}).prepare_for_write(
+        [1024, 1024, 40])
+    assert len(info_of("assets/outputs/added")["scales"]) == 4
+    with pytest.raises(LayerMetadataError, match="pure extension"):
+        build({**extend, "info_chunk_size": [64, 64, 1]}).prepare_for_write(RES)
     replace = {**spec, "path": "assets/outputs/replaced", "info_add_scales": [[256, 256, 40]],
                "info_add_scales_mode": "replace"}
     build(replace).prepare_for_write([256, 256, 40])
