@@ -352,8 +352,19 @@ def _slices_2d(data: Array, what: str) -> Array:
     return data
 
 
+def _ndimage() -> Any:
+    try:
+        from scipy import ndimage
+    except ImportError:
+        raise RuntimeError(
+            "zetta's mask processors (coarsen, erode, binary_closing, filter_cc) need scipy: "
+            "pip install 'specflow[zetta]'"
+        ) from None
+    return ndimage
+
+
 def _coarsen(data: Array, width: int, thr: float) -> Array:
-    from scipy import ndimage
+    ndimage = _ndimage()
 
     _slices_2d(data, "coarsen")
     out = data.astype(np.float32)
@@ -397,8 +408,7 @@ def binary_closing(data: Array, width: int | None = None,
                    iterations: int | None = None) -> Array:
     """Binary closing of a one-slice mask (``width`` or ``iterations`` times), without
     eroding the borders; a boolean mask."""
-    from scipy import ndimage
-
+    ndimage = _ndimage()
     n = int(width if width is not None else iterations if iterations is not None else 1)
     if data.ndim == 4:
         if data.shape[0] != 1 or data.shape[3] != 1:
@@ -423,8 +433,7 @@ def filter_cc(data: Array, mode: Literal["keep_large", "keep_small"] = "keep_sma
               thr: int = 100) -> Array:
     """Keep, slice by slice, the connected components (8-connected, of non-zero voxels) of
     more than ``thr`` voxels (``keep_large``) or of at most ``thr`` (``keep_small``)."""
-    from scipy import ndimage
-
+    ndimage = _ndimage()
     if mode not in ("keep_large", "keep_small"):
         raise ValueError(f"filter_cc: mode must be keep_large or keep_small, not {mode!r}")
     _slices_2d(data, "filter_cc")

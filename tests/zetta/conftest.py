@@ -10,7 +10,7 @@ from fixtures import link_inputs, make_inputs
 
 @pytest.fixture(scope="session")
 def zetta_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding ``assets/inputs/...`` (both input layers), built once per session."""
+    """A folder holding ``assets/inputs/...`` (both input layers), built once per test run."""
     root = tmp_path_factory.mktemp("zetta_inputs")
     make_inputs(root)
     return root

@@ -32,7 +32,7 @@ def test_zetta_writeproc_spec_needs_allow_eval_then_runs(zetta_workdir: Path) ->
     r = sf("run", str(WRITEPROC), "--backend", "local", "--no-progress", cwd=zetta_workdir)
     assert r.returncode == 2, r.stderr
     assert "--allow-eval" in r.stderr and "target.fn.@type" in r.stderr
-    assert WRITEPROC.name in r.stderr and "Traceback" not in r.stderr
+    assert f"{WRITEPROC.name}:15:" in r.stderr and "Traceback" not in r.stderr  # its line
     assert not out.exists()
     r = sf("validate", str(WRITEPROC), cwd=zetta_workdir)
     assert r.returncode == 2 and "--allow-eval" in r.stderr

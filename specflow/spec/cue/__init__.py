@@ -18,7 +18,7 @@ from typing import Any
 from specflow.spec.cue.errors import CueError
 from specflow.spec.errors import Location, SpecError
 
-__all__ = ["load_cue", "loads_cue"]
+__all__ = ["load_cue", "load_cue_with_positions", "loads_cue", "loads_cue_with_positions"]
 
 BINARY_ENV = "SPECFLOW_CUE_BINARY"
 
@@ -30,6 +30,14 @@ def _to_spec_error(e: CueError) -> SpecError:
 
 def loads_cue(text: str, filename: str = "<string>") -> Any:
     """Evaluate CUE source text and return its exported value."""
+    return loads_cue_with_positions(text, filename)[0]
+
+
+def loads_cue_with_positions(
+    text: str, filename: str = "<string>"
+) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """Evaluate CUE source text: its exported value, and for every exported value's spec path
+    (``target.stages[0].fn``) the line and column of the field that wrote it."""
     from specflow.spec.cue.builtins import PACKAGES, ensure_init
     from specflow.spec.cue.evaluator import Evaluator
     from specflow.spec.cue.export import export_value, to_json
@@ -49,9 +57,11 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
         f = parse(text, filename)
         root = Vertex(None, None)
         root.conjuncts.append((f.root, None, ()))
-        value = export_value(ev, root)
+        found: dict[str, Any] = {}
+        value = export_value(ev, root, found)
         ev.validate(root)
-        return to_json(value)
+        positions = {k: (p.line, p.col) for k, p in found.items() if p.file == filename}
+        return to_json(value), positions
     except CueError as e:
         raise _to_spec_error(e) from None
     except RecursionError:
@@ -75,19 +85,27 @@ def loads_cue(text: str, filename: str = "<string>") -> Any:
 
 def load_cue(path: str | os.PathLike[str]) -> Any:
     """Evaluate a CUE file and return its exported value."""
+    return load_cue_with_positions(path)[0]
+
+
+def load_cue_with_positions(
+    path: str | os.PathLike[str],
+) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """Evaluate a CUE file: its value and the positions of its values (none when the
+    ``cue`` binary evaluates it)."""
     try:
         filename = os.fsdecode(path)
     except TypeError as e:
         raise SpecError(f"invalid spec path {path!r}: {e}") from None
     binary = os.environ.get(BINARY_ENV)
     if binary:
-        return _load_with_binary(binary, filename)
+        return _load_with_binary(binary, filename), {}
     try:
         with open(filename, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read CUE file: {e}", locations=[Location(filename)]) from None
-    return loads_cue(text, filename)
+    return loads_cue_with_positions(text, filename)
 
 
 def _load_with_binary(binary: str, filename: str) -> Any:
