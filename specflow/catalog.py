@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 
 BUILTIN_MODULES = (
+    "specflow.builder.lambdas",
     "specflow.flow.builtin",
     "specflow.flow.ops",
     "specflow.flow.cluster_ops",
     "specflow.run.entries",
     "specflow.volumes",
     "specflow.processing",
+    "specflow.zetta_execute",
 )
 
 

@@ -36,6 +36,12 @@ ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Import a module or .py file that registers operations."),
 ]
+AllowShellOpt = Annotated[
+    bool, typer.Option("--allow-shell", help="Allow `shell` operations (run shell commands).")
+]
+AllowEvalOpt = Annotated[
+    bool, typer.Option("--allow-eval", help="Allow `lambda` (evaluates Python text).")
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a spec value: PATH=VALUE (VALUE is YAML), repeatable."),
@@ -124,7 +130,8 @@ def run(
     ] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="With --dry-run: print the counts as JSON.")] = False,
-    allow_shell: Annotated[bool, typer.Option(help="Allow `shell` operations.")] = False,
+    allow_shell: AllowShellOpt = False,
+    allow_eval: AllowEvalOpt = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
     events_log: EventsLogOpt = None,
 ) -> None:
@@ -136,7 +143,7 @@ def run(
         _load_builtins()
         if backend is not None and backend not in ("inline", "local", "slurm"):
             _fail(f"--backend {backend}: expected inline, local or slurm")
-        opt_ins = runs.opt_ins_of(allow_shell=allow_shell)
+        opt_ins = runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval)
         if as_json and not dry_run:
             _fail("--json goes with --dry-run (a run's JSON is `specflow status RUN --json`)")
         if dry_run:
@@ -197,13 +204,14 @@ def resume(
     backend: Annotated[str | None, typer.Option("--backend", "-b")] = None,
     workers: Annotated[int | None, typer.Option()] = None,
     keep_going: Annotated[bool | None, typer.Option("--keep-going/--fail-fast")] = None,
-    allow_shell: Annotated[
-        bool, typer.Option(help="Allow `shell` operations (never taken from the checkpoint).")
-    ] = False,
+    allow_shell: AllowShellOpt = False,
+    allow_eval: AllowEvalOpt = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
     events_log: EventsLogOpt = None,
 ) -> None:
-    """Resume a stopped run where it started: tasks recorded as done are skipped."""
+    """Resume a stopped run where it started: tasks recorded as done are skipped. Opt-ins
+    (--allow-shell, --allow-eval) must be given again: they are never taken from the
+    checkpoint."""
 
     def body() -> int:
         from specflow import run as runs
@@ -213,7 +221,7 @@ def resume(
             _fail(f"--backend {backend}: expected inline, local or slurm")
         report, rdir, skipped = runs.resume_run(
             checkpoint, force=force, progress=progress,
-            opt_ins=runs.opt_ins_of(allow_shell=allow_shell),
+            opt_ins=runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval),
             cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
             say=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True),
             listeners=_event_listeners(events_log),
@@ -255,15 +263,19 @@ def validate(
     specs: Annotated[list[str], typer.Argument(help="Spec files to check.")],
     imports: ImportOpt = None,
     set_: SetOpt = None,
+    allow_shell: AllowShellOpt = False,
+    allow_eval: AllowEvalOpt = False,
 ) -> None:
     """Check each spec as `run` would before running a task: against the registry and its
     JSON Schema, then built (building writes nothing) and its flows walked like a dry run,
-    for their first tasks. Runs and writes nothing. Reports every problem; exit 2 on any."""
+    for their first tasks. Runs and writes nothing. Reports every problem; exit 2 on any (a
+    type that needs an opt-in the command line does not give is one)."""
 
     def body() -> int:
         import jsonschema
 
         from specflow import run as runs
+        from specflow.builder import import_user_module
         from specflow.builder.check import check_spec
         from specflow.builder.schema import registry_schema
         from specflow.spec import SpecError
@@ -271,17 +283,20 @@ def validate(
 
         sys.dont_write_bytecode = True  # validating writes nothing, not even module caches
         _load_builtins()
+        for name in imports or []:  # before the schema: it must know the module's types
+            import_user_module(name)
         validator = jsonschema.Draft202012Validator(registry_schema())
+        granted = runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval)
         bad = 0
         for path in specs:
             try:
-                loaded, source, _ = runs.load(path, set_ or [], imports or [])
+                loaded, source, _ = runs.load(path, set_ or [])
             except SpecError as exc:
                 bad += 1
                 err.print(f"[red]✗[/] {path}: ", end="")
                 err.print(str(exc), markup=False, highlight=False)
                 continue
-            problems = check_spec(loaded, source)
+            problems = check_spec(loaded, source, opt_ins=granted)
             if not problems:
                 for e in validator.iter_errors(loaded):
                     where = format_path(list(e.absolute_path))
@@ -289,7 +304,7 @@ def validate(
                                               locations=[source.locate(where)]))
             notes: list[str] = []
             if not problems:
-                problems, notes = _check_as_run(loaded, source)
+                problems, notes = _check_as_run(loaded, source, granted)
             if problems:
                 bad += 1
                 err.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")
@@ -308,25 +323,23 @@ def validate(
 VALIDATE_TASKS_PER_FLOW = 1000
 
 
-def _check_as_run(loaded: Any, source: Any) -> tuple[list[Any], list[str]]:
+def _check_as_run(loaded: Any, source: Any,
+                  granted: frozenset[str] = frozenset()) -> tuple[list[Any], list[str]]:
     """What ``run`` would refuse before running a task: the spec is built (building writes
     nothing) and must be runnable, and every flow is walked as a dry run does, for its first
     tasks, so that flows refusing their configuration are found. Returns the problems and
     notes (the opt-ins the run will need)."""
     from specflow import run as runs
     from specflow.execution.dryrun import DryRun
-    from specflow.flow import ops
     from specflow.spec import SpecError
 
     notes = []
     if _uses_type(loaded, "shell"):
         notes.append("the run will need --allow-shell (the spec runs shell commands)")
     try:
-        prepared = runs.prepare(loaded, source, opt_ins={"shell"})
+        prepared = runs.prepare(loaded, source, opt_ins=granted)
     except SpecError as exc:
         return [exc], notes
-    finally:
-        ops.allow_shell(False)
     result = DryRun(tasks_per_flow=VALIDATE_TASKS_PER_FLOW).run(prepared.target)
     if result.failure is not None:
         return [SpecError(f"the run would fail: {result.failure.reason}")], notes

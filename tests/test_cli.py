@@ -134,8 +134,9 @@ def test_validate_reports_every_problem(workdir: Path) -> None:
     assert r.returncode == 0 and "good.yaml" in r.stdout
     r = sf("validate", "good.yaml", "bad.yaml", cwd=workdir)
     assert r.returncode == 2
-    assert "2 problem(s)" in r.stderr
+    assert "3 problem(s)" in r.stderr  # the misspelt argument is also a missing one
     assert "stages[0].mesage" in r.stderr and "stages[1].@type" in r.stderr
+    assert "missing argument 'message'" in r.stderr
 
 
 def test_dry_run_counts_tasks_and_runs_nothing(workdir: Path, user_ops: str) -> None:

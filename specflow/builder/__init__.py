@@ -2,6 +2,7 @@
 
 from specflow.builder.build import BuildError, build
 from specflow.builder.imports import import_user_module
+from specflow.builder.not_provided import NotProvidedError
 from specflow.builder.provenance import get_spec
 from specflow.builder.registry import (
     entries,
@@ -13,6 +14,7 @@ from specflow.builder.registry import (
 
 __all__ = [
     "BuildError",
+    "NotProvidedError",
     "build",
     "entries",
     "get_spec",

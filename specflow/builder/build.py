@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from specflow.builder.provenance import set_spec
-from specflow.builder.registry import DEFAULT_VERSION, Entry, lookup
+from specflow.builder.registry import DEFAULT_VERSION, Entry, check_opt_in, lookup
 from specflow.spec.errors import SpecError, join_path
 from specflow.spec.source import SourceMap
 
@@ -34,15 +34,23 @@ class BuildError(SpecError):
     """A constructor refused its arguments or raised while building."""
 
 
-def build(spec: Any, *, source: SourceMap | None = None, path: str = "") -> Any:
+def build(
+    spec: Any,
+    *,
+    source: SourceMap | None = None,
+    path: str = "",
+    opt_ins: frozenset[str] | set[str] | tuple[str, ...] = frozenset(),
+) -> Any:
     """Build ``spec`` and return the result.
 
     ``source`` (from :func:`specflow.spec.load_spec_with_source`) lets errors name the file
-    and line of the offending node; ``path`` is the spec path of ``spec`` itself.
+    and line of the offending node; ``path`` is the spec path of ``spec`` itself. A node whose
+    type was registered with an ``opt_in`` (``"eval"``, ``"shell"``) is refused unless that
+    opt-in is in ``opt_ins``.
     """
     _no_cycles(spec, path, [])
     try:
-        return _build(spec, path, DEFAULT_VERSION)
+        return _build(spec, path, DEFAULT_VERSION, frozenset(opt_ins))
     except SpecError as exc:
         located = locate(exc, source)
         if located is exc:
@@ -54,8 +62,12 @@ def locate(exc: SpecError, source: SourceMap | None) -> SpecError:
     """``exc`` with the source position of its path, when it has none yet."""
     if source is None or exc.locations:
         return exc
-    return type(exc)(exc.message, path=exc.path, locations=[source.locate(exc.path)],
-                     hint=exc.hint)
+    located = type(exc)(exc.message, path=exc.path, locations=[source.locate(exc.path)],
+                        hint=exc.hint)
+    for key, value in vars(exc).items():  # what a subclass adds (e.g. the type it names)
+        if key not in ("message", "path", "locations", "hint"):
+            setattr(located, key, value)
+    return located
 
 
 def node_mode(spec: Mapping[str, Any], path: str) -> str:
@@ -78,21 +90,23 @@ def node_entry(spec: Mapping[str, Any], path: str, version: str) -> Entry:
     return lookup(type_name, version, path=type_path)
 
 
-def _build(spec: Any, path: str, version: str) -> Any:
+def _build(spec: Any, path: str, version: str, opt_ins: frozenset[str]) -> Any:
     if isinstance(spec, list):
-        return [_build(v, f"{path}[{i}]", version) for i, v in enumerate(spec)]
+        return [_build(v, f"{path}[{i}]", version, opt_ins) for i, v in enumerate(spec)]
     if isinstance(spec, tuple):
-        return tuple(_build(v, f"{path}[{i}]", version) for i, v in enumerate(spec))
+        return tuple(_build(v, f"{path}[{i}]", version, opt_ins) for i, v in enumerate(spec))
     if not isinstance(spec, Mapping):
         return spec
     if "@version" in spec:
         version = str(spec["@version"])
     if "@type" not in spec:
-        return {k: _build(v, join_path(path, _key(k)), version) for k, v in spec.items() if k != "@version" or path}
+        return {k: _build(v, join_path(path, _key(k)), version, opt_ins)
+                for k, v in spec.items() if k != "@version" or path}
     mode = node_mode(spec, path)
     entry = node_entry(spec, path, version)
+    check_opt_in(entry, opt_ins, path=join_path(path, "@type"))
     kwargs = {
-        k: _build(v, join_path(path, _key(k)), version)
+        k: _build(v, join_path(path, _key(k)), version, opt_ins)
         for k, v in spec.items()
         if k not in META_KEYS
     }
@@ -143,9 +157,19 @@ def _with_version(spec: Mapping[str, Any], version: str) -> dict[str, Any]:
 
 
 def _check_arguments(entry: Entry, kwargs: dict[str, Any], path: str, *, partial: bool) -> None:
+    problems = argument_problems(entry, kwargs, path, partial=partial)
+    if problems:
+        raise problems[0]
+
+
+def argument_problems(
+    entry: Entry, kwargs: dict[str, Any], path: str, *, partial: bool
+) -> list[SpecError]:
+    """Every unexpected, missing and mistyped argument of one node."""
+    problems: list[SpecError] = []
     sig = entry.signature()
     if sig is None:
-        return
+        return problems
     params = sig.parameters
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     accepted = [
@@ -160,11 +184,11 @@ def _check_arguments(entry: Entry, kwargs: dict[str, Any], path: str, *, partial
                 hint = f"did you mean {close[0]!r}?" if close else (
                     f"{entry.name} accepts: {', '.join(accepted) or 'no arguments'}"
                 )
-                raise SpecError(
+                problems.append(SpecError(
                     f"unexpected argument {k!r} for {entry.name}",
                     path=join_path(path, _key(k)),
                     hint=hint,
-                )
+                ))
     if not partial:
         missing = [
             n
@@ -174,20 +198,21 @@ def _check_arguments(entry: Entry, kwargs: dict[str, Any], path: str, *, partial
             and n not in kwargs
         ]
         if missing:
-            raise SpecError(
+            problems.append(SpecError(
                 f"missing argument{'s' if len(missing) > 1 else ''} "
                 f"{', '.join(repr(m) for m in missing)} for {entry.name}",
                 path=path or None,
-            )
+            ))
     hints = _type_hints(entry)
     for k, v in kwargs.items():
         ann = hints.get(k)
         if ann is not None and not _conforms(v, ann):
-            raise SpecError(
+            problems.append(SpecError(
                 f"wrong type for {entry.name} argument {k!r}: expected {_ann_name(ann)}, "
                 f"got {type(v).__name__} {_short(v)}",
                 path=join_path(path, _key(k)),
-            )
+            ))
+    return problems
 
 
 def _short(v: Any) -> str:

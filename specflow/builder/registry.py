@@ -17,12 +17,26 @@ T = TypeVar("T")
 DEFAULT_VERSION = "0"
 
 
+#: the opt-ins a registered type may need, each with the command-line flag that grants it
+OPT_IN_FLAGS: dict[str, str] = {
+    "eval": "--allow-eval",
+    "shell": "--allow-shell",
+}
+
+_OPT_IN_WHAT = {
+    "eval": "evaluates Python text",
+    "shell": "runs shell commands",
+}
+
+
 @dataclass
 class Entry:
     name: str
     fn: Callable[..., Any]
     versions: VersionSpec
     module: str
+    #: what the user must grant on the command line before a spec may build this type
+    opt_in: str | None = None
 
     def signature(self) -> inspect.Signature | None:
         target: Any = self.fn
@@ -56,19 +70,24 @@ def _run_loaders() -> bool:
     return ran
 
 
-def register(name: str, versions: str = ">=0") -> Callable[[T], T]:
+def register(name: str, versions: str = ">=0", *, opt_in: str | None = None) -> Callable[[T], T]:
     """Register a function or class under ``name`` for the ``versions`` range.
 
     Several constructors may share a name when their version ranges differ; a spec picks one
     with ``"@version"``. Registering the same name and range again replaces the entry (so a
-    re-imported module does not fail).
+    re-imported module does not fail). ``opt_in`` (one of :data:`OPT_IN_FLAGS`) marks a type
+    that a spec may only build when the run grants it (``build(..., opt_ins=...)``; on the
+    command line ``--allow-eval`` or ``--allow-shell``).
     """
     spec = VersionSpec(versions)
+    if opt_in is not None and opt_in not in OPT_IN_FLAGS:
+        raise ValueError(f"unknown opt_in {opt_in!r}; expected one of {', '.join(OPT_IN_FLAGS)}")
 
     def deco(fn: T) -> T:
         entries = _REGISTRY.setdefault(name, [])
         entries[:] = [e for e in entries if e.versions.text != spec.text]
-        entries.append(Entry(name, fn, spec, getattr(fn, "__module__", "?")))  # type: ignore[arg-type]
+        entries.append(Entry(name, fn, spec, getattr(fn, "__module__", "?"),  # type: ignore[arg-type]
+                             opt_in=opt_in))
         try:
             if getattr(fn, "__specflow_type__", None) is None:
                 fn.__specflow_type__ = name  # type: ignore[attr-defined]
@@ -99,6 +118,11 @@ def lookup(name: str, version: str = DEFAULT_VERSION, *, path: str | None = None
     if not found and _run_loaders():
         found = _REGISTRY.get(name)
     if not found:
+        from specflow.builder.not_provided import not_provided
+
+        refused = not_provided(name, path=path)
+        if refused is not None:
+            raise refused
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
             "`specflow types` lists the registered types; `-i MODULE` imports your own"
@@ -115,4 +139,18 @@ def lookup(name: str, version: str = DEFAULT_VERSION, *, path: str | None = None
     raise SpecError(
         f"@type {name!r} has no constructor for @version {version!r} (registered: {ranges})",
         path=path,
+    )
+
+
+def check_opt_in(entry: Entry, opt_ins: frozenset[str], *, path: str | None = None) -> None:
+    """Refuse ``entry`` unless its opt-in (if it needs one) is among ``opt_ins``."""
+    if entry.opt_in is None or entry.opt_in in opt_ins:
+        return
+    flag = OPT_IN_FLAGS[entry.opt_in]
+    raise SpecError(
+        f"@type {entry.name!r} {_OPT_IN_WHAT[entry.opt_in]}: refused unless the run is started "
+        f"with {flag}",
+        path=path,
+        hint=f"pass {flag} to `specflow run` (and again to `specflow resume`) if you trust "
+        "this spec",
     )

@@ -71,12 +71,26 @@ def _entry_schema(entry: Entry) -> dict[str, Any]:
     return out
 
 
+def _versions_schema(versions: list[Entry]) -> dict[str, Any]:
+    """A name registered for several version ranges accepts the arguments of any of them:
+    the ``@version`` a node is built with may be inherited from a parent, which a schema
+    cannot follow."""
+    if len(versions) == 1:
+        return _entry_schema(versions[0])
+    out: dict[str, Any] = {"anyOf": [_entry_schema(e) for e in versions]}
+    described = [e for e in versions if inspect.getdoc(e.fn)]
+    if described:
+        doc = inspect.getdoc(described[-1].fn) or ""
+        out["description"] = doc.split("\n\n")[0]
+    return out
+
+
 def registry_schema() -> dict[str, Any]:
     """A JSON Schema accepting any spec whose typed nodes match the registry (argument
     names, required arguments and plain argument types)."""
-    by_name: dict[str, Entry] = {}
+    by_name: dict[str, list[Entry]] = {}
     for e in entries():
-        by_name[e.name] = e  # the newest version range describes the name
+        by_name.setdefault(e.name, []).append(e)
     names = sorted(by_name)
     defs: dict[str, Any] = {
         "value": {
@@ -104,7 +118,7 @@ def registry_schema() -> dict[str, Any]:
             ],
         },
     }
-    defs["types"] = {n: _entry_schema(by_name[n]) for n in names}
+    defs["types"] = {n: _versions_schema(by_name[n]) for n in names}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -1,5 +1,6 @@
 """Built-in operations for trying things out and for tests: ``echo``, ``sleep``,
-``system_info``, ``noop`` and ``shell`` (refused unless the run allows shell commands)."""
+``system_info``, ``noop`` and ``shell`` (a type that needs the ``shell`` opt-in: refused unless
+the run is started with ``--allow-shell``)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,6 @@ from specflow.builder.registry import register
 from specflow.flow.core import Flow, TaskableOperation
 from specflow.flow.ids import task_id
 from specflow.flow.task import Task
-
-
-class ShellNotAllowedError(Exception):
-    """A spec asked for a shell command without ``--allow-shell``."""
-
-
-_shell_allowed = False
-
-
-def allow_shell(allowed: bool = True) -> None:
-    """Let ``shell`` tasks be built (the CLI's ``--allow-shell``)."""
-    global _shell_allowed
-    _shell_allowed = allowed
 
 
 def _echo_fn(message: Any) -> Any:
@@ -111,14 +99,10 @@ def system_info() -> Task:
     return _system_info.make_task()
 
 
-@register("shell")
+@register("shell", opt_in="shell")
 def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] | None = None,
           check: bool = True) -> Task:
     """A task that runs a shell command (only with ``--allow-shell``)."""
-    if not _shell_allowed:
-        raise ShellNotAllowedError(
-            "shell commands are refused unless the run passes --allow-shell"
-        )
     return _shell.make_task(command=command, cwd=cwd, env=env or {}, check=check)
 
 
@@ -158,9 +142,11 @@ class RepeatFlow(Flow):
         return (_copy(self.task, i) for i in range(self.count))
 
 
-@register("repeat")
+@register("specflow.repeat")
+@register("repeat_task")
 def repeat(task: Task, count: int) -> RepeatFlow:
-    """``count`` copies of ``task``; each copy's id is derived from the task's id and the
+    """``count`` copies of ``task`` (``repeat`` is zetta's array repeat); each copy's id is
+    derived from the task's id and the
     copy's number, so the copies are distinct work that a resumed run still recognises."""
     if not isinstance(count, int) or isinstance(count, bool):
         raise ValueError(f"count must be an integer, got {count!r}")

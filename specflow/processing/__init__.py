@@ -13,6 +13,7 @@ from specflow.processing.operations import (
     threshold,
 )
 from specflow.processing.preview import build_volume_summary, png_bytes, to_uint8, write_png
+from specflow.processing.repeat import repeat
 from specflow.processing.subchunkable import (
     Level,
     SubchunkableConfigError,
@@ -21,6 +22,7 @@ from specflow.processing.subchunkable import (
     build_subchunkable_apply_flow,
     build_synthetic_volume_flow,
 )
+from specflow.processing.zetta_ops import VolumetricCallableOperation, make_interpolate_operation
 
 __all__ = [
     "DownsampleOp",
@@ -28,6 +30,7 @@ __all__ = [
     "Level",
     "SubchunkableConfigError",
     "SyntheticVolumeOp",
+    "VolumetricCallableOperation",
     "VolumetricOperation",
     "affine_intensity",
     "build_postpad_subchunkable_apply_flow",
@@ -38,8 +41,10 @@ __all__ = [
     "copy",
     "gaussian_filter",
     "invert",
+    "make_interpolate_operation",
     "mean_filter",
     "png_bytes",
+    "repeat",
     "threshold",
     "to_uint8",
     "write_png",

@@ -19,19 +19,34 @@ from specflow.volumes.layers import cast_for_layer
 
 Array = npt.NDArray[Any]
 
-BLEND_MODES = ("linear", "quadratic", "max", "defer")
-WEIGHTED = ("linear", "quadratic")
+BLEND_MODES = ("linear", "quadratic", "bump", "max", "defer")
+WEIGHTED = ("linear", "quadratic", "bump")
 
 
-def rising(n: int, mode: str) -> npt.NDArray[np.float64]:
-    """Weights rising from 0 to 1 over ``n`` voxels (sampled at voxel centres)."""
-    x = (np.arange(n, dtype=np.float64) + 0.5) / n
+def rising(n: int, mode: str, length: int | None = None) -> npt.NDArray[np.float64]:
+    """Weights rising from 0 to 1 over the ``n = 2 * blend`` voxels where two outputs overlap
+    (zetta's curves, so blended results match it): ``linear`` is ``k / (n + 1)``;
+    ``quadratic`` two parabolas meeting at the middle; ``bump`` the ratio of the bump
+    functions of the two overlapping outputs, each ``length`` voxels long."""
+    k = np.arange(1, n + 1, dtype=np.float64)
     if mode == "linear":
-        return x
-    if mode == "quadratic":
-        out: npt.NDArray[np.float64] = np.where(x < 0.5, 2 * x * x, 1 - 2 * (1 - x) ** 2)
+        out: npt.NDArray[np.float64] = k / (n + 1)
         return out
-    raise ValueError(f"blend mode {mode!r} has no weights; expected linear or quadratic")
+    if mode == "quadratic":
+        half = n / 2 + 0.5
+        x = k / half
+        out = np.where(k <= n // 2, x * x / 2, 1 - (2 - x) ** 2 / 2)
+        return out
+    if mode == "bump":
+        size = length if length is not None else 2 * n
+        t = (np.arange(size, dtype=np.float64) + 1.0) / (size + 1.0) * 2.0 - 1.0
+        bump = np.exp(-1.0 / (1.0 - t * t))
+        stride = size - n
+        here = bump[:n]
+        there = np.array([bump[i + stride] if i + stride < size else 0.0 for i in range(n)])
+        out = here / (here + there)
+        return out
+    raise ValueError(f"blend mode {mode!r} has no weights; expected linear, quadratic or bump")
 
 
 def weights_1d(length: int, blend: int, low: bool, high: bool, mode: str) -> npt.NDArray[np.float64]:
@@ -39,7 +54,7 @@ def weights_1d(length: int, blend: int, low: bool, high: bool, mode: str) -> npt
     each side); ``low``/``high`` say whether a neighbour overlaps that side."""
     w = np.ones(length, dtype=np.float64)
     if blend > 0:
-        r = rising(2 * blend, mode)
+        r = rising(2 * blend, mode, length)
         if low:
             w[: 2 * blend] = r
         if high:

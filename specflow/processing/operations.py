@@ -34,10 +34,14 @@ def is_layer(value: Any) -> bool:
 
 
 def read_inputs(idx: VolumetricIndex, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with every layer replaced by its data over ``idx`` (reads run together)."""
+    """``kwargs`` with every layer (and every list of layers, e.g. zetta's ``masks``)
+    replaced by its data over ``idx`` (reads run together)."""
     pending = {k: v.read_async(idx) for k, v in kwargs.items() if is_layer(v)}
-    out = {k: v for k, v in kwargs.items() if k not in pending}
+    lists = {k: [x.read_async(idx) for x in v] for k, v in kwargs.items()
+             if isinstance(v, (list, tuple)) and v and all(is_layer(x) for x in v)}
+    out = {k: v for k, v in kwargs.items() if k not in pending and k not in lists}
     out.update({k: r.result() for k, r in pending.items()})
+    out.update({k: [r.result() for r in rs] for k, rs in lists.items()})
     return out
 
 
@@ -100,17 +104,25 @@ class VolumetricOperation:
 
 
 class FnOperation(VolumetricOperation):
-    """Applies a function of arrays; its output keeps the input's X, Y, Z shape."""
+    """Applies a function of arrays; its output keeps the input's X, Y, Z shape (a function
+    that returns None writes nothing). ``semaphores`` are held while it runs (the flow holds
+    ``cpu`` when there are none)."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any],
+                 semaphores: Sequence[str] | None = None) -> None:
         self.fn = fn
+        self.semaphores = tuple(semaphores) if semaphores is not None else None
 
-    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array:
+    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array | None:  # type: ignore[override]
         out = self.fn(**read_inputs(idx, kwargs))
+        if out is None:
+            return None
         return as_cxyz(out, idx.shape, getattr(self.fn, "__name__", None) or repr(self.fn))
 
     def __specflow_id__(self) -> Any:
-        return {"fn": self.fn}
+        if self.semaphores is None:
+            return {"fn": self.fn}
+        return {"fn": self.fn, "semaphores": list(self.semaphores)}
 
 
 # --------------------------------------------------------------------------- array functions

@@ -1,10 +1,13 @@
 """The subchunkable apply flow: apply an operation to a region chunk by chunk, with context
 (crop) pads, blended overlaps and hierarchical sub-chunks.
 
-Levels are given top first. Each chunk of level ``i`` computes its chunk grown by its blend
-and crop pads, drops the crop pad and contributes the rest (the chunk plus its blend pad).
-Below the top, the grown box of a level-``i`` chunk is tiled exactly by the chunks of level
-``i + 1`` (the divisibility rule), and the lowest level calls the operation.
+The parameters and every rule about which of them go together are zetta_utils' (see
+:mod:`specflow.processing.subchunkable_rules`), so a spec written for zetta means the same
+here. Levels are given top first. Each chunk of level ``i`` computes its chunk grown by its
+blend and crop pads, drops the crop pad and contributes the rest (the chunk plus its blend
+pad). Below the top, the grown box of a level-``i`` chunk is tiled exactly by the chunks of
+level ``i + 1``, and the lowest level calls the operation. Top-level chunks may be spaced by
+``processing_gap`` voxels that are not processed.
 
 Only top-level chunks become tasks. Lower levels run inside the task, blended in memory,
 optionally on a thread pool (``subchunk_threads``).
@@ -12,7 +15,7 @@ optionally on a thread pool (``subchunk_threads``).
 Top-level chunks never race on a stored chunk:
 
 * **direct**: without a top-level blend pad, and with chunks aligned to the stored chunks of
-  ``dst``, each task writes its own chunk of ``dst``;
+  ``dst``, each task writes its own chunk of ``dst`` (``dst: null`` writes nothing);
 * **staged**: otherwise each task writes its output (chunk plus blend pad) into its own slot
   of a staging array in ``level_intermediaries_dirs[0]`` (one slot per chunk, so no stored
   chunk is shared), and reduction tasks, aligned with the stored chunks of ``dst``, combine
@@ -26,10 +29,14 @@ its own chunk or slot, so a re-run after a crash writes identical bytes.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import difflib
+import inspect
 import itertools
 import json
 import shutil
+import sys
 from collections.abc import Generator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +48,24 @@ from specflow.builder.registry import register
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.dry import dry_state
 from specflow.flow.ids import task_digest_of
-from specflow.processing.blending import BLEND_MODES, Combiner, neighbours
-from specflow.processing.operations import as_operation, crop_pad
+from specflow.processing.blending import Combiner, neighbours
+from specflow.processing.operations import FnOperation, as_operation, crop_pad
+from specflow.processing.subchunkable_rules import (
+    UNKNOWN,
+    DstInfo,
+    Geometry,
+    Level,
+    SubchunkableConfigError,
+    Unknown,
+    chunk_count,
+    parameter_problems,
+    per_level,
+    plan,
+    raise_problems,
+    region_bbox,
+)
 from specflow.resources import semaphore
-from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3
+from specflow.volumes.geometry import BBox3D, IVec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import (
     ScaleInfo,
     TSLayer,
@@ -57,67 +78,8 @@ from specflow.volumes.layers import (
 Array = npt.NDArray[Any]
 
 
-class SubchunkableConfigError(ValueError):
-    """The parameters of a subchunkable flow do not fit together."""
-
-
-@dataclass(frozen=True)
-class Level:
-    """One level of processing: chunk size, crop pad, blend pad, blend mode (voxels)."""
-
-    chunk: IVec3
-    crop: IVec3
-    blend: IVec3
-    mode: str
-
-    @property
-    def grown(self) -> IVec3:
-        """The box a chunk of this level computes: chunk + 2 * (crop + blend)."""
-        return _add(self.chunk, _scale(_add(self.crop, self.blend), 2))
-
-    @property
-    def output(self) -> IVec3:
-        """The box a chunk of this level contributes: chunk + 2 * blend."""
-        return _add(self.chunk, _scale(self.blend, 2))
-
-
 def _add(a: Sequence[int], b: Sequence[int]) -> IVec3:
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
-def _scale(a: Sequence[int], k: int) -> IVec3:
-    return (a[0] * k, a[1] * k, a[2] * k)
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def _per_level(value: Any, n: int, name: str, default: Any) -> list[Any]:
-    if value is None:
-        return [default] * n
-    if isinstance(value, str):
-        return [value] * n
-    vals = list(value)
-    if vals and isinstance(vals[0], (int, float)) and not isinstance(vals[0], bool):
-        vals = [vals] * n  # one vector for every level
-    if len(vals) != n:
-        raise SubchunkableConfigError(
-            f"{name} has {len(vals)} entries but processing_chunk_sizes has {n} levels; "
-            "give one entry per level (top level first)"
-        )
-    return vals
-
-
-def _vec(value: Any, name: str, *, positive: bool = False) -> IVec3:
-    try:
-        v = ivec3(value, name)
-    except ValueError as exc:
-        raise SubchunkableConfigError(str(exc)) from None
-    if positive and any(x <= 0 for x in v):
-        raise SubchunkableConfigError(f"{name} must be positive in every axis, got {list(v)}")
-    if not positive and any(x < 0 for x in v):
-        raise SubchunkableConfigError(f"{name} must not be negative, got {list(v)}")
-    return v
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -127,161 +89,155 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
     return 1
 
 
-def _region(
-    bbox: BBox3D | None,
-    start_coord: Sequence[float] | None,
-    end_coord: Sequence[float] | None,
-    coord_resolution: Sequence[float] | None,
-    res: Vec3,
-) -> VolumetricIndex:
-    coords = (start_coord, end_coord, coord_resolution)
-    if bbox is not None and any(c is not None for c in coords):
-        raise SubchunkableConfigError(
-            "give the region either as bbox or as start_coord/end_coord/coord_resolution, not both"
-        )
-    if bbox is None:
-        if any(c is None for c in coords):
-            raise SubchunkableConfigError(
-                "give the region as bbox, or as all of start_coord, end_coord and "
-                "coord_resolution"
-            )
-        assert start_coord is not None and end_coord is not None and coord_resolution is not None
-        bbox = BBox3D.from_coords(start_coord, end_coord, coord_resolution)
-    if not isinstance(bbox, BBox3D):
-        raise SubchunkableConfigError(f"bbox must be a BBox3D, got {type(bbox).__name__}")
+# --------------------------------------------------------------------------- operations
+
+
+class _SinkBackend:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class ChunkSink:
+    """The destination a zetta-style operation (``op(idx, dst, **kwargs)`` that writes
+    ``dst[idx] = data`` itself) is given: it keeps what is written over one index.
+    ``name`` (also ``backend.name``) is the layer the data is bound for: a name holding
+    ``_temp_`` when the flow stages intermediaries, the path of ``dst`` when it does not."""
+
+    def __init__(self, idx: VolumetricIndex, name: str) -> None:
+        self.idx = idx
+        self.name = name
+        self.backend = _SinkBackend(name)
+        self.data: Array | None = None
+
+    def __setitem__(self, idx: VolumetricIndex, data: Any) -> None:
+        arr = np.asarray(data)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if tuple(arr.shape[1:]) != tuple(idx.shape):
+            raise ValueError(f"cannot write an array of shape {list(arr.shape)} at an index of "
+                             f"shape {list(idx.shape)}")
+        if self.data is None:
+            self.data = np.zeros((arr.shape[0], *self.idx.shape), dtype=arr.dtype)
+        inter = idx.intersection(self.idx)
+        if not inter.is_empty():
+            self.data[(slice(None), *inter.slices_in(self.idx))] = \
+                arr[(slice(None), *inter.slices_in(idx))]
+
+    def __getitem__(self, idx: VolumetricIndex) -> Array:
+        if self.data is None:
+            raise ValueError(f"nothing was written to {self.name} yet")
+        inter = idx.intersection(self.idx)
+        out = np.zeros((self.data.shape[0], *idx.shape), dtype=self.data.dtype)
+        out[(slice(None), *inter.slices_in(idx))] = \
+            self.data[(slice(None), *inter.slices_in(self.idx))]
+        return out
+
+    def __repr__(self) -> str:
+        return f"ChunkSink({self.name})"
+
+
+def is_protocol_op(op: Any) -> bool:
+    """Whether ``op`` follows zetta's operation protocol: called as ``op(idx, dst, **kw)``,
+    it writes into ``dst`` itself (and has ``with_added_crop_pad``)."""
+    if not callable(op) or not hasattr(op, "with_added_crop_pad"):
+        return False
     try:
-        idx = VolumetricIndex(res, bbox)
-    except ValueError:
-        snapped = bbox.snapped((0, 0, 0), res, "expand")
-        raise SubchunkableConfigError(
-            f"the region {bbox} is not on the voxel grid of dst_resolution {list(res)}; "
-            f"use a box on that grid, e.g. {snapped}"
-        ) from None
-    if idx.is_empty():
-        raise SubchunkableConfigError(f"the region {bbox} is empty")
-    return idx
+        params = list(inspect.signature(op).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2 and params[1] == "dst"
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Everything a subchunkable flow decided at build time (pure data)."""
+class ProtocolOperation:
+    """Runs a zetta-style operation for the flow: asked for an index grown by the bottom
+    crop pad, it hands the operation (with that crop added) the inner index and a
+    :class:`ChunkSink`, and returns what the operation wrote (None when it wrote nothing)."""
 
-    region: VolumetricIndex
-    levels: tuple[Level, ...]
-    staging_dir: str | None
-    skip_intermediaries: bool
-    max_reduction_chunk_size: IVec3 | None
+    def __init__(self, op: Any, crop: IVec3, sink_name: str) -> None:
+        self.op = op
+        self.crop = crop
+        self.sink_name = sink_name
 
+    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array | None:
+        inner = self.op.with_added_crop_pad(self.crop) if any(self.crop) else self.op
+        target = idx.cropped(self.crop)
+        sink = ChunkSink(target, f"{self.sink_name}{target.start}-{target.stop}")
+        inner(target, sink, **kwargs)
+        if sink.data is None:
+            return None
+        if not any(self.crop):
+            return sink.data
+        pad = [(0, 0)] + [(c, c) for c in self.crop]
+        out: Array = np.pad(sink.data, pad)
+        return out
 
-def plan_levels(
-    region: VolumetricIndex,
-    processing_chunk_sizes: Sequence[Sequence[int]],
-    processing_crop_pads: Any = None,
-    processing_blend_pads: Any = None,
-    processing_blend_modes: Any = "quadratic",
-    *,
-    expand_bbox_processing: bool = True,
-    shrink_processing_chunk: bool = False,
-    auto_divisibility: bool = False,
-) -> tuple[VolumetricIndex, tuple[Level, ...]]:
-    """Check the per-level settings against each other and the region; return the region to
-    process (expanded when asked) and the levels. Raises :class:`SubchunkableConfigError`
-    saying what to change."""
-    sizes = list(processing_chunk_sizes or [])
-    if not sizes:
-        raise SubchunkableConfigError("processing_chunk_sizes needs at least one level, "
-                                      "e.g. [[64, 64, 64]]")
-    if isinstance(sizes[0], (int, float)):
-        raise SubchunkableConfigError(
-            "processing_chunk_sizes is a list of levels, each [x, y, z]; "
-            f"write [{list(sizes)}] for one level"
-        )
-    n = len(sizes)
-    chunks = [_vec(s, f"processing_chunk_sizes[{i}]", positive=True) for i, s in enumerate(sizes)]
-    crops = [_vec(c, f"processing_crop_pads[{i}]") for i, c in
-             enumerate(_per_level(processing_crop_pads, n, "processing_crop_pads", (0, 0, 0)))]
-    blends = [_vec(b, f"processing_blend_pads[{i}]") for i, b in
-              enumerate(_per_level(processing_blend_pads, n, "processing_blend_pads", (0, 0, 0)))]
-    modes = _per_level(processing_blend_modes, n, "processing_blend_modes", "quadratic")
-    for i, m in enumerate(modes):
-        if m not in BLEND_MODES:
-            raise SubchunkableConfigError(
-                f"processing_blend_modes[{i}] is {m!r}; expected one of {', '.join(BLEND_MODES)}"
-            )
-        if m == "defer" and i > 0:
-            raise SubchunkableConfigError(
-                f"processing_blend_modes[{i}] is 'defer', which only the top level (index 0) "
-                "may use: lower levels are blended in memory; use linear, quadratic or max"
-            )
-
-    # the top level tiles the region
-    top = list(chunks[0])
-    shape = list(region.shape)
-    if shrink_processing_chunk:
-        top = [min(c, s) for c, s in zip(top, shape, strict=True)]
-    if expand_bbox_processing:
-        stop = [a + -(-s // c) * c for a, s, c in zip(region.start, shape, top, strict=True)]
-        region = VolumetricIndex.from_voxels(region.start, stop, region.resolution)
-    elif any(s % c for s, c in zip(shape, top, strict=True)):
-        fit = [_largest_divisor_at_most(s, c) for s, c in zip(shape, top, strict=True)]
-        raise SubchunkableConfigError(
-            f"the region's shape {shape} (at dst_resolution) is not a multiple of "
-            f"processing_chunk_sizes[0] = {top}; set expand_bbox_processing: true, or use a "
-            f"top chunk size that divides it, e.g. {fit}"
-            + ("" if shrink_processing_chunk else
-               " (shrink_processing_chunk: true shrinks a chunk larger than the region)")
-        )
-    chunks[0] = ivec3(top)
-
-    levels: list[Level] = []
-    for i in range(n):
-        chunk = chunks[i]
-        if i > 0:
-            parent = levels[i - 1].grown
-            bad = [p % c != 0 for p, c in zip(parent, chunk, strict=True)]
-            if any(bad):
-                fitting = ivec3([_largest_divisor_at_most(p, c) for p, c in
-                                 zip(parent, chunk, strict=True)])
-                if not auto_divisibility:
-                    raise SubchunkableConfigError(
-                        f"processing_chunk_sizes[{i}] = {list(chunk)} must divide the padded "
-                        f"chunk of level {i - 1}, {list(parent)} (its chunk + 2 * (crop + "
-                        f"blend pads)); use e.g. {list(fitting)}, or set auto_divisibility: true"
-                    )
-                chunk = fitting
-        for ax in range(3):
-            if 2 * blends[i][ax] > chunk[ax]:
-                raise SubchunkableConfigError(
-                    f"processing_blend_pads[{i}] = {list(blends[i])} is more than half of "
-                    f"processing_chunk_sizes[{i}] = {list(chunk)}: neighbouring blend bands "
-                    f"would overlap; use a blend pad of at most {[c // 2 for c in chunk]}"
-                )
-        levels.append(Level(chunk, crops[i], blends[i], str(modes[i])))
-    return region, tuple(levels)
+    def __specflow_id__(self) -> Any:
+        return {"op": self.op, "crop": list(self.crop), "sink": self.sink_name}
 
 
-# --------------------------------------------------------------------------- work in a task
+
+
+class WriteProcs:
+    """An operation whose output gets ``dst``'s write processors as it is produced, as zetta
+    applies them when each bottom-level chunk is written (before blending and cropping);
+    the flow then writes ``dst`` without them, so they apply once."""
+
+    def __init__(self, op: Any, procs: Sequence[Any]) -> None:
+        self.op = op
+        self.procs = tuple(procs)
+        self.semaphores = getattr(op, "semaphores", None)
+        self.fn_semaphores = getattr(op, "fn_semaphores", None)
+
+    def __call__(self, idx: VolumetricIndex, **kwargs: Any) -> Array | None:
+        out = self.op(idx, **kwargs)
+        if out is None:
+            return None
+        for proc in self.procs:
+            out = proc(out)
+        return np.asarray(out)
+
+    def __specflow_id__(self) -> Any:
+        return {"op": self.op, "write_procs": list(self.procs)}
+
+
+def _holding(op: Any) -> ExitStack:
+    """The semaphores held while ``op`` runs: its own (``fn_semaphores``) or ``cpu``."""
+    names = getattr(op, "semaphores", None)
+    if names is None and getattr(op, "fn_semaphores", None):
+        names = ()  # the operation holds its own while its function runs
+    stack = ExitStack()
+    for name in ("cpu",) if names is None else names:
+        stack.enter_context(semaphore(name))
+    return stack
+
+
+def _call(op: Any, idx: VolumetricIndex, op_kwargs: dict[str, Any]) -> Array | None:
+    with _holding(op):
+        out = op(idx, **op_kwargs)
+    return None if out is None else np.asarray(out)
 
 
 def _apply(
     op: Any, op_kwargs: dict[str, Any], levels: Sequence[Level], i: int,
     target: VolumetricIndex, threads: int,
-) -> Array:
-    """The output of levels ``i..`` over ``target`` (tiled by level ``i``'s chunks)."""
+) -> Array | None:
+    """The output of levels ``i..`` over ``target`` (tiled by level ``i``'s chunks); None
+    when the operation wrote nothing."""
     lvl = levels[i]
     chunks = target.split(lvl.chunk, mode="exact")
     combiner = Combiner(target, lvl.blend, lvl.mode)
 
-    def one(chunk: VolumetricIndex) -> Array:
+    def one(chunk: VolumetricIndex) -> Array | None:
         compute = chunk.padded(_add(lvl.blend, lvl.crop))
         if i == len(levels) - 1:
-            with semaphore("cpu"):
-                data = np.asarray(op(compute, **op_kwargs))
+            data = _call(op, compute, op_kwargs)
         else:
             data = _apply(op, op_kwargs, levels, i + 1, compute, 1)
-        return crop_pad(data, lvl.crop)
+        return None if data is None else crop_pad(data, lvl.crop)
 
-    def add(chunk: VolumetricIndex, data: Array) -> None:
+    def add(chunk: VolumetricIndex, data: Array | None) -> None:
+        if data is None:
+            return
         low, high = neighbours(chunk, target)
         combiner.add(chunk.padded(lvl.blend), data, low, high)
 
@@ -292,28 +248,29 @@ def _apply(
     else:
         for chunk in chunks:
             add(chunk, one(chunk))
-    return combiner.result()
+    return None if combiner.out is None else combiner.result()
 
 
 def compute_chunk(
     op: Any, op_kwargs: dict[str, Any], levels: Sequence[Level], chunk: VolumetricIndex,
     threads: int = 1,
-) -> Array:
-    """The output of one top-level chunk: it covers the chunk grown by the top blend pad."""
+) -> Array | None:
+    """The output of one top-level chunk: it covers the chunk grown by the top blend pad
+    (None when the operation wrote nothing)."""
     top = levels[0]
     compute = chunk.padded(_add(top.blend, top.crop))
     if len(levels) == 1:
-        with semaphore("cpu"):
-            data = np.asarray(op(compute, **op_kwargs))
+        data = _call(op, compute, op_kwargs)
     else:
         data = _apply(op, op_kwargs, levels, 1, compute, threads)
-    return crop_pad(data, top.crop)
+    return None if data is None else crop_pad(data, top.crop)
 
 
-def _slot(chunk: VolumetricIndex, region: VolumetricIndex, top: Level) -> VolumetricIndex:
+def _slot(chunk: VolumetricIndex, region: VolumetricIndex, top: Level,
+          stride: Sequence[int]) -> VolumetricIndex:
     """Where the output of top-level ``chunk`` lives in the staging array."""
     size = top.output
-    g = [(c - r) // s for c, r, s in zip(chunk.start, region.start, top.chunk, strict=True)]
+    g = [(c - r) // s for c, r, s in zip(chunk.start, region.start, stride, strict=True)]
     start = [k * p for k, p in zip(g, size, strict=True)]
     return VolumetricIndex.from_voxels(start, _add(start, size), chunk.resolution)
 
@@ -321,14 +278,16 @@ def _slot(chunk: VolumetricIndex, region: VolumetricIndex, top: Level) -> Volume
 def _process_chunk(
     op: Any, op_kwargs: dict[str, Any], levels: tuple[Level, ...], chunk: VolumetricIndex,
     region: VolumetricIndex, dst: TSLayer | None = None, staging: TSLayer | None = None,
-    subchunk_threads: int = 1,
+    subchunk_threads: int = 1, stride: Sequence[int] | None = None,
 ) -> None:
     """One top-level chunk: compute it and write it to ``dst`` (direct) or to its staging
-    slot."""
+    slot; with neither (``dst: null``) the operation runs for its own effects."""
     data = compute_chunk(op, op_kwargs, levels, chunk, subchunk_threads)
+    if data is None or (dst is None and staging is None):
+        return
     with semaphore("write"):
         if staging is not None:
-            staging.write(_slot(chunk, region, levels[0]), data)
+            staging.write(_slot(chunk, region, levels[0], stride or levels[0].chunk), data)
         else:
             assert dst is not None
             dst.write(chunk, data)
@@ -339,32 +298,35 @@ process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.p
 
 def _reduce_chunk(
     staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
-    part: VolumetricIndex,
+    part: VolumetricIndex, stride: Sequence[int] | None = None,
 ) -> None:
     """Combine the staged outputs overlapping ``part`` (a piece of the region aligned with
-    the stored chunks of ``dst``) and write ``part`` of ``dst``."""
+    the stored chunks of ``dst``) and write ``part`` of ``dst`` (nothing when no output
+    overlaps it, as in a processing gap)."""
+    step = stride or top.chunk
     combiner = Combiner(part, top.blend, mode)
-    lo = [max(0, (p - b - r) // c) for p, b, r, c in
-          zip(part.start, top.blend, region.start, top.chunk, strict=True)]
-    grid = [s // c for s, c in zip(region.shape, top.chunk, strict=True)]
-    hi = [min(g, -(-(p + b - r) // c)) for p, b, r, c, g in
-          zip(part.stop, top.blend, region.start, top.chunk, grid, strict=True)]
+    grid = [(s + q - c) // q for s, q, c in zip(region.shape, step, top.chunk, strict=True)]
+    lo = [max(0, (p - b - r - c) // q) for p, b, r, c, q in
+          zip(part.start, top.blend, region.start, top.chunk, step, strict=True)]
+    hi = [min(g, (p + b - r) // q + 1) for p, b, r, q, g in
+          zip(part.stop, top.blend, region.start, step, grid, strict=True)]
     pending = []
     with semaphore("read"):
         for gx, gy, gz in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
-            start = [r + k * c for r, k, c in zip(region.start, (gx, gy, gz), top.chunk,
-                                                   strict=True)]
+            start = [r + k * q for r, k, q in zip(region.start, (gx, gy, gz), step, strict=True)]
             chunk = VolumetricIndex.from_voxels(start, _add(start, top.chunk), region.resolution)
             out_idx = chunk.padded(top.blend)
             inter = out_idx.intersection(part)
             if inter.is_empty():
                 continue
-            slot = _slot(chunk, region, top)
+            slot = _slot(chunk, region, top, step)
             offset = [s - o for s, o in zip(slot.start, out_idx.start, strict=True)]
             pending.append((chunk, out_idx, inter, staging.read_async(inter.translated(offset))))
         for chunk, out_idx, inter, fut in pending:
             low, high = neighbours(chunk, region)
             combiner.add(out_idx, fut.result(), low, high, data_idx=inter)
+    if combiner.out is None:
+        return
     with semaphore("write"):
         dst.write(part, combiner.result())
 
@@ -375,14 +337,14 @@ reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.red
 # --------------------------------------------------------------------------- driver-side tasks
 
 
-def _dst_info(info: ScaleInfo) -> dict[str, Any]:
+def _scale_record(info: ScaleInfo) -> dict[str, Any]:
     return {"chunk_size": list(info.chunk_size), "voxel_offset": list(info.voxel_offset),
             "size": list(info.size), "dtype": info.dtype, "num_channels": info.num_channels}
 
 
 def _prepare_dst(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
     """Create ``dst`` (or check it) and describe its stored chunks at ``resolution``."""
-    return _dst_info(dst.prepare_for_write(resolution))
+    return _scale_record(dst.prepare_for_write(resolution))
 
 
 def _planned_layers() -> dict[str, Any]:
@@ -392,7 +354,7 @@ def _planned_layers() -> dict[str, Any]:
 
 
 def _prepare_dst_dry(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
-    return _dst_info(dst.plan_write(resolution, _planned_layers()))
+    return _scale_record(dst.plan_write(resolution, _planned_layers()))
 
 
 prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst",
@@ -406,12 +368,13 @@ def _staging_chunk(n: int) -> int:
 
 def _create_staging(
     path: str, grid: list[int], top: Level, resolution: list[float], dtype: str,
-    num_channels: int, region: VolumetricIndex,
+    num_channels: int, region: VolumetricIndex, gap: list[int] | None = None,
+    procs_applied: bool = False,
 ) -> str:
     """Create the staging array: one slot of (chunk + 2 * blend) voxels per top-level chunk."""
     layer = _staging_layer(path, grid, top, dtype, num_channels, resolution)
     layer.prepare_for_write(resolution)
-    record = _staging_record(top, region)
+    record = _staging_record(top, region, gap, procs_applied)
     kv_write(kvstore_url(path), "staging.json", json.dumps(record).encode())
     return layer.path
 
@@ -427,10 +390,12 @@ def _staging_layer(path: str, grid: list[int], top: Level, dtype: str, num_chann
     )
 
 
-def _staging_record(top: Level, region: VolumetricIndex) -> dict[str, Any]:
+def _staging_record(top: Level, region: VolumetricIndex, gap: list[int] | None = None,
+                    procs_applied: bool = False) -> dict[str, Any]:
     return {"region": {"resolution": list(region.resolution), "start": list(region.start),
                        "stop": list(region.stop)},
-            "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop)}
+            "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop),
+            "gap": list(gap or [0, 0, 0]), "write_procs_applied": procs_applied}
 
 
 def _planned_records() -> dict[str, Any]:
@@ -440,11 +405,12 @@ def _planned_records() -> dict[str, Any]:
 
 def _create_staging_dry(
     path: str, grid: list[int], top: Level, resolution: list[float], dtype: str,
-    num_channels: int, region: VolumetricIndex,
+    num_channels: int, region: VolumetricIndex, gap: list[int] | None = None,
+    procs_applied: bool = False,
 ) -> str:
     layer = _staging_layer(path, grid, top, dtype, num_channels, resolution)
     layer.plan_write(resolution, _planned_layers())
-    _planned_records()[layer.path] = _staging_record(top, region)
+    _planned_records()[layer.path] = _staging_record(top, region, gap, procs_applied)
     return layer.path
 
 
@@ -492,99 +458,324 @@ def reduction_parts(
 # --------------------------------------------------------------------------- the flow
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Everything a subchunkable flow decided at build time (pure data)."""
+
+    geometry: Geometry
+    staging_dir: str | None
+    skip_intermediaries: bool
+    max_reduction_chunk_size: IVec3 | None
+
+    @property
+    def region(self) -> VolumetricIndex:
+        return self.geometry.region
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        return self.geometry.levels
+
+
+def _dst_info(dst: Any, resolution: Sequence[float]) -> DstInfo | None:
+    """What ``dst`` will look like at ``resolution``, read without writing anything (None
+    when that cannot be known before the run creates it)."""
+    planned = getattr(dst, "planned_scale", None)
+    if dst is None or planned is None:
+        return None
+    try:
+        s = planned(list(resolution))
+    except (ValueError, OSError, FileNotFoundError):
+        return None
+    if s is None:
+        return None
+    return DstInfo(ivec3(s.chunk_size), ivec3(s.voxel_offset), ivec3(s.size))
+
+
+def _info_of(record: dict[str, Any]) -> DstInfo:
+    return DstInfo(ivec3(record["chunk_size"]), ivec3(record["voxel_offset"]),
+                   ivec3(record["size"]))
+
+
 class SubchunkableApplyFlow:
     """The flow of one subchunkable apply (see the module doc)."""
 
-    def __init__(self, op: Any, op_kwargs: dict[str, Any], dst: TSLayer, plan: Plan,
-                 subchunk_threads: int) -> None:
+    def __init__(self, op: Any, op_kwargs: dict[str, Any], dst: Any, plan: Plan | None,
+                 subchunk_threads: int, args: dict[str, Any] | None = None,
+                 bbox: BBox3D | None = None, planned: DstInfo | None = None) -> None:
+        self.planned = planned
         self.op = op
         self.op_kwargs = op_kwargs
         self.dst = dst
         self.plan = plan
         self.subchunk_threads = subchunk_threads
+        self.args = args or {}
+        self.bbox = bbox
 
     def __call__(self) -> Flow:
         return Flow(self.flow, name="subchunkable_apply_flow")
 
-    def staging_path(self) -> str:
-        assert self.plan.staging_dir is not None
-        digest = task_digest_of([self.dst, self.plan, self.op, self.op_kwargs])
-        return self.plan.staging_dir.rstrip("/") + f"/staging-{digest[:20]}"
+    def staging_path(self, plan: Plan) -> str:
+        assert plan.staging_dir is not None
+        digest = task_digest_of([self.dst, plan, self.op, self.op_kwargs])
+        return plan.staging_dir.rstrip("/") + f"/staging-{digest[:20]}"
+
+    def _final_plan(self, info: DstInfo) -> Plan:
+        """The plan again with dst's real stored chunks (the build may have had to guess
+        them, or not know them at all)."""
+        return _make_plan(self.args, plan(self.args, _bbox_for(self.args, self.bbox, info), info))
 
     def flow(self) -> Generator[Any, Any, None]:
-        plan = self.plan
-        region = plan.region
-        top = plan.levels[0]
-        res = list(region.resolution)
+        if self.dst is None:
+            assert self.plan is not None
+            geo = self.plan.geometry
+            for chunk in geo.region.iter_chunks(geo.levels[0].chunk, stride=geo.stride):
+                yield process_chunk.make_task(
+                    op=self.op, op_kwargs=self.op_kwargs, levels=geo.levels, chunk=chunk,
+                    region=geo.region, subchunk_threads=self.subchunk_threads)
+            yield Dependency()
+            return
+        res = list(vec3(self.args["dst_resolution"]))
         prep = prepare_dst.make_task(dst=self.dst, resolution=res)
         yield prep
-        info = yield Dependency(prep)
-        stored = ivec3(info["chunk_size"])
-        offset = ivec3(info["voxel_offset"])
+        record = yield Dependency(prep)
+        if record is None:  # a dry run prepared nothing: count with the layout foreseen
+            if self.planned is None:
+                raise SubchunkableConfigError(
+                    "a dry run cannot count this flow's tasks: dst's layout is known only once "
+                    "the run creates it", ("dst",))
+            p = self.planned
+            record = {"chunk_size": list(p.chunk_size), "voxel_offset": list(p.voxel_offset),
+                      "size": list(p.size), "dtype": "uint8", "num_channels": 1}
+        plan_ = self._final_plan(_info_of(record))
+        geo = plan_.geometry
+        region = geo.region
+        top = geo.levels[0]
+        stride = geo.stride
+        stored = ivec3(record["chunk_size"])
+        offset = ivec3(record["voxel_offset"])
         aligned = region.is_aligned(offset, stored) and all(
-            c % s == 0 for c, s in zip(top.chunk, stored, strict=True))
+            c % s == 0 and q % s == 0 for c, q, s in zip(top.chunk, stride, stored, strict=True))
         direct = top.blend == (0, 0, 0) and top.mode != "defer" and aligned
-        if plan.skip_intermediaries and not direct:
+        if plan_.skip_intermediaries and not direct:
             fit = [max(s, (c // s) * s) for c, s in zip(top.chunk, stored, strict=True)]
             raise SubchunkableConfigError(
                 "skip_intermediaries needs top-level chunks aligned with the stored chunks of "
                 f"dst ({list(stored)} from voxel offset {list(offset)}): the region starts at "
                 f"{list(region.start)} with processing_chunk_sizes[0] = {list(top.chunk)}; use "
                 f"a multiple of the stored chunk such as {fit} and a region starting on that "
-                "grid, or give level_intermediaries_dirs instead"
-            )
-        if not direct and plan.staging_dir is None:
-            raise SubchunkableConfigError(
-                "this flow needs level_intermediaries_dirs (a place for staging data): its top "
-                "level has blend pads, or its chunks are not aligned with the stored chunks "
-                f"of dst ({list(stored)} from voxel offset {list(offset)})"
-            )
-        common = {"op": self.op, "op_kwargs": self.op_kwargs, "levels": plan.levels,
+                "grid, or give level_intermediaries_dirs instead",
+                ("skip_intermediaries", "processing_chunk_sizes"))
+        common = {"op": self.op, "op_kwargs": self.op_kwargs, "levels": geo.levels,
                   "region": region, "subchunk_threads": self.subchunk_threads}
+        if any(geo.gap):
+            common["stride"] = list(stride)
+        chunks = list(region.iter_chunks(top.chunk, stride=stride))
         if direct:
             make = process_chunk.task_maker(dst=self.dst, **common)
-            for chunk in region.iter_chunks(top.chunk):
+            for chunk in chunks:
                 yield make(chunk=chunk)
             yield Dependency()
             return
-        path = self.staging_path()
-        grid = [s // c for s, c in zip(region.shape, top.chunk, strict=True)]
+        assert plan_.staging_dir is not None
+        path = self.staging_path(plan_)
         create = create_staging.make_task(
-            path=path, grid=grid, top=top, resolution=res, dtype=info["dtype"],
-            num_channels=int(info["num_channels"]), region=region)
+            path=path, grid=list(geo.grid()), top=top, resolution=res, dtype=record["dtype"],
+            num_channels=int(record["num_channels"]), region=region, gap=list(geo.gap),
+            procs_applied=isinstance(self.op, WriteProcs))
         yield create
         staged = yield Dependency(create)
-        staging = TSLayer(staged)
+        staging = TSLayer(staged or path)
         make = process_chunk.task_maker(staging=staging, **common)
-        for chunk in region.iter_chunks(top.chunk):
+        for chunk in chunks:
             yield make(chunk=chunk)
         yield Dependency()
         if top.mode == "defer":
             return
         yield from _reduce(staging, self.dst, region, top, top.mode, stored, offset,
-                           plan.max_reduction_chunk_size)
+                           plan_.max_reduction_chunk_size, stride)
         yield delete_staging.make_task(path=path)
         yield Dependency()
 
 
 def _reduce(
-    staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
-    stored: IVec3, offset: IVec3, max_size: IVec3 | None,
+    staging: TSLayer, dst: Any, region: VolumetricIndex, top: Level, mode: str,
+    stored: IVec3, offset: IVec3, max_size: IVec3 | None, stride: Sequence[int] | None = None,
 ) -> Generator[Any, Any, None]:
-    make = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode)
+    extra = {} if stride is None or tuple(stride) == top.chunk else {"stride": list(stride)}
+    make = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode,
+                                   **extra)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
         yield make(part=part)
     yield Dependency()
 
 
-def _check_dst(dst: Any) -> TSLayer:
-    if not isinstance(dst, TSLayer):
+def _check_dst(dst: Any) -> Any:
+    if dst is None:
+        return None
+    if not (hasattr(dst, "write") and hasattr(dst, "prepare_for_write")):
         raise SubchunkableConfigError(
-            f"dst must be a layer (build_ts_layer), got {type(dst).__name__}"
-        )
-    if dst.readonly:
-        raise SubchunkableConfigError(f"dst {dst.path} is read-only")
+            f"dst must be a layer (build_cv_layer, build_ts_layer) or null, got "
+            f"{type(dst).__name__}", ("dst",))
+    if getattr(dst, "readonly", False):
+        raise SubchunkableConfigError(f"dst {getattr(dst, 'path', dst)} is read-only; give a "
+                                      "writable layer", ("dst",))
     return dst
+
+
+# --------------------------------------------------------------------------- building
+
+
+#: every parameter of build_subchunkable_apply_flow with its default (zetta's)
+DEFAULTS: dict[str, Any] = {
+    "processing_gap": (0, 0, 0),
+    "processing_crop_pads": (0, 0, 0),
+    "processing_blend_pads": (0, 0, 0),
+    "processing_blend_modes": "quadratic",
+    "level_intermediaries_dirs": None,
+    "skip_intermediaries": False,
+    "max_reduction_chunk_size": None,
+    "expand_bbox_resolution": False,
+    "expand_bbox_backend": False,
+    "expand_bbox_processing": True,
+    "shrink_processing_chunk": False,
+    "auto_divisibility": False,
+    "allow_cache_up_to_level": None,
+    "op_worker_type": None,
+    "reduction_worker_type": None,
+    "task_stack_size": None,
+    "verbose": True,
+    "generate_ng_link": False,
+    "fn": None,
+    "fn_semaphores": None,
+    "op": None,
+    "op_args": (),
+    "op_kwargs": None,
+    "bbox": None,
+    "start_coord": None,
+    "end_coord": None,
+    "coord_resolution": None,
+    "auto_bbox": False,
+    "dst_tighten_bounds": False,
+    "max_reduction_chunk_sizes": None,
+    "subchunk_threads": 1,
+}
+PARAMETERS = ("dst", "dst_resolution", "processing_chunk_sizes", *DEFAULTS)
+
+
+def normalize_arguments(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with defaults filled in, the older spellings mapped (op arguments passed
+    next to the parameters go to ``op_kwargs``; ``max_reduction_chunk_sizes`` is
+    ``max_reduction_chunk_size``), and refusals for arguments that look like misspelt
+    parameters."""
+    args = dict(DEFAULTS)
+    extra: dict[str, Any] = {}
+    for k, v in given.items():
+        if k in PARAMETERS:
+            args[k] = v
+        else:
+            extra[k] = v
+    for k in extra:
+        close = difflib.get_close_matches(k, PARAMETERS, n=1, cutoff=0.85)
+        if close:
+            raise SubchunkableConfigError(
+                f"unexpected argument {k!r}: did you mean {close[0]!r}? (arguments that are not "
+                "parameters of the flow are passed to the operation, as in op_kwargs)", (k,))
+    if args["max_reduction_chunk_sizes"] is not None:
+        if args["max_reduction_chunk_size"] is not None:
+            raise SubchunkableConfigError(
+                "give max_reduction_chunk_size or its older spelling max_reduction_chunk_sizes, "
+                "not both", ("max_reduction_chunk_size", "max_reduction_chunk_sizes"))
+        args["max_reduction_chunk_size"] = args["max_reduction_chunk_sizes"]
+    args["max_reduction_chunk_sizes"] = None
+    if extra:
+        kwargs = args["op_kwargs"]
+        if isinstance(kwargs, dict):
+            both = sorted(set(kwargs) & set(extra))
+            if both:
+                raise SubchunkableConfigError(
+                    f"{', '.join(both)} given both in op_kwargs and next to it; give each "
+                    "operation argument once (in op_kwargs)", tuple(both))
+            args["op_kwargs"] = {**kwargs, **extra}
+        elif kwargs is None:
+            args["op_kwargs"] = extra
+    return args
+
+
+def _replans(args: dict[str, Any]) -> bool:
+    """Whether the region depends on dst's stored layout."""
+    return args.get("auto_bbox") is True or args.get("expand_bbox_backend") is True
+
+
+def _bbox_for(args: dict[str, Any], bbox: BBox3D | None, info: DstInfo | None) -> BBox3D:
+    if args.get("auto_bbox") is True:
+        if info is None:
+            raise SubchunkableConfigError("auto_bbox needs dst's bounds", ("auto_bbox",))
+        res = vec3(args["dst_resolution"])
+        stop = _add(info.voxel_offset, info.size)
+        return VolumetricIndex.from_voxels(info.voxel_offset, stop, res).bbox
+    assert bbox is not None
+    return bbox
+
+
+def _make_plan(args: dict[str, Any], geometry: Geometry) -> Plan:
+    dirs = args.get("level_intermediaries_dirs")
+    top_dir = None
+    if dirs:
+        top_dir = dirs if isinstance(dirs, str) else dirs[0]
+    red = args.get("max_reduction_chunk_size")
+    return Plan(geometry, str(top_dir) if top_dir else None,
+                args.get("skip_intermediaries") is True,
+                ivec3(red, "max_reduction_chunk_size") if red is not None else None)
+
+
+def _operation(args: dict[str, Any], crop: IVec3, sink_name: str) -> Any:
+    fn, op = args.get("fn"), args.get("op")
+    if op is not None and is_protocol_op(op):
+        return ProtocolOperation(op, crop, sink_name)
+    try:
+        operation = as_operation(fn, op)
+    except ValueError as exc:
+        raise SubchunkableConfigError(str(exc), ("fn", "op")) from None
+    sems = args.get("fn_semaphores")
+    if sems is not None and isinstance(operation, FnOperation):
+        operation = FnOperation(operation.fn, [str(s) for s in sems])
+    return operation
+
+
+def _layer_name(layer: Any) -> str:
+    return str(getattr(layer, "path", None) or getattr(layer, "name", None) or layer)
+
+
+def ng_link(layers: dict[str, Any], region: VolumetricIndex) -> str:
+    """A neuroglancer link showing ``layers`` (name -> layer) at the start of ``region`` (as
+    zetta places it), built offline: the state is in the URL."""
+    from specflow.volumes.nglink import make_ng_link
+
+    position = [float(v) for v in region.start]
+    return make_ng_link([[name, "image", _layer_name(layer).rstrip("/")]
+                         for name, layer in layers.items()], position, title="subchunkable",
+                        print_to_logger=False)
+
+
+def _summary(args: dict[str, Any], geometry: Geometry, dst: Any, op: Any) -> str:
+    g = geometry
+    lines = ["subchunkable apply flow",
+             f"  dst: {_layer_name(dst) if dst is not None else 'null'} at "
+             f"{list(g.region.resolution)}",
+             f"  region: voxels {list(g.region.start)} to {list(g.region.stop)} "
+             f"(shape {list(g.region.shape)})",
+             f"  operation: {getattr(op, '__name__', type(op).__name__)}"]
+    if any(g.gap):
+        lines.append(f"  processing gap: {list(g.gap)}")
+    counts = chunk_count(g)
+    for i, (lvl, n) in enumerate(zip(g.levels, counts, strict=True)):
+        lines.append(f"  level {i}: {n} chunk(s) of {list(lvl.chunk)}, crop {list(lvl.crop)}, "
+                     f"blend {list(lvl.blend)} ({lvl.mode})")
+    for k in ("op_worker_type", "reduction_worker_type", "allow_cache_up_to_level",
+              "task_stack_size"):
+        if args.get(k) is not None:
+            lines.append(f"  {k}: {args[k]} (recorded; specflow schedules without it)")
+    return "\n".join(lines)
 
 
 @register("build_subchunkable_apply_flow")
@@ -592,94 +783,202 @@ def build_subchunkable_apply_flow(
     dst: Any,
     dst_resolution: list[float],
     processing_chunk_sizes: list[list[int]],
+    processing_gap: list[int] | None = None,
     processing_crop_pads: Any = None,
     processing_blend_pads: Any = None,
     processing_blend_modes: Any = "quadratic",
     level_intermediaries_dirs: Any = None,
     skip_intermediaries: bool = False,
     max_reduction_chunk_size: list[int] | None = None,
+    expand_bbox_resolution: bool = False,
+    expand_bbox_backend: bool = False,
     expand_bbox_processing: bool = True,
     shrink_processing_chunk: bool = False,
     auto_divisibility: bool = False,
+    allow_cache_up_to_level: int | None = None,
+    op_worker_type: str | None = None,
+    reduction_worker_type: str | None = None,
+    task_stack_size: int | None = None,
+    verbose: bool = True,
+    generate_ng_link: bool = False,
     fn: Any = None,
+    fn_semaphores: list[str] | None = None,
     op: Any = None,
+    op_args: list[Any] | None = None,
     op_kwargs: dict[str, Any] | None = None,
     bbox: BBox3D | None = None,
     start_coord: list[float] | None = None,
     end_coord: list[float] | None = None,
     coord_resolution: list[float] | None = None,
+    auto_bbox: bool = False,
+    dst_tighten_bounds: bool = False,
+    max_reduction_chunk_sizes: list[int] | None = None,
     subchunk_threads: int = 1,
+    **more_op_kwargs: Any,
 ) -> Flow:
     """Apply ``fn`` (a function of arrays) or ``op`` (a volumetric operation) with
-    ``op_kwargs`` over a region, writing ``dst`` at ``dst_resolution``.
+    ``op_kwargs`` over a region, writing ``dst`` (a layer, or null) at ``dst_resolution``.
 
+    The parameters are zetta_utils' and mean the same (see
+    :mod:`specflow.processing.subchunkable_rules` for the rules between them):
     ``processing_chunk_sizes``, ``processing_crop_pads``, ``processing_blend_pads`` and
-    ``processing_blend_modes`` (linear, quadratic, max, defer) give one entry per level, top
-    level first (one vector or one mode applies to every level). ``level_intermediaries_dirs``
-    names where staging data goes (only its top entry is used: lower levels blend in memory);
-    ``skip_intermediaries`` insists on direct writes. ``max_reduction_chunk_size`` bounds the
-    pieces reduction tasks write. ``expand_bbox_processing`` grows the region to whole top
-    chunks; ``shrink_processing_chunk`` shrinks a top chunk larger than the region;
-    ``auto_divisibility`` picks lower chunk sizes that satisfy the divisibility rule.
+    ``processing_blend_modes`` (linear, quadratic, bump, max, defer) give one entry per level,
+    top level first (one vector or one mode applies to every level); ``processing_gap``
+    leaves unprocessed voxels between top-level chunks. ``level_intermediaries_dirs`` (one per
+    level; required unless ``skip_intermediaries``) names where staging data goes; lower
+    levels blend in memory. ``max_reduction_chunk_size`` bounds the pieces reduction tasks
+    write. The region is ``bbox``, ``start_coord``/``end_coord``/``coord_resolution`` or
+    dst's bounds (``auto_bbox``); ``expand_bbox_resolution`` snaps it to whole voxels,
+    ``expand_bbox_backend`` to dst's stored chunks, ``expand_bbox_processing`` grows it to
+    whole top chunks; ``shrink_processing_chunk`` shrinks chunks larger than the region;
+    ``auto_divisibility`` keeps the bottom chunk size and shrinks the levels above until they
+    divide. ``fn_semaphores`` are held while ``fn`` runs. ``verbose`` prints a summary
+    (``generate_ng_link`` adds a neuroglancer link to it). ``op_worker_type``,
+    ``reduction_worker_type``, ``allow_cache_up_to_level`` and ``task_stack_size`` are
+    accepted and recorded. Arguments that are not parameters go to the operation, as in
+    ``op_kwargs`` (an older spelling). ``subchunk_threads`` runs the sub-chunks of a task on
+    a thread pool.
     """
-    layer = _check_dst(dst)
-    res = vec3(dst_resolution, "dst_resolution")
-    if any(r <= 0 for r in res):
-        raise SubchunkableConfigError(f"dst_resolution must be positive, got {list(res)}")
-    try:
-        operation = as_operation(fn, op)
-    except ValueError as exc:
-        raise SubchunkableConfigError(str(exc)) from None
-    kwargs = dict(op_kwargs or {})
-    region = _region(bbox, start_coord, end_coord, coord_resolution, res)
-    region, levels = plan_levels(
-        region, processing_chunk_sizes, processing_crop_pads, processing_blend_pads,
-        processing_blend_modes, expand_bbox_processing=expand_bbox_processing,
-        shrink_processing_chunk=shrink_processing_chunk, auto_divisibility=auto_divisibility,
-    )
-    dirs: list[Any]
-    if level_intermediaries_dirs is None:
-        dirs = []
-    elif isinstance(level_intermediaries_dirs, str):
-        dirs = [level_intermediaries_dirs]
-    else:
-        dirs = list(level_intermediaries_dirs)
-        if len(dirs) not in (1, len(levels)):
-            raise SubchunkableConfigError(
-                f"level_intermediaries_dirs has {len(dirs)} entries for {len(levels)} levels; "
-                "give one per level (or a single directory)"
-            )
-    top = levels[0]
-    if skip_intermediaries:
-        if dirs:
-            raise SubchunkableConfigError(
-                "give either skip_intermediaries: true or level_intermediaries_dirs, not both"
-            )
-        if top.blend != (0, 0, 0) or top.mode == "defer":
-            raise SubchunkableConfigError(
-                "skip_intermediaries writes each top-level chunk straight to dst, so "
-                f"processing_blend_pads[0] must be [0, 0, 0] (it is {list(top.blend)}) and its "
-                "blend mode must not be defer; give level_intermediaries_dirs to blend"
-            )
-        if max_reduction_chunk_size is not None:
-            raise SubchunkableConfigError(
-                "max_reduction_chunk_size has no effect with skip_intermediaries (nothing is "
-                "reduced); remove it"
-            )
-    elif (top.blend != (0, 0, 0) or top.mode == "defer") and not (dirs and dirs[0]):
+    given = {k: v for k, v in locals().items() if k not in ("more_op_kwargs",)}
+    for k, default in (("processing_gap", None), ("processing_crop_pads", None),
+                       ("processing_blend_pads", None), ("op_args", None)):
+        if given[k] is default:
+            given.pop(k)
+    given.update(more_op_kwargs)
+    args = normalize_arguments(given)
+    layer = _check_dst(args["dst"])
+    res = vec3(args["dst_resolution"], "dst_resolution")
+    info = _dst_info(layer, res)
+    raise_problems(parameter_problems(args, info))
+    if int(args["subchunk_threads"]) < 1:
         raise SubchunkableConfigError(
-            f"processing_blend_pads[0] = {list(top.blend)} (mode {top.mode}) needs "
-            "level_intermediaries_dirs: top-level chunks overlap, so their outputs are staged "
-            "there and reduced"
-        )
-    max_red = (_vec(max_reduction_chunk_size, "max_reduction_chunk_size", positive=True)
-               if max_reduction_chunk_size is not None else None)
-    if subchunk_threads < 1:
-        raise SubchunkableConfigError(f"subchunk_threads must be >= 1, got {subchunk_threads}")
-    staging_dir = str(dirs[0]) if dirs and dirs[0] else None
-    plan = Plan(region, levels, staging_dir, skip_intermediaries, max_red)
-    schema = SubchunkableApplyFlow(operation, kwargs, layer, plan, subchunk_threads)
+            f"subchunk_threads must be >= 1, got {args['subchunk_threads']}",
+            ("subchunk_threads",))
+    bbox_ = None if args["auto_bbox"] is True else region_bbox(
+        args["bbox"], args["start_coord"], args["end_coord"], args["coord_resolution"])
+    plan_: Plan | None = None
+    if not (_replans(args) and info is None):
+        plan_ = _make_plan(args, plan(args, _bbox_for(args, bbox_, info), info))
+    n = len(args["processing_chunk_sizes"])
+    crops = [ivec3(c) for c in per_level(args["processing_crop_pads"], n)]
+    skip = args["skip_intermediaries"] is True
+    dirs = args["level_intermediaries_dirs"]
+    sink_name = _layer_name(layer) if skip else (
+        f"{str(dirs[-1] if isinstance(dirs, list) else dirs).rstrip('/')}/"
+        f"subchunkable_{type(args['op'] or args['fn']).__name__}_temp_")
+    operation = _operation(args, crops[-1], sink_name)
+    procs = tuple(getattr(layer, "write_procs", None) or ())
+    if procs:
+        operation = WriteProcs(operation, procs)
+        layer = layer.with_procs(write_procs=())
+    kwargs = dict(args["op_kwargs"] or {})
+    if args["verbose"] is True and plan_ is not None:
+        text = _summary(args, plan_.geometry, layer, args["op"] or args["fn"])
+        if args["generate_ng_link"] is True and layer is not None:
+            layers = {"dst": layer, **{k: v for k, v in kwargs.items() if isinstance(v, TSLayer)}}
+            text += "\n  neuroglancer: " + ng_link(layers, plan_.region)
+        print(text, file=sys.stderr)
+    schema = SubchunkableApplyFlow(operation, kwargs, layer, plan_, int(args["subchunk_threads"]),
+                                   args={k: v for k, v in args.items()
+                                         if k not in ("dst", "op", "fn", "op_kwargs")},
+                                   bbox=bbox_, planned=info)
     return schema()
+
+
+def check_arguments(given: dict[str, Any], version: str = "0") -> list[SubchunkableConfigError]:
+    """The problems ``specflow validate`` can see in the arguments of a
+    build_subchunkable_apply_flow node before anything is built (typed nodes other than
+    boxes stand for values it cannot see)."""
+    try:
+        args = normalize_arguments({k: _seen(v) for k, v in given.items()})
+    except SubchunkableConfigError as exc:
+        return [exc]
+    problems = parameter_problems(args, _seen_dst_info(given.get("dst"),
+                                                       args.get("dst_resolution"), version))
+    if problems or _replans(args):
+        return problems
+    try:
+        bbox = region_bbox(args["bbox"], args["start_coord"], args["end_coord"],
+                           args["coord_resolution"])
+        if _plain(args):
+            plan(args, bbox, None)
+    except SubchunkableConfigError as exc:
+        return [exc]
+    except (TypeError, ValueError):
+        return []
+    return []
+
+
+#: layer types whose construction reads at most an info file and writes nothing
+_LAYER_TYPES = {"build_cv_layer", "build_ts_layer"}
+
+
+def _seen_dst_info(node: Any, resolution: Any, version: str) -> DstInfo | None:
+    """dst's stored chunks as validation can know them: a layer node built (constructing a
+    layer writes nothing) and asked what it will hold; None when that is not known."""
+    if not (isinstance(node, dict) and node.get("@type") in _LAYER_TYPES
+            and _is_vector3(resolution)):
+        return None
+    from specflow.builder.build import build
+    from specflow.spec import SpecError
+
+    try:
+        layer = build(node if "@version" in node or version == "0" else
+                      {**node, "@version": version})
+    except (SpecError, ValueError, OSError):
+        return None
+    return _dst_info(layer, resolution)
+
+
+def _is_vector3(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
+def _plain(args: dict[str, Any]) -> bool:
+    keys = ("dst_resolution", "processing_chunk_sizes", "processing_gap", "processing_crop_pads",
+            "processing_blend_pads", "processing_blend_modes", "max_reduction_chunk_size")
+    return not any(_has_unknown(args.get(k)) for k in keys)
+
+
+def _has_unknown(v: Any) -> bool:
+    if isinstance(v, Unknown):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_has_unknown(x) for x in v)
+    return False
+
+
+_BOX_TYPES = {"BBox3D.from_coords", "BBox3D"}
+
+
+def _seen(v: Any) -> Any:
+    """A spec value as validation sees it: boxes built (they are pure), other typed nodes
+    unknown."""
+    if isinstance(v, dict) and "@type" in v:
+        if v.get("@type") in _BOX_TYPES and not any(_has_type(x) for x in v.values()):
+            try:
+                fields = {k: x for k, x in v.items() if not k.startswith("@")}
+                if v["@type"] == "BBox3D":
+                    return BBox3D(vec3(fields["start"]), vec3(fields["end"]))
+                return BBox3D.from_coords(**fields)
+            except (TypeError, ValueError, KeyError):
+                return UNKNOWN
+        return UNKNOWN
+    if isinstance(v, list):
+        return [_seen(x) for x in v]
+    return v
+
+
+def _has_type(v: Any) -> bool:
+    if isinstance(v, dict):
+        return "@type" in v or any(_has_type(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_type(x) for x in v)
+    return False
+
+
+build_subchunkable_apply_flow.__specflow_check__ = check_arguments  # type: ignore[attr-defined]
 
 
 @register("build_postpad_subchunkable_apply_flow")
@@ -687,36 +986,72 @@ def build_postpad_subchunkable_apply_flow(
     dst: Any,
     dst_resolution: list[float],
     processing_input_sizes: list[list[int]],
-    processing_crop_pads: Any = None,
-    processing_blend_pads: Any = None,
-    **kwargs: Any,
+    processing_crop: list[int] | None = None,
+    processing_blend: list[int] | None = None,
+    processing_blend_mode: str = "quadratic",
+    level_intermediaries_dirs: Any = None,
+    max_reduction_chunk_size: list[int] | None = None,
+    expand_bbox_processing: bool = True,
+    expand_bbox_resolution: bool = False,
+    allow_cache_up_to_level: int | None = None,
+    verbose: bool = True,
+    generate_ng_link: bool = False,
+    op_worker_type: str | None = None,
+    reduction_worker_type: str | None = None,
+    task_stack_size: int | None = None,
+    fn: Any = None,
+    fn_semaphores: list[str] | None = None,
+    op: Any = None,
+    op_args: list[Any] | None = None,
+    op_kwargs: dict[str, Any] | None = None,
+    bbox: BBox3D | None = None,
+    start_coord: list[float] | None = None,
+    end_coord: list[float] | None = None,
+    coord_resolution: list[float] | None = None,
+    auto_bbox: bool = False,
+    dst_tighten_bounds: bool = False,
+    **more_op_kwargs: Any,
 ) -> Flow:
-    """Like :func:`build_subchunkable_apply_flow`, but each level is given by the size of the
-    box its chunks compute (``processing_input_sizes``: chunk + 2 * (crop + blend pads)); the
-    chunk sizes follow."""
-    if not processing_input_sizes or isinstance(processing_input_sizes[0], (int, float)):
+    """zetta's post-padding form: each level is given by the size of the box its chunks read
+    (``processing_input_sizes``, top first); ``processing_blend`` is blended at every level,
+    ``processing_crop`` cropped at the bottom one. The bottom chunk is kept, the levels above
+    are upper bounds (auto_divisibility); no gap, backend expansion or shrinking, and
+    intermediaries are always staged."""
+    if not processing_input_sizes or not isinstance(processing_input_sizes[0], (list, tuple)):
         raise SubchunkableConfigError(
-            "processing_input_sizes is a list of levels, each [x, y, z] (top level first)"
-        )
+            "processing_input_sizes is a list of levels, each [x, y, z] (top level first)",
+            ("processing_input_sizes",))
+    crop = ivec3(processing_crop or (0, 0, 0), "processing_crop")
+    blend = ivec3(processing_blend or (0, 0, 0), "processing_blend")
     n = len(processing_input_sizes)
-    crops = _per_level(processing_crop_pads, n, "processing_crop_pads", (0, 0, 0))
-    blends = _per_level(processing_blend_pads, n, "processing_blend_pads", (0, 0, 0))
-    chunks: list[list[int]] = []
-    for i, size in enumerate(processing_input_sizes):
-        s = _vec(size, f"processing_input_sizes[{i}]", positive=True)
-        c = _vec(crops[i], f"processing_crop_pads[{i}]")
-        b = _vec(blends[i], f"processing_blend_pads[{i}]")
-        chunk = [x - 2 * (p + q) for x, p, q in zip(s, c, b, strict=True)]
-        if any(x <= 0 for x in chunk):
+    chunks = [[s - 2 * b for s, b in zip(ivec3(size, f"processing_input_sizes[{i}]"), blend,
+                                          strict=True)]
+              for i, size in enumerate(processing_input_sizes)]
+    chunks[-1] = [c - 2 * p for c, p in zip(chunks[-1], crop, strict=True)]
+    for i, c in enumerate(chunks):
+        if any(x <= 0 for x in c):
             raise SubchunkableConfigError(
-                f"processing_input_sizes[{i}] = {list(s)} leaves no chunk after its pads "
-                f"(crop {list(c)}, blend {list(b)} on each side); make it larger than "
-                f"{[2 * (p + q) for p, q in zip(c, b, strict=True)]}"
-            )
-        chunks.append(chunk)
+                f"processing_input_sizes[{i}] = {list(processing_input_sizes[i])} leaves no "
+                f"chunk after the blend {list(blend)}"
+                + (f" and crop {list(crop)}" if i == n - 1 else "") + " on each side; make it "
+                "larger", ("processing_input_sizes",))
+    crops = [[0, 0, 0] for _ in range(n)]
+    crops[-1] = list(crop)
     return build_subchunkable_apply_flow(
-        dst, dst_resolution, chunks, processing_crop_pads=crops, processing_blend_pads=blends,
-        **kwargs,
+        dst, dst_resolution, chunks, processing_gap=[0, 0, 0], processing_crop_pads=crops,
+        processing_blend_pads=[list(blend) for _ in range(n)],
+        processing_blend_modes=processing_blend_mode,
+        level_intermediaries_dirs=level_intermediaries_dirs, skip_intermediaries=False,
+        max_reduction_chunk_size=max_reduction_chunk_size,
+        expand_bbox_resolution=expand_bbox_resolution, expand_bbox_backend=False,
+        expand_bbox_processing=expand_bbox_processing, shrink_processing_chunk=False,
+        auto_divisibility=True, allow_cache_up_to_level=allow_cache_up_to_level,
+        op_worker_type=op_worker_type, reduction_worker_type=reduction_worker_type,
+        task_stack_size=task_stack_size, verbose=verbose, generate_ng_link=generate_ng_link,
+        fn=fn, fn_semaphores=fn_semaphores, op=op, op_args=op_args, op_kwargs=op_kwargs,
+        bbox=bbox, start_coord=start_coord, end_coord=end_coord,
+        coord_resolution=coord_resolution, auto_bbox=auto_bbox,
+        dst_tighten_bounds=dst_tighten_bounds, **more_op_kwargs,
     )
 
 
@@ -726,11 +1061,14 @@ def build_reduce_staged_flow(
     max_reduction_chunk_size: list[int] | None = None,
 ) -> Flow:
     """Reduce the staging array a ``defer`` flow left at ``staging_path`` into ``dst``
-    (``mode``: linear, quadratic or max)."""
+    (``mode``: linear, quadratic, bump or max)."""
     layer = _check_dst(dst)
-    if mode not in ("linear", "quadratic", "max"):
-        raise SubchunkableConfigError(f"mode must be linear, quadratic or max, got {mode!r}")
-    max_red = (_vec(max_reduction_chunk_size, "max_reduction_chunk_size", positive=True)
+    if layer is None:
+        raise SubchunkableConfigError("build_reduce_staged_flow needs a dst layer", ("dst",))
+    if mode not in ("linear", "quadratic", "bump", "max"):
+        raise SubchunkableConfigError(
+            f"mode must be linear, quadratic, bump or max, got {mode!r}", ("mode",))
+    max_red = (ivec3(max_reduction_chunk_size, "max_reduction_chunk_size")
                if max_reduction_chunk_size is not None else None)
     return Flow(_reduce_staged, (staging_path, layer, mode, max_red), name="reduce_staged_flow")
 
@@ -761,31 +1099,40 @@ read_staging_record = TaskableOperation(
 
 
 def _reduce_staged(
-    path: str, dst: TSLayer, mode: str, max_red: IVec3 | None
+    path: str, dst: Any, mode: str, max_red: IVec3 | None
 ) -> Generator[Any, Any, None]:
     read = read_staging_record.make_task(path=path)
     yield read
     record = yield Dependency(read)
     r = record["region"]
     region = VolumetricIndex.from_voxels(r["start"], r["stop"], r["resolution"])
+    if record.get("write_procs_applied") and getattr(dst, "write_procs", None):
+        dst = dst.with_procs(write_procs=())  # the staged outputs have them already
     top = Level(ivec3(record["chunk"]), ivec3(record["crop"]), ivec3(record["blend"]), mode)
     prep = prepare_dst.make_task(dst=dst, resolution=r["resolution"])
     yield prep
     info = yield Dependency(prep)
+    stride = _add(top.chunk, ivec3(record.get("gap", [0, 0, 0])))
     yield from _reduce(TSLayer(path), dst, region, top, mode, ivec3(info["chunk_size"]),
-                       ivec3(info["voxel_offset"]), max_red)
+                       ivec3(info["voxel_offset"]), max_red, stride)
+
+
 
 
 __all__ = [
+    "ChunkSink",
     "Level",
     "Plan",
+    "ProtocolOperation",
     "SubchunkableApplyFlow",
     "SubchunkableConfigError",
     "build_postpad_subchunkable_apply_flow",
     "build_reduce_staged_flow",
     "build_subchunkable_apply_flow",
+    "check_arguments",
     "compute_chunk",
-    "plan_levels",
+    "ng_link",
+    "normalize_arguments",
     "reduction_parts",
 ]
 
@@ -827,5 +1174,6 @@ def build_synthetic_volume_flow(
         processing_chunk_sizes=[list(processing_chunk_size or chunk_size)],
         op=SyntheticVolumeOp(seed=seed, period=period, noise=noise, scale=scale, dtype=dtype),
         bbox=VolumetricIndex.from_voxels(start, stop, resolution).bbox,
-        skip_intermediaries=True, shrink_processing_chunk=True,
+        skip_intermediaries=True, shrink_processing_chunk=True, expand_bbox_processing=False,
+        verbose=False,
     )

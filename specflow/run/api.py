@@ -64,13 +64,16 @@ class PreparedRun:
 def prepare(spec: Any, source: SourceMap, *, opt_ins: Iterable[str] = ()) -> PreparedRun:
     """Build a loaded spec into its target and the settings it gives."""
     from specflow.builder.check import check_spec
-    from specflow.flow import ops
+    from specflow.zetta_execute import combine_executions
 
-    problems = check_spec(spec, source)
+    granted = frozenset(opt_ins)
+    problems = check_spec(spec, source, opt_ins=granted)
     if problems:
         raise problems[0]
-    ops.allow_shell("shell" in set(opt_ins))
-    built = build(spec, source=source)
+    built = build(spec, source=source, opt_ins=granted)
+    combined = combine_executions(built)  # a top-level list of executions (zetta's form)
+    if combined is not None:
+        built = combined
     if isinstance(built, ExecutionRequest):
         _check_runnable(built.target, "target", source)
         return PreparedRun(built.target, dict(built.settings), dict(built.backend_settings))

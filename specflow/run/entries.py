@@ -31,7 +31,6 @@ def request(target: Any, settings: dict[str, Any],
 
 
 @register("execute")
-@register("mazepa.execute")
 def execute_spec(
     target: Any,
     backend: str = "local",
@@ -53,7 +52,6 @@ def execute_spec(
 
 
 @register("execute_on_slurm")
-@register("mazepa.execute_on_slurm")
 def execute_on_slurm(
     target: Any,
     keep_going: bool | None = None,

@@ -35,9 +35,11 @@ def load_spec_with_source(path: str | os.PathLike[str]) -> tuple[Any, SourceMap]
             f"expected one of {', '.join(SUFFIXES)}"
         )
     if suffix == ".cue":
-        from specflow.spec.cue import load_cue
+        from specflow.spec.cue import load_cue_with_positions
 
-        return load_cue(p), SourceMap(shown)
+        value, positions = load_cue_with_positions(p)
+        return value, SourceMap(shown, {path: Location(shown, line, col)
+                                        for path, (line, col) in positions.items()})
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

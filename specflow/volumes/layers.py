@@ -12,6 +12,7 @@ Neuroglancer precomputed keeps them in its ``info`` file as usual, one scale per
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -79,8 +80,13 @@ os.register_at_fork(after_in_child=_reset_contexts_after_fork)
 
 def kvstore_url(path: str) -> str:
     """A kvstore URL for ``path``: URLs pass through, local paths become absolute file URLs.
-    Always ends in ``/`` (the layer is a directory)."""
-    if "://" in path:
+    Always ends in ``/`` (the layer is a directory). CloudVolume's format prefix
+    (``precomputed://gs://...``) is dropped."""
+    if path.startswith("precomputed://"):
+        path = path[len("precomputed://"):]
+    if path.startswith("file://") and not path[len("file://"):].startswith("/"):
+        url = "file://" + os.path.abspath(os.path.expanduser(path[len("file://"):]))
+    elif "://" in path:
         url = path
     else:
         url = "file://" + os.path.abspath(os.path.expanduser(path))
@@ -297,6 +303,8 @@ class _Runtime:
         self.stores: dict[Vec3, Any] = {}
         self.scales: list[ScaleInfo] | None = None
         self.format: str | None = None
+        #: whether this process applied the layer's info spec (see CVLayer)
+        self.info_applied = False
 
 
 _RUNTIMES: dict[str, _Runtime] = {}
@@ -338,7 +346,18 @@ class TSLayer:
         interpolation_mode: str | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         concurrency: int = 0,
+        read_procs: Sequence[Callable[..., Any]] = (),
+        write_procs: Sequence[Callable[..., Any]] = (),
+        index_procs: Sequence[Callable[..., Any]] = (),
     ) -> None:
+        self.read_procs = tuple(read_procs)
+        self.write_procs = tuple(write_procs)
+        self.index_procs = tuple(index_procs)
+        for what, procs in (("read_procs", self.read_procs), ("write_procs", self.write_procs),
+                            ("index_procs", self.index_procs)):
+            for proc in procs:
+                if not callable(proc):
+                    raise ValueError(f"{what}: {proc!r} is not a processor (not callable)")
         if format != "auto" and format not in FORMATS:
             raise ValueError(f"unknown layer format {format!r}; expected auto or one of "
                              f"{', '.join(FORMATS)}")
@@ -407,16 +426,47 @@ class TSLayer:
     def _format(self, value: str | None) -> None:
         self._rt.format = value
 
-    # pickled and hashed as settings only
+    # pickled and hashed as settings (and processors) only
     def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings}
+        return {"settings": self.settings, "procs": self._procs()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.settings = state["settings"]
+        procs = state.get("procs") or {}
+        self.read_procs = tuple(procs.get("read", ()))
+        self.write_procs = tuple(procs.get("write", ()))
+        self.index_procs = tuple(procs.get("index", ()))
         self._init_runtime()
 
+    def _procs(self) -> dict[str, tuple[Callable[..., Any], ...]]:
+        return {"read": self.read_procs, "write": self.write_procs, "index": self.index_procs}
+
     def __specflow_id__(self) -> Any:
-        return self.settings
+        if not (self.read_procs or self.write_procs or self.index_procs):
+            return self.settings
+        return {"settings": self.settings,
+                "procs": {k: list(v) for k, v in self._procs().items()}}
+
+    def with_procs(
+        self,
+        read_procs: Sequence[Callable[..., Any]] | None = None,
+        write_procs: Sequence[Callable[..., Any]] | None = None,
+        index_procs: Sequence[Callable[..., Any]] | None = None,
+    ) -> TSLayer:
+        """A copy of this layer with other processors (``None`` keeps the current ones)."""
+        out = copy.copy(self)
+        out.read_procs = self.read_procs if read_procs is None else tuple(read_procs)
+        out.write_procs = self.write_procs if write_procs is None else tuple(write_procs)
+        out.index_procs = self.index_procs if index_procs is None else tuple(index_procs)
+        return out
+
+    def _index(self, idx: VolumetricIndex) -> VolumetricIndex:
+        for proc in self.index_procs:
+            idx = proc(idx)
+            if not isinstance(idx, VolumetricIndex):
+                raise TypeError(f"index processor {proc!r} returned {type(idx).__name__}, "
+                                "not a VolumetricIndex")
+        return idx
 
     def __repr__(self) -> str:
         return f"TSLayer({self.settings['path']!r})"
@@ -428,6 +478,16 @@ class TSLayer:
     @property
     def readonly(self) -> bool:
         return bool(self.settings["readonly"])
+
+    @property
+    def name(self) -> str:
+        """The layer's path (zetta code reads it as ``layer.backend.name``)."""
+        return self.path
+
+    @property
+    def backend(self) -> TSLayer:
+        """The layer itself: zetta code reaches storage details through ``layer.backend``."""
+        return self
 
     # ------------------------------------------------------------------ metadata
 
@@ -496,6 +556,18 @@ class TSLayer:
             if st[f"info_{k}"] is not None:
                 base[k] = st[f"info_{k}"]
         return base
+
+    def planned_scale(self, resolution: Sequence[float]) -> ScaleInfo | None:
+        """The scale at ``resolution`` as :meth:`prepare_for_write` would leave it, found
+        without writing anything; None when the settings do not say yet."""
+        res = vec3(resolution, "resolution")
+        at_res = self.scale(res)
+        if at_res is not None and not self.settings["info_overwrite"]:
+            return at_res
+        try:
+            return self._complete_info(self._requested_info(res), res)
+        except (ValueError, OSError):
+            return at_res
 
     def _write_plan(self, res: Vec3, stored: StoredLookup) -> tuple[str, ScaleInfo, str, bool]:
         """What :meth:`prepare_for_write` does at ``res``, decided without writing: the
@@ -683,11 +755,22 @@ class TSLayer:
 
     def read_async(self, idx: VolumetricIndex) -> ReadResult:
         """Start reading ``idx``; ``.result()`` gives the array (resampled reads are done
-        before this returns)."""
+        before this returns). Index processors apply to ``idx`` first, read processors to
+        the data, in their order."""
+        idx = self._index(idx)
         scale, factor, finer = self._scale_for_read(idx.resolution)
         if factor == (1, 1, 1):
-            return self._start_read(scale, idx)
-        return ReadResult(value=self._read_resampled(scale, factor, finer, idx))
+            started = self._start_read(scale, idx)
+        else:
+            started = ReadResult(value=self._read_resampled(scale, factor, finer, idx))
+        if self.read_procs:
+            started.post = self._apply_read_procs
+        return started
+
+    def _apply_read_procs(self, data: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        for proc in self.read_procs:
+            data = np.asarray(proc(data))
+        return data
 
     def _read_resampled(
         self, scale: ScaleInfo, factor: IVec3, finer: bool, idx: VolumetricIndex
@@ -734,7 +817,11 @@ class TSLayer:
         """Start a write; ``.result()`` waits until it is durable."""
         if self.readonly:
             raise PermissionError(f"layer {self.path} is read-only")
-        scale = self.scale(idx.resolution)
+        idx = self._index(idx)
+        if self.write_procs:
+            for proc in self.write_procs:
+                data = np.asarray(proc(data))
+        scale = self._scale_for_write(idx.resolution)
         if scale is None:
             stored = ", ".join(str(list(s.resolution)) for s in self.scales()) or "nothing"
             raise ValueError(
@@ -761,6 +848,9 @@ class TSLayer:
     def __setitem__(self, idx: VolumetricIndex, data: npt.NDArray[Any]) -> None:
         self.write(idx, data)
 
+    def _scale_for_write(self, resolution: Sequence[float]) -> ScaleInfo | None:
+        return self.scale(resolution)
+
 
 class _Done:
     def result(self) -> None:
@@ -781,6 +871,8 @@ class ReadResult:
     ) -> None:
         self._future = future
         self._value = value
+        #: applied to the array once, when it is ready (a layer's read processors)
+        self.post: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None
         self._shape = shape
         self._where = where
         self._dtype = dtype
@@ -795,6 +887,9 @@ class ReadResult:
                 assert self._where is not None
                 out[self._where] = got
                 self._value = out
+        if self.post is not None:
+            post, self.post = self.post, None
+            self._value = post(self._value)
         return self._value
 
 
@@ -863,6 +958,13 @@ def _differences(have: ScaleInfo, want: dict[str, Any], *, check_resolution: boo
     return out
 
 
+#: zetta's layer parameters build_ts_layer also takes; any of them makes it a zetta layer
+ZETTA_INFO_PARAMS = ("on_info_exists", "info_field_overrides", "info_add_scales",
+                     "info_add_scales_ref", "info_add_scales_mode", "info_scales", "info_type",
+                     "info_data_type", "info_inherit_all_params", "info_bbox", "info_encoding",
+                     "info_extra_scale_data")
+
+
 @register("build_ts_layer")
 def build_ts_layer(
     path: str,
@@ -882,6 +984,27 @@ def build_ts_layer(
     interpolation_mode: str | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     concurrency: int = 0,
+    read_procs: list[Any] | None = None,
+    write_procs: list[Any] | None = None,
+    index_procs: list[Any] | None = None,
+    default_desired_resolution: list[float] | None = None,
+    index_resolution: list[float] | None = None,
+    allow_slice_rounding: bool = False,
+    mask_value_thr: float = 0.0,
+    cache_bytes_limit: int | None = None,
+    on_info_exists: str | None = None,
+    info_field_overrides: dict[str, Any] | None = None,
+    info_add_scales: list[Any] | None = None,
+    info_add_scales_ref: Any = None,
+    info_add_scales_mode: str | None = None,
+    info_scales: list[list[float]] | None = None,
+    info_type: str | None = None,
+    info_data_type: str | None = None,
+    info_inherit_all_params: bool | None = None,
+    info_bbox: Any = None,
+    info_encoding: str | None = None,
+    info_extra_scale_data: dict[str, Any] | None = None,
+    info_keep_existing_scales: bool = True,
 ) -> TSLayer:
     """A tensorstore-backed volumetric layer.
 
@@ -891,8 +1014,63 @@ def build_ts_layer(
     to create when it does not exist; an existing layer whose metadata differs is refused
     unless ``info_overwrite`` (which replaces it, data included). ``interpolation_mode``
     (nearest, average, mode, max) allows reads at resolutions other than the stored ones;
-    ``data_resolution`` forces reads to come from that stored resolution.
+    ``data_resolution`` forces reads to come from that stored resolution. ``read_procs``,
+    ``write_procs`` and ``index_procs`` are applied to what is read, written and indexed.
+
+    zetta's build_ts_layer parameters are accepted too: given any of its info parameters
+    (``info_scales``: its 0.4 set; ``on_info_exists``, ``info_field_overrides``,
+    ``info_add_scales*``: its earlier set) the layer is a neuroglancer precomputed layer whose
+    info follows them, as ``build_cv_layer`` builds it.
     """
+    zetta = {n: v for n, v in (
+        ("on_info_exists", on_info_exists), ("info_field_overrides", info_field_overrides),
+        ("info_add_scales", info_add_scales), ("info_add_scales_ref", info_add_scales_ref),
+        ("info_add_scales_mode", info_add_scales_mode), ("info_scales", info_scales),
+        ("info_type", info_type), ("info_data_type", info_data_type),
+        ("info_inherit_all_params", info_inherit_all_params), ("info_bbox", info_bbox),
+        ("info_encoding", info_encoding), ("info_extra_scale_data", info_extra_scale_data),
+    ) if v is not None}
+    if zetta:
+        specflow_only = [n for n, v in (
+            ("info_dtype", info_dtype), ("info_resolution", info_resolution),
+            ("info_voxel_offset", info_voxel_offset), ("info_size", info_size),
+            ("info_compression", info_compression), ("info_layer_type", info_layer_type),
+        ) if v is not None]
+        if specflow_only or format not in ("auto", "precomputed"):
+            raise ValueError(
+                f"{', '.join(zetta)} describe a zetta precomputed layer; they cannot be "
+                f"combined with {', '.join(specflow_only) or 'format ' + repr(format)}"
+            )
+        from specflow.volumes import cloudvol
+
+        common: dict[str, Any] = {
+            "path": path, "default_desired_resolution": default_desired_resolution,
+            "index_resolution": index_resolution, "data_resolution": data_resolution,
+            "interpolation_mode": interpolation_mode, "mask_value_thr": mask_value_thr,
+            "readonly": readonly, "info_reference_path": info_reference_path,
+            "info_type": info_type, "info_data_type": info_data_type,
+            "info_num_channels": info_num_channels, "info_chunk_size": info_chunk_size,
+            "info_encoding": info_encoding, "allow_slice_rounding": allow_slice_rounding,
+            "index_procs": index_procs, "read_procs": read_procs, "write_procs": write_procs,
+            "cache_bytes_limit": cache_bytes_limit,
+        }
+        if info_scales is not None:
+            return cloudvol.build_cv_layer(
+                **common, info_inherit_all_params=bool(info_inherit_all_params),
+                info_bbox=info_bbox, info_scales=info_scales,
+                info_extra_scale_data=info_extra_scale_data, info_overwrite=info_overwrite,
+                info_keep_existing_scales=info_keep_existing_scales,
+            )
+        return cloudvol.build_cv_layer_legacy(
+            **common, info_field_overrides=info_field_overrides,
+            info_add_scales=info_add_scales, info_add_scales_ref=info_add_scales_ref,
+            info_add_scales_mode=info_add_scales_mode or "merge",
+            on_info_exists=on_info_exists or "extend",
+        )
+    if interpolation_mode is not None and interpolation_mode not in MODES:
+        from specflow.volumes.cloudvol import interpolation
+
+        interpolation_mode = interpolation(interpolation_mode)
     return TSLayer(
         path, format=format,  # type: ignore[arg-type]
         readonly=readonly, info_dtype=info_dtype,
@@ -901,6 +1079,8 @@ def build_ts_layer(
         info_chunk_size=info_chunk_size, info_compression=info_compression,
         info_layer_type=info_layer_type, info_reference_path=info_reference_path,
         info_overwrite=info_overwrite, data_resolution=data_resolution,
-        interpolation_mode=interpolation_mode, cache_bytes=cache_bytes,
-        concurrency=concurrency,
+        interpolation_mode=interpolation_mode,
+        cache_bytes=cache_bytes_limit if cache_bytes_limit is not None else cache_bytes,
+        concurrency=concurrency, read_procs=read_procs or (), write_procs=write_procs or (),
+        index_procs=index_procs or (),
     )

@@ -356,7 +356,7 @@ def _volume_spec(tmp: Path, name: str, on_slurm: bool) -> Path:
         "processing_crop_pads": [[0, 0, 0], [2, 2, 2]],
         "processing_blend_pads": [[4, 4, 4], [0, 0, 0]],
         "processing_blend_modes": "quadratic",
-        "level_intermediaries_dirs": [str(tmp / f"tmp_{name}")],
+        "level_intermediaries_dirs": [str(tmp / f"tmp_{name}")] * 2,
         "max_reduction_chunk_size": [32, 32, 32],
     }
     stages = [

@@ -326,7 +326,7 @@ def test_waiting_on_a_task_never_yielded_is_the_flows_failure(workdir: Path) -> 
 
 def test_repeat_makes_distinct_copies_of_any_task(workdir: Path) -> None:
     out = workdir / "o.txt"
-    spec = {"@type": "repeat", "count": 4,
+    spec = {"@type": "specflow.repeat", "count": 4,
             "task": {"@type": "test.append", "path": str(out), "line": "same"}}
     copies = specflow.build(spec)
     assert len({t.id for t in copies}) == 4

@@ -37,7 +37,7 @@ def spec(tmp: Path, name: str, *, max_delay: float, workers: int) -> Path:
         "processing_crop_pads": [[0, 0, 0], [3, 3, 3]],
         "processing_blend_pads": [[4, 4, 4], [0, 0, 0]],
         "processing_blend_modes": "quadratic",
-        "level_intermediaries_dirs": [str(tmp / f"tmp_{name}")],
+        "level_intermediaries_dirs": [str(tmp / f"tmp_{name}")] * 2,
         "max_reduction_chunk_size": [32, 32, 32],
     }
     doc = {

@@ -29,7 +29,10 @@ def apply(tmp_path: Path, src: Any, name: str, **kw: Any) -> Any:
     kw.setdefault("fn", copy)
     kw.setdefault("op_kwargs", {"src": src})
     kw.setdefault("bbox", whole(SHAPE).bbox)
-    kw.setdefault("level_intermediaries_dirs", [str(tmp_path / "tmp")])
+    if not kw.get("skip_intermediaries"):
+        kw.setdefault("level_intermediaries_dirs",
+                      [str(tmp_path / "tmp")] * len(kw["processing_chunk_sizes"]))
+    kw.setdefault("verbose", False)
     run_inline(build_subchunkable_apply_flow(dst=dst, dst_resolution=list(RES), **kw))
     return dst.read(whole(SHAPE))
 
@@ -123,7 +126,7 @@ def test_postpad_flow_matches(tmp_path: Path, volume: Any) -> None:
     dst = dst_like(tmp_path / "post", src)
     run_inline(build_postpad_subchunkable_apply_flow(
         dst=dst, dst_resolution=list(RES), processing_input_sizes=[[24, 28, 24]],
-        processing_crop_pads=[[0, 0, 0]], processing_blend_pads=[[4, 4, 4]],
+        processing_crop=[0, 0, 0], processing_blend=[4, 4, 4],
         fn=copy, op_kwargs={"src": src}, bbox=whole(SHAPE).bbox,
         level_intermediaries_dirs=[str(tmp_path / "tmp")]))
     np.testing.assert_allclose(dst.read(whole(SHAPE)), data, atol=1e-6)
@@ -136,7 +139,7 @@ def test_expand_and_shrink(tmp_path: Path, volume: Any) -> None:
     sub = whole((20, 40, 32))
     run_inline(build_subchunkable_apply_flow(
         dst=dst, dst_resolution=list(RES), processing_chunk_sizes=[[16, 40, 32]], fn=copy,
-        op_kwargs={"src": src}, bbox=sub.bbox, level_intermediaries_dirs=str(tmp_path / "t")))
+        op_kwargs={"src": src}, bbox=sub.bbox, level_intermediaries_dirs=[str(tmp_path / "t")]))
     got = dst.read(whole(SHAPE))
     assert np.array_equal(got[:, :32], data[:, :32]) and got[:, 32:].sum() == 0
     # a region smaller than the chunk: the chunk shrinks to it
@@ -159,7 +162,7 @@ def test_ops_from_a_spec(tmp_path: Path) -> None:
                 "info_reference_path": str(tmp_path / "seg"), "info_chunk_size": [8, 8, 8]},
         "dst_resolution": [2, 2, 1],
         "start_coord": [0, 0, 0], "end_coord": [16, 16, 8], "coord_resolution": [2, 2, 1],
-        "processing_chunk_sizes": [[8, 8, 8]],
+        "processing_chunk_sizes": [[8, 8, 8]], "skip_intermediaries": True,
     }
     run_inline(build(spec))
     ds = build_ts_layer(str(tmp_path / "ds"))
@@ -181,6 +184,7 @@ def test_ops_from_a_spec(tmp_path: Path) -> None:
                     "info_reference_path": str(tmp_path / "seg")},
             "dst_resolution": [1, 1, 1], "start_coord": [0, 0, 0], "end_coord": [32, 32, 8],
             "coord_resolution": [1, 1, 1], "processing_chunk_sizes": [[16, 16, 8]],
+            "skip_intermediaries": True,
         }))
         got = build_ts_layer(str(out)).read(whole((32, 32, 8)))
         assert np.array_equal(got, want), fn["@type"]
@@ -192,7 +196,8 @@ def test_downsample_average_op(tmp_path: Path, volume: Any) -> None:
                          info_resolution=[2, 2, 2])
     run_inline(build_subchunkable_apply_flow(
         dst=dst, dst_resolution=[2, 2, 2], op=DownsampleOp([2, 2, 2], "average"),
-        op_kwargs={"src": src}, bbox=whole(SHAPE).bbox, processing_chunk_sizes=[[16, 16, 16]]))
+        op_kwargs={"src": src}, bbox=whole(SHAPE).bbox, processing_chunk_sizes=[[16, 16, 16]],
+        level_intermediaries_dirs=[str(tmp_path / "t")]))
     got = dst.read(whole(SHAPE).at_resolution((2, 2, 2)))
     want = data.reshape(1, 24, 2, 20, 2, 16, 2).mean(axis=(2, 4, 6))
     np.testing.assert_allclose(got, want, atol=1e-6)

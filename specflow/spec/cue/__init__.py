@@ -18,7 +18,7 @@ from typing import Any
 from specflow.spec.cue.errors import CueError
 from specflow.spec.errors import Location, SpecError
 
-__all__ = ["load_cue", "loads_cue"]
+__all__ = ["load_cue", "load_cue_with_positions", "loads_cue", "loads_cue_with_positions"]
 
 BINARY_ENV = "SPECFLOW_CUE_BINARY"
 TIMEOUT_ENV = "SPECFLOW_CUE_TIMEOUT"
@@ -117,6 +117,18 @@ def loads_cue(
     time or lets the process grow by more than ``max_mb`` MB (defaults: the environment
     variables SPECFLOW_CUE_TIMEOUT and SPECFLOW_CUE_MAX_MB, else 5 s and 500 MB; 0 turns a
     budget off)."""
+    return loads_cue_with_positions(text, filename, timeout=timeout, max_mb=max_mb)[0]
+
+
+def loads_cue_with_positions(
+    text: str,
+    filename: str = "<string>",
+    *,
+    timeout: float | None = None,
+    max_mb: float | None = None,
+) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """Evaluate CUE source text: its exported value, and for every exported value's spec path
+    (``target.stages[0].fn``) the line and column of the field that wrote it."""
     from specflow.spec.cue.builtins import PACKAGES, ensure_init
     from specflow.spec.cue.evaluator import BudgetExceeded, Evaluator
     from specflow.spec.cue.export import export_checked, to_json
@@ -140,10 +152,12 @@ def loads_cue(
         root.conjuncts.append((f.root, None, ()))
         # as cue does: first every conflict anywhere (definitions included), then the fields
         # whose values are not concrete
-        value, conflicts, incompletes = export_checked(ev, root)
+        found: dict[str, Any] = {}
+        value, conflicts, incompletes = export_checked(ev, root, found)
         if conflicts or incompletes:
             raise _report(conflicts or incompletes)
-        return to_json(value)
+        positions = {k: (p.line, p.col) for k, p in found.items() if p.file == filename}
+        return to_json(value), positions
     except CueError as e:
         raise _to_spec_error(e) from None
     except BudgetExceeded as e:
@@ -179,19 +193,30 @@ def load_cue(
     max_mb: float | None = None,
 ) -> Any:
     """Evaluate a CUE file and return its exported value (budgets as for ``loads_cue``)."""
+    return load_cue_with_positions(path, timeout=timeout, max_mb=max_mb)[0]
+
+
+def load_cue_with_positions(
+    path: str | os.PathLike[str],
+    *,
+    timeout: float | None = None,
+    max_mb: float | None = None,
+) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """Evaluate a CUE file: its value and the positions of its values (none when the
+    ``cue`` binary evaluates it)."""
     try:
         filename = os.fsdecode(path)
     except TypeError as e:
         raise SpecError(f"invalid spec path {path!r}: {e}") from None
     binary = os.environ.get(BINARY_ENV)
     if binary:
-        return _load_with_binary(binary, filename)
+        return _load_with_binary(binary, filename), {}
     try:
         with open(filename, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read CUE file: {e}", locations=[Location(filename)]) from None
-    return loads_cue(text, filename, timeout=timeout, max_mb=max_mb)
+    return loads_cue_with_positions(text, filename, timeout=timeout, max_mb=max_mb)
 
 
 def _load_with_binary(binary: str, filename: str) -> Any:

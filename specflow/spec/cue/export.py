@@ -6,7 +6,7 @@ import base64
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from specflow.spec.cue.errors import CueError
+from specflow.spec.cue.errors import CueError, Pos
 from specflow.spec.cue.values import NULL, Disj, is_concrete_scalar
 from specflow.spec.cue.vertex import (
     NEW,
@@ -22,10 +22,15 @@ if TYPE_CHECKING:
     from specflow.spec.cue.evaluator import Evaluator
 
 
-def export_value(ev: Evaluator, val: Any) -> Any:
-    """The concrete value with CUE-native scalars (Decimal floats, the NULL marker)."""
+#: where each exported value was written: spec path (``a.b[0].c``) -> position
+Positions = dict[str, Pos]
+
+
+def export_value(ev: Evaluator, val: Any, positions: Positions | None = None) -> Any:
+    """The concrete value with CUE-native scalars (Decimal floats, the NULL marker). With
+    ``positions``, the source position of every exported value is recorded under its path."""
     if isinstance(val, Vertex):
-        return _export_vertex(ev, val, 0)
+        return _export_vertex(ev, val, 0, positions, "")
     if isinstance(val, Disj):
         d = val.default()
         if d is None:
@@ -36,12 +41,26 @@ def export_value(ev: Evaluator, val: Any) -> Any:
     raise CueError(f"incomplete value {ev.show(val)}", incomplete=True)
 
 
-def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
+def _note(v: Vertex, positions: Positions | None, path: str) -> None:
+    if positions is None or path in positions:
+        return
+    for conjunct in v.conjuncts:
+        pos = getattr(conjunct[0], "pos", None)
+        if isinstance(pos, Pos) and pos.line > 0:
+            positions[path] = pos
+            return
+
+
+def _export_vertex(
+    ev: Evaluator, v: Vertex, depth: int, positions: Positions | None = None, path: str = ""
+) -> Any:
     if depth > 500:
         raise CueError("structural cycle", path=v.path() or None)
     ev.evaluate(v)
+    _note(v, positions, path)
     if v.is_list:
-        return [_export_vertex(ev, a, depth + 1) for a in elems(v)]
+        return [_export_vertex(ev, a, depth + 1, positions, f"{path}[{i}]")
+                for i, a in enumerate(elems(v))]
     if v.is_struct:
         out: dict[str, Any] = {}
         for label, a in v.arcs.items():
@@ -51,7 +70,9 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
                 if a.arc_type == REQUIRED:
                     raise CueError("field is required but not present", path=a.path() or None)
                 continue
-            out[label_text(label)] = _export_vertex(ev, a, depth + 1)
+            text = label_text(label)
+            out[text] = _export_vertex(ev, a, depth + 1, positions,
+                                       f"{path}.{text}" if path else text)
         return out
     val = v.value
     if isinstance(val, Disj):
@@ -61,7 +82,7 @@ def _export_vertex(ev: Evaluator, v: Vertex, depth: int) -> Any:
                 f"incomplete value {ev.show(val)}", path=v.path() or None, incomplete=True
             )
         if isinstance(d, Vertex):
-            return _export_vertex(ev, d, depth + 1)
+            return _export_vertex(ev, d, depth + 1, positions, path)
         val = d
     if is_concrete_scalar(val):
         return val
@@ -88,7 +109,9 @@ MAX_DEPTH = 500
 SCHEMA_DEPTH = 2
 
 
-def export_checked(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError], list[CueError]]:
+def export_checked(
+    ev: Evaluator, root: Vertex, positions: Positions | None = None
+) -> tuple[Any, list[CueError], list[CueError]]:
     """Evaluate and export ``root`` in one walk: its concrete value, the conflicts found
     anywhere (regular fields, definitions and hidden fields alike; optional fields only once
     they are set) and the regular fields whose values are not concrete.
@@ -96,9 +119,9 @@ def export_checked(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError], li
     Below a definition or a hidden field only the first ``SCHEMA_DEPTH`` levels are
     evaluated for the sake of checking (plus whatever was evaluated anyway): schemas are
     usually large, and their deeper parts are checked where they are used."""
-    w = _Walk(ev)
+    w = _Walk(ev, positions)
     try:
-        value = w.export(root, 0)
+        value = w.export(root, 0, "")
     except CueError as e:
         w.fail(e)
         value = None
@@ -107,8 +130,9 @@ def export_checked(ev: Evaluator, root: Vertex) -> tuple[Any, list[CueError], li
 
 
 class _Walk:
-    def __init__(self, ev: Evaluator) -> None:
+    def __init__(self, ev: Evaluator, positions: Positions | None = None) -> None:
         self.ev = ev
+        self.positions = positions
         self.conflicts: list[CueError] = []
         self.incompletes: list[CueError] = []
         self.schemas: list[tuple[Vertex, int]] = []
@@ -116,15 +140,16 @@ class _Walk:
     def fail(self, e: CueError) -> None:
         (self.incompletes if e.incomplete else self.conflicts).append(e)
 
-    def export(self, v: Vertex, depth: int) -> Any:
+    def export(self, v: Vertex, depth: int, path: str) -> Any:
         if depth > MAX_DEPTH:
             raise CueError("structural cycle", path=v.path() or None)
         self.ev.evaluate(v)
+        _note(v, self.positions, path)
         if v.is_list:
             out_l: list[Any] = []
-            for a in elems(v):
+            for i, a in enumerate(elems(v)):
                 try:
-                    out_l.append(self.export(a, depth + 1))
+                    out_l.append(self.export(a, depth + 1, f"{path}[{i}]"))
                 except CueError as e:
                     self.fail(e)
             return out_l
@@ -142,12 +167,13 @@ class _Walk:
                 if is_hidden_or_def(label):
                     self.schemas.append((a, depth + 1))
                     continue
+                text = label_text(label)
                 try:
-                    out[label_text(label)] = self.export(a, depth + 1)
+                    out[text] = self.export(a, depth + 1, f"{path}.{text}" if path else text)
                 except CueError as e:
                     self.fail(e)
             return out
-        return _export_vertex(self.ev, v, depth)
+        return _export_vertex(self.ev, v, depth, self.positions, path)
 
     def check_schemas(self) -> None:
         """Look for conflicts in definitions and hidden fields (and what they contain)."""
