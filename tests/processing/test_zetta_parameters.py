@@ -155,7 +155,7 @@ def test_zettas_repeat_and_specflows_task_repeater() -> None:
 
 
 def test_a_dry_run_counts_what_a_run_executes(tmp_path: Path) -> None:
-    from specflow.runs import count_tasks
+    from specflow.run import count_tasks
 
     from specflow import execute
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from specflow.runs import ExecutionRequest
+from specflow.run import ExecutionRequest
 from typer.testing import CliRunner
 
 from specflow.builder import build
