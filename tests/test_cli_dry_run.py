@@ -108,8 +108,8 @@ def test_a_flow_that_needs_a_run_value_is_named_and_counted_as_at_least(workdir:
 
 
 def test_a_failure_the_run_would_meet_exits_2_naming_it(workdir: Path) -> None:
-    # chunks not aligned with dst's stored chunks (32) need a staging folder; the flow finds
-    # out once it knows dst's chunks, i.e. after prepare_dst
+    # chunks not aligned with dst's stored chunks (32) cannot skip intermediaries; the flow
+    # finds out once it knows dst's chunks, i.e. after prepare_dst
     write(workdir / "s.yaml", """
 "@type": sequential_flow
 stages:
@@ -123,10 +123,11 @@ stages:
     end_coord: [64, 64, 32]
     coord_resolution: [1, 1, 1]
     processing_chunk_sizes: [[24, 32, 32]]
+    skip_intermediaries: true
 """)
     r = sf("run", "s.yaml", "--dry-run", cwd=workdir)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "the run would fail" in r.stderr
-    assert "subchunkable_apply_flow" in r.stderr and "level_intermediaries_dirs" in r.stderr
+    assert "subchunkable_apply_flow" in r.stderr and "skip_intermediaries" in r.stderr
     assert "internal error" not in r.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["s.yaml"]

@@ -166,6 +166,23 @@ class CVLayer(TSLayer):
                     compression=str(s.get("encoding", "raw")))
         return found
 
+    def plan_write(self, resolution: Sequence[float],
+                   planned: dict[str, tuple[str | None, list[ScaleInfo]]]) -> ScaleInfo:
+        """What :meth:`prepare_for_write` would leave at ``resolution``, writing nothing (for
+        dry runs); ``planned`` takes this layer's outcome, as for other layers."""
+        if self.readonly:
+            raise PermissionError(f"layer {self.path} is read-only")
+        found = self.planned_scale(resolution)
+        if found is None:
+            raise LayerMetadataError(
+                f"layer {self.path} would have no scale at {list(vec3(resolution))}; add it "
+                "to info_scales (or info_add_scales)"
+            )
+        before = planned.get(self.path, ("precomputed", list(self.scales())))[1]
+        after = [s for s in before if s.resolution != found.resolution] + [found]
+        planned[self.path] = ("precomputed", after)
+        return found
+
     def _scale_for_write(self, resolution: Sequence[float]) -> ScaleInfo | None:
         found = self.scale(resolution)
         if found is None and not self._rt.info_applied:

@@ -77,12 +77,17 @@ def test_fn_semaphores_are_held_instead_of_cpu(tmp_path: Path) -> None:
 
     src, data = make_volume(tmp_path / "src", dtype="uint8", shape=SHAPE, chunk=(8, 16, 8))
     dst = dst_like(tmp_path / "dst", src)
-    resources.configure_semaphores({"cpu": 1, "cuda": 1})
-    try:  # with cpu held by the flow as well, a cpu semaphore of 1 would deadlock
-        apply(dst, src, processing_chunk_sizes=[[8, 16, 8]], bbox=whole(SHAPE).bbox,
-              fn_semaphores=["cuda", "cpu"], skip_intermediaries=True)
-    finally:
-        resources.configure_semaphores({})
+    from specflow.run import execute
+
+    flow = build_subchunkable_apply_flow(
+        dst=dst, dst_resolution=list(RES), fn=copy, op_kwargs={"src": src}, verbose=False,
+        processing_chunk_sizes=[[8, 16, 8]], bbox=whole(SHAPE).bbox,
+        fn_semaphores=["cuda", "cpu"], skip_intermediaries=True)
+    # with cpu held by the flow as well, a cpu semaphore of 1 would deadlock
+    report = execute(flow, backend="local", workers=1, semaphores={"cpu": 1, "cuda": 1},
+                     run_dir=tmp_path / "run")
+    assert report.status == "done", report.failures
+    del resources
     assert np.array_equal(dst.read(whole(SHAPE)), data)
 
 
@@ -168,7 +173,7 @@ def test_a_dry_run_counts_what_a_run_executes(tmp_path: Path) -> None:
             processing_chunk_sizes=[[8, 16, 8]], processing_blend_pads=[2, 0, 0],
             bbox=whole(SHAPE).bbox, level_intermediaries_dirs=[str(tmp_path / "t")])
 
-    counted = count_tasks(flow("counted"))
+    counted = count_tasks(flow("counted")).counts
     assert not (tmp_path / "counted").exists(), "a dry run writes nothing"
     report = execute(flow("ran"), backend="inline", checkpoint=False)
     ran = {op: c["done"] for op, c in report.counts.items() if c.get("done")}
