@@ -160,9 +160,8 @@ def test_zettas_repeat_and_specflows_task_repeater() -> None:
 
 
 def test_a_dry_run_counts_what_a_run_executes(tmp_path: Path) -> None:
-    from specflow.run import count_tasks
-
     from specflow import execute
+    from specflow.run import count_tasks
 
     src, _ = make_volume(tmp_path / "src", dtype="uint8", shape=SHAPE, chunk=(8, 16, 8))
 

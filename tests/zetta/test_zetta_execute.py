@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from specflow.run import ExecutionRequest
 from typer.testing import CliRunner
 
 from specflow.builder import build
 from specflow.cli import app
+from specflow.run import ExecutionRequest
 from specflow.spec import SpecError
 from specflow.volumes import build_ts_layer
 from specflow.volumes.geometry import VolumetricIndex
