@@ -846,7 +846,14 @@ KNOWN_PACKAGES = frozenset(
         "encoding/json",
         "encoding/base64",
         "encoding/hex",
+        "encoding/yaml",
         "math/bits",
+        "crypto/md5",
+        "crypto/sha1",
+        "crypto/sha256",
+        "crypto/sha512",
+        "uuid",
+        "time",
     }
 )
 
