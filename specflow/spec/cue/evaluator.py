@@ -409,7 +409,9 @@ class Evaluator:
         seen: list[Any] = []
         for t in ts:
             try:
-                val = export_value(self, t)
+                # alternatives that differ in their optional fields or definitions differ
+                labels = sorted((str(k), a.arc_type) for k, a in t.arcs.items())
+                val = [export_value(self, t), labels]
             except CueError:
                 out.append(t)
                 continue
@@ -736,6 +738,7 @@ class Evaluator:
             and not r.had_disj
             and not r.is_struct
             and not r.is_list
+            and not r.arcs
         ):
             # a scalar does not depend on where it is used
             self.add_value(st, r.value, ctx, embed, pos)
@@ -923,6 +926,13 @@ class Evaluator:
                         for k, a in src.arcs.items()
                         if a.arc_type == REGULAR and not is_hidden_or_def(k)
                     ]
+                    for _, a in items:
+                        # a conflict in the source is an error even if only its labels are used
+                        try:
+                            self.evaluate(a)
+                        except CueError as e:
+                            if not e.incomplete:
+                                raise
                 else:
                     val = src.value
                     raise self._not_iterable(val, cl.source.pos)
