@@ -196,11 +196,13 @@ class LetDecl(Node):
 
 
 class Embed(Node):
-    __slots__ = ("expr",)
+    __slots__ = ("expr", "late")
 
     def __init__(self, pos: Pos, expr: Node) -> None:
         super().__init__(pos)
         self.expr = expr
+        # refers to a field of its struct declared after it: unify it after the fields
+        self.late = False
 
 
 class Ellipsis(Node):

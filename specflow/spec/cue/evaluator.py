@@ -817,7 +817,7 @@ class Evaluator:
         lit = embed if embed is not None else Group()
         groups.append(lit)
         frame = Env(env, v)
-        dynamic: list[A.Field] = []
+        dynamic: list[A.Field | A.Embed] = []
         for d in s.decls:
             t = type(d)
             if t is A.Field:
@@ -829,7 +829,9 @@ class Evaluator:
                     self._add_field(st, d, d.label.name, frame, ctx, groups)
             elif t is A.Embed:
                 assert isinstance(d, A.Embed)
-                if st.comp_first:
+                if d.late:
+                    dynamic.append(d)
+                elif st.comp_first:
                     st.embeds.append((d.expr, frame, ctx, lit))
                 else:
                     self.add(st, d.expr, frame, ctx, lit)
@@ -855,7 +857,15 @@ class Evaluator:
                     g.open = True
             # LetDecl: evaluated lazily on reference
         for d in dynamic:
-            self._add_dynamic_field(st, d, frame, ctx, groups)
+            if type(d) is A.Embed:
+                assert isinstance(d, A.Embed)
+                if st.comp_first:
+                    st.embeds.append((d.expr, frame, ctx, lit))
+                else:
+                    self.add(st, d.expr, frame, ctx, lit)
+            else:
+                assert isinstance(d, A.Field)
+                self._add_dynamic_field(st, d, frame, ctx, groups)
 
     def _add_field(
         self, st: _State, d: A.Field, name: str, frame: Env, ctx: Ctx, groups: list[Group]

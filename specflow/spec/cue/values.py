@@ -117,9 +117,10 @@ class Bound:
     def kinds(self) -> int:
         if self.op in ("=~", "!~"):
             return K_STRING | K_BYTES
-        if self.op == "!=":
-            return K_ALL
         k = kind_of(self.value)
+        if self.op == "!=" and k == K_NULL:
+            # != null allows everything else; != "a" only strings (as in CUE)
+            return K_ALL & ~K_NULL
         if k & K_NUMBER:
             return K_NUMBER
         return k
