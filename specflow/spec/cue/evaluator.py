@@ -885,7 +885,18 @@ class Evaluator:
     ) -> None:
         lab = d.label
         assert lab.expr is not None
-        lv = self.concrete(self.eval(lab.expr, frame), lab.expr.pos)
+        raw = self.eval(lab.expr, frame)
+        if isinstance(raw, Vertex):
+            self.evaluate(raw)
+            if not (raw.is_struct or raw.is_list):
+                raw = raw.value
+        if isinstance(raw, Constraint) and raw.kinds & K_STRING:
+            # a label that is known to be a string but not which one (as CUE v0.4 reports it)
+            raise CueError(
+                f"invalid non-ground value {self.show(raw)} (must be concrete string)",
+                pos=[lab.pos],
+            )
+        lv = self.concrete(raw, lab.expr.pos)
         if not isinstance(lv, str):
             raise CueError(
                 f"invalid label type {kind_name(kind_of(lv))}: label must be a string",
