@@ -194,7 +194,9 @@ class Parser:
                 return A.LetDecl(t.pos, name, self.expr())
             if t.value in ("for", "if"):
                 return self.comprehension()
-            raise self.error(f"unexpected keyword {t.value!r}")
+            if t.value not in ("import", "package"):
+                raise self.error(f"unexpected keyword {t.value!r}")
+            # a reference to a field or variable named import or package
         f = self.try_field()
         if f is not None:
             return f

@@ -125,7 +125,9 @@ def _yaml_lines(x: Any, indent: int) -> list[str]:
 def _yaml_block_string(head: str, s: str, indent: int) -> list[str]:
     if any(ch < " " and ch not in "\n" for ch in s) or s != s.rstrip(" ") or s.startswith(" "):
         return [head + " " + json.dumps(s, ensure_ascii=False)]
-    chomp = "" if s.endswith("\n") and not s.endswith("\n\n") else ("+" if s.endswith("\n") else "-")
+    chomp = (
+        "" if s.endswith("\n") and not s.endswith("\n\n") else ("+" if s.endswith("\n") else "-")
+    )
     body = s[:-1] if s.endswith("\n") and chomp == "" else s
     if chomp == "+":
         body = s[:-1]
