@@ -803,7 +803,7 @@ class Evaluator:
         self, st: _State, s: A.StructLit, env: Env | None, ctx: Ctx, embed: Group | None
     ) -> None:
         v = st.v
-        if not any(type(d) is A.Embed or type(d) is A.Comprehension for d in s.decls):
+        if s.pure:
             # a literal without embeddings is a struct, whatever its fields
             st.pure_struct = True
             if not v.is_struct:

@@ -10,6 +10,7 @@ from specflow.spec.cue.errors import CueError
 from specflow.spec.cue.values import NULL, Disj, is_concrete_scalar
 from specflow.spec.cue.vertex import (
     NEW,
+    QUOTED,
     REGULAR,
     REQUIRED,
     Vertex,
@@ -143,7 +144,7 @@ class _Walk:
                     self.schemas.append((a, depth + 1))
                     continue
                 try:
-                    out[label_text(label)] = self.export(a, depth + 1)
+                    out[label[1:] if label[:1] == QUOTED else label] = self.export(a, depth + 1)
                 except CueError as e:
                     self.fail(e)
             return out

@@ -684,7 +684,7 @@ class Resolver:
         sc = self.struct_scope(s, scope)
         for d in s.decls:
             self.decl(d, sc, path)
-        if any(isinstance(d, A.Embed) for d in s.decls):
+        if not s.pure:
             later: set[str] = set()
             for d in reversed(s.decls):
                 if isinstance(d, A.Field) and d.label.name is not None:
