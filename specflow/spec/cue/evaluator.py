@@ -69,6 +69,8 @@ from specflow.spec.cue.vertex import (
 _NOPOS = Pos("<builtin>", 0, 0)
 
 MAX_DISJ_RUNS = 256
+# how many ancestors may unfold the same reference before it counts as a structural cycle
+MAX_UNFOLD = 16
 
 
 Ctx = tuple[object, ...]
@@ -714,15 +716,21 @@ class Evaluator:
         if r is v:
             # a reference cycle back to this field adds no information
             return
-        # A reference to an ancestor is a structural cycle, and so is a field made of nothing
-        # but a reference that one of its ancestors expanded already (`a: b: a` reached through
-        # another field): it would unfold without end.
+        # A reference to an ancestor is a structural cycle, and so is a field made of one
+        # conjunct that unfolds the same reference as many of its ancestors did (`a: b: a`
+        # reached through another field): it would unfold without end. (Recursion that the
+        # data ends, a few levels deep, stays below the limit.)
         mark = (pos, id(r))
         alone = len(v.conjuncts) == 1
+        repeats = 0
         p: Vertex | None = v.parent
         while p is not None:
-            if p is r or (alone and p.expanded is not None and mark in p.expanded):
+            if p is r:
                 raise CueError("structural cycle", path=v.path(), pos=[pos])
+            if alone and p.expanded is not None and mark in p.expanded:
+                repeats += 1
+                if repeats >= MAX_UNFOLD:
+                    raise CueError("structural cycle", path=v.path(), pos=[pos])
             p = p.parent
         if r.status == NEW and r.parent is not None:
             try:
