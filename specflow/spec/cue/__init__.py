@@ -48,7 +48,7 @@ def _to_spec_error(e: CueError) -> SpecError:
     return SpecError(e.msg, path=e.path or None, locations=locs)
 
 
-MAX_LISTED_ERRORS = 10
+MAX_LISTED_ERRORS = 50
 
 
 def _path_key(path: str | None) -> list[str]:
@@ -80,6 +80,18 @@ def _path_key(path: str | None) -> list[str]:
     return parts
 
 
+# Errors that cue reports without a position of their own: conflicts between values. They
+# sort before the others (cue orders errors by position, then by path).
+_UNPLACED = ("conflicting values", "errors in empty disjunction", "structural cycle")
+
+
+def _error_order(e: CueError) -> tuple[int, str, int, int, list[str]]:
+    if not e.pos or any(m in e.msg for m in _UNPLACED):
+        return (0, "", 0, 0, _path_key(e.path))
+    p = e.pos[0]
+    return (1, p.file, p.line, p.col, _path_key(e.path))
+
+
 def _report(errors: list[CueError]) -> SpecError:
     """One SpecError for all the errors of a spec: the first (in the order cue sorts them, by
     field path) leads, the others follow it in the message."""
@@ -90,7 +102,7 @@ def _report(errors: list[CueError]) -> SpecError:
         if key not in seen:
             seen.add(key)
             unique.append(e)
-    unique.sort(key=lambda e: _path_key(e.path))
+    unique.sort(key=_error_order)
     first = unique[0]
     err = _to_spec_error(first)
     if len(unique) == 1:

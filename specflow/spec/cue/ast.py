@@ -196,11 +196,13 @@ class LetDecl(Node):
 
 
 class Embed(Node):
-    __slots__ = ("expr",)
+    __slots__ = ("expr", "late")
 
     def __init__(self, pos: Pos, expr: Node) -> None:
         super().__init__(pos)
         self.expr = expr
+        # refers to a field of its struct declared after it: unify it after the fields
+        self.late = False
 
 
 class Ellipsis(Node):
@@ -250,7 +252,7 @@ class Comprehension(Node):
 class StructLit(Node):
     """``{ ... }``. ``lets`` maps let names to their declarations (for reference lookup)."""
 
-    __slots__ = ("decls", "lets", "aliases", "dyn_aliases", "has_fields", "is_file")
+    __slots__ = ("decls", "lets", "aliases", "dyn_aliases", "has_fields", "is_file", "pure")
 
     def __init__(self, pos: Pos, decls: list[Node], is_file: bool = False) -> None:
         super().__init__(pos)
@@ -260,6 +262,8 @@ class StructLit(Node):
         self.dyn_aliases: dict[str, Field] = {}  # alias of a field with a computed label
         self.has_fields = False
         self.is_file = is_file
+        # no embeddings and no comprehensions: a struct whatever it is unified with
+        self.pure = not any(type(d) is Embed or type(d) is Comprehension for d in decls)
 
 
 class ListLit(Node):

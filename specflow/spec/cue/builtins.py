@@ -12,7 +12,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROU
 from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue import ast as A
-from specflow.spec.cue import pkg_path
+from specflow.spec.cue import pkg_more, pkg_path
 from specflow.spec.cue.errors import CueError, Pos
 from specflow.spec.cue.values import (
     CTX,
@@ -25,8 +25,8 @@ from specflow.spec.cue.values import (
     TOP,
     Constraint,
     Disj,
+    compile_regex,
     fmt_decimal,
-    go_regex,
     kind_name,
     kind_of,
     scalar_eq,
@@ -949,11 +949,11 @@ def _path_split(p: str) -> list[str]:
 # regexp
 
 
-def _re(ev: Evaluator, val: Any, name: str) -> re.Pattern[str]:
+def _re(ev: Evaluator, val: Any, name: str) -> Any:
     s = _str(ev, val, name)
     try:
-        return re.compile(go_regex(s))
-    except re.error as e:
+        return compile_regex(s)
+    except ValueError as e:
         raise CueError(f"{name}: invalid regular expression: {e}") from None
 
 
@@ -991,6 +991,45 @@ def _regexp_find_submatch(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     return from_native(ev, [m.group(0)] + [g or "" for g in m.groups()])
 
 
+def _named_groups(rx: Any, m: Any) -> dict[str, str]:
+    return {name: m.group(i) or "" for name, i in sorted(rx.groupindex.items(), key=lambda x: x[1])}
+
+
+def _regexp_find_named_submatch(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("regexp.FindNamedSubmatch", args, 2)
+    rx = _re(ev, args[0], "regexp.FindNamedSubmatch")
+    m = rx.search(_str(ev, args[1], "regexp.FindNamedSubmatch"))
+    if m is None:
+        raise CueError("regexp.FindNamedSubmatch: no match")
+    return from_native(ev, _named_groups(rx, m))
+
+
+def _regexp_find_all_submatch(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("regexp.FindAllSubmatch", args, 3)
+    rx = _re(ev, args[0], "regexp.FindAllSubmatch")
+    s = _str(ev, args[1], "regexp.FindAllSubmatch")
+    n = _int(ev, args[2], "regexp.FindAllSubmatch")
+    out = [[m.group(0)] + [g or "" for g in m.groups()] for m in rx.finditer(s)]
+    if n >= 0:
+        out = out[:n]
+    if not out:
+        raise CueError("regexp.FindAllSubmatch: no match")
+    return from_native(ev, out)
+
+
+def _regexp_find_all_named_submatch(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
+    _arity("regexp.FindAllNamedSubmatch", args, 3)
+    rx = _re(ev, args[0], "regexp.FindAllNamedSubmatch")
+    s = _str(ev, args[1], "regexp.FindAllNamedSubmatch")
+    n = _int(ev, args[2], "regexp.FindAllNamedSubmatch")
+    out = [_named_groups(rx, m) for m in rx.finditer(s)]
+    if n >= 0:
+        out = out[:n]
+    if not out:
+        raise CueError("regexp.FindAllNamedSubmatch: no match")
+    return from_native(ev, out)
+
+
 def _regexp_replace_all(literal: bool) -> Fn:
     name = "regexp.ReplaceAllLiteral" if literal else "regexp.ReplaceAll"
 
@@ -1006,7 +1045,7 @@ def _regexp_replace_all(literal: bool) -> Fn:
         )
         try:
             return rx.sub(py, s)
-        except (re.error, IndexError) as e:
+        except (re.error, IndexError, ValueError) as e:
             raise CueError(f"{name}: {e}") from None
 
     return fn
@@ -1018,9 +1057,9 @@ def _regexp_quote_meta(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
 
 def _regexp_valid(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     try:
-        re.compile(go_regex(_str(ev, args[0], "regexp.Valid")))
+        compile_regex(_str(ev, args[0], "regexp.Valid"))
         return True
-    except re.error:
+    except ValueError:
         return False
 
 
@@ -1250,6 +1289,7 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Compare": _s2("Compare", lambda a, b: (a > b) - (a < b)),
             "EqualFold": _s2("EqualFold", lambda a, b: a.casefold() == b.casefold()),
             "Repeat": _strings_repeat,
+            **pkg_more.STRINGS_EXTRA,
             "MinRunes": _runes("MinRunes", lambda n, m: n >= m),
             "MaxRunes": _runes("MaxRunes", lambda n, m: n <= m),
         },
@@ -1273,6 +1313,9 @@ def _packages() -> dict[str, dict[str, Any]]:
             "Find": _regexp_find,
             "FindAll": _regexp_find_all,
             "FindSubmatch": _regexp_find_submatch,
+            "FindNamedSubmatch": _regexp_find_named_submatch,
+            "FindAllSubmatch": _regexp_find_all_submatch,
+            "FindAllNamedSubmatch": _regexp_find_all_named_submatch,
             "ReplaceAll": _regexp_replace_all(False),
             "ReplaceAllLiteral": _regexp_replace_all(True),
             "QuoteMeta": _regexp_quote_meta,
@@ -1287,7 +1330,7 @@ def _packages() -> dict[str, dict[str, Any]]:
         "encoding/base64": {"Encode": _b64_encode, "Decode": _b64_decode},
         "encoding/hex": {"Encode": _hex_encode, "Decode": _hex_decode},
         "struct": {"MinFields": _struct_min_fields, "MaxFields": _struct_max_fields},
-        "math/bits": {},
+        **pkg_more.packages(),
     }
 
 
@@ -1311,7 +1354,24 @@ VALIDATORS: dict[str, tuple[int, int]] = {
     "struct.MaxFields": (2, K_STRUCT),
     "math.MultipleOf": (2, K_NUMBER),
     "json.Valid": (1, K_STRING | K_BYTES),
+    "uuid.Valid": (1, K_STRING),
+    "time.Duration": (1, K_STRING),
+    "time.Time": (1, K_STRING),
+    "time.Format": (2, K_STRING),
 }
+
+
+def _const_struct(x: dict[str, Any]) -> Vertex:
+    """A package member that is a struct of constants (``uuid.ns``)."""
+    decls: list[A.Node] = [
+        A.Field(_NOPOS, A.Label(_NOPOS, k, None, True), A.Lit(_NOPOS, v), "")
+        for k, v in x.items()
+    ]
+    st = A.StructLit(_NOPOS, decls)
+    st.has_fields = True
+    tmp = Vertex(None, None)
+    tmp.conjuncts.append((st, None, ()))
+    return tmp
 
 
 def package_member(path: str, name: str, pos: Pos) -> Any:
@@ -1335,7 +1395,7 @@ def _init() -> None:
             k: (
                 Builtin(f"{short}.{k}", v, VALIDATORS.get(f"{short}.{k}"))
                 if callable(v) and not isinstance(v, Vertex)
-                else v
+                else (_const_struct(v) if isinstance(v, dict) else v)
             )
             for k, v in members.items()
         }

@@ -69,6 +69,8 @@ from specflow.spec.cue.vertex import (
 _NOPOS = Pos("<builtin>", 0, 0)
 
 MAX_DISJ_RUNS = 256
+# how many ancestors may unfold the same reference before it counts as a structural cycle
+MAX_UNFOLD = 16
 
 
 Ctx = tuple[object, ...]
@@ -409,7 +411,9 @@ class Evaluator:
         seen: list[Any] = []
         for t in ts:
             try:
-                val = export_value(self, t)
+                # alternatives that differ in their optional fields or definitions differ
+                labels = sorted((str(k), a.arc_type) for k, a in t.arcs.items())
+                val = [export_value(self, t), labels]
             except CueError:
                 out.append(t)
                 continue
@@ -712,15 +716,21 @@ class Evaluator:
         if r is v:
             # a reference cycle back to this field adds no information
             return
-        # A reference to an ancestor is a structural cycle, and so is a field made of nothing
-        # but a reference that one of its ancestors expanded already (`a: b: a` reached through
-        # another field): it would unfold without end.
+        # A reference to an ancestor is a structural cycle, and so is a field made of one
+        # conjunct that unfolds the same reference as many of its ancestors did (`a: b: a`
+        # reached through another field): it would unfold without end. (Recursion that the
+        # data ends, a few levels deep, stays below the limit.)
         mark = (pos, id(r))
         alone = len(v.conjuncts) == 1
+        repeats = 0
         p: Vertex | None = v.parent
         while p is not None:
-            if p is r or (alone and p.expanded is not None and mark in p.expanded):
+            if p is r:
                 raise CueError("structural cycle", path=v.path(), pos=[pos])
+            if alone and p.expanded is not None and mark in p.expanded:
+                repeats += 1
+                if repeats >= MAX_UNFOLD:
+                    raise CueError("structural cycle", path=v.path(), pos=[pos])
             p = p.parent
         if r.status == NEW and r.parent is not None:
             try:
@@ -736,6 +746,7 @@ class Evaluator:
             and not r.had_disj
             and not r.is_struct
             and not r.is_list
+            and not r.arcs
         ):
             # a scalar does not depend on where it is used
             self.add_value(st, r.value, ctx, embed, pos)
@@ -800,7 +811,7 @@ class Evaluator:
         self, st: _State, s: A.StructLit, env: Env | None, ctx: Ctx, embed: Group | None
     ) -> None:
         v = st.v
-        if not any(type(d) is A.Embed or type(d) is A.Comprehension for d in s.decls):
+        if s.pure:
             # a literal without embeddings is a struct, whatever its fields
             st.pure_struct = True
             if not v.is_struct:
@@ -814,7 +825,7 @@ class Evaluator:
         lit = embed if embed is not None else Group()
         groups.append(lit)
         frame = Env(env, v)
-        dynamic: list[A.Field] = []
+        dynamic: list[A.Field | A.Embed] = []
         for d in s.decls:
             t = type(d)
             if t is A.Field:
@@ -826,7 +837,9 @@ class Evaluator:
                     self._add_field(st, d, d.label.name, frame, ctx, groups)
             elif t is A.Embed:
                 assert isinstance(d, A.Embed)
-                if st.comp_first:
+                if d.late:
+                    dynamic.append(d)
+                elif st.comp_first:
                     st.embeds.append((d.expr, frame, ctx, lit))
                 else:
                     self.add(st, d.expr, frame, ctx, lit)
@@ -852,7 +865,15 @@ class Evaluator:
                     g.open = True
             # LetDecl: evaluated lazily on reference
         for d in dynamic:
-            self._add_dynamic_field(st, d, frame, ctx, groups)
+            if type(d) is A.Embed:
+                assert isinstance(d, A.Embed)
+                if st.comp_first:
+                    st.embeds.append((d.expr, frame, ctx, lit))
+                else:
+                    self.add(st, d.expr, frame, ctx, lit)
+            else:
+                assert isinstance(d, A.Field)
+                self._add_dynamic_field(st, d, frame, ctx, groups)
 
     def _add_field(
         self, st: _State, d: A.Field, name: str, frame: Env, ctx: Ctx, groups: list[Group]
@@ -872,7 +893,18 @@ class Evaluator:
     ) -> None:
         lab = d.label
         assert lab.expr is not None
-        lv = self.concrete(self.eval(lab.expr, frame), lab.expr.pos)
+        raw = self.eval(lab.expr, frame)
+        if isinstance(raw, Vertex):
+            self.evaluate(raw)
+            if not (raw.is_struct or raw.is_list):
+                raw = raw.value
+        if isinstance(raw, Constraint) and raw.kinds & K_STRING:
+            # a label that is known to be a string but not which one (as CUE v0.4 reports it)
+            raise CueError(
+                f"invalid non-ground value {self.show(raw)} (must be concrete string)",
+                pos=[lab.pos],
+            )
+        lv = self.concrete(raw, lab.expr.pos)
         if not isinstance(lv, str):
             raise CueError(
                 f"invalid label type {kind_name(kind_of(lv))}: label must be a string",
@@ -923,6 +955,13 @@ class Evaluator:
                         for k, a in src.arcs.items()
                         if a.arc_type == REGULAR and not is_hidden_or_def(k)
                     ]
+                    for _, a in items:
+                        # a conflict in the source is an error even if only its labels are used
+                        try:
+                            self.evaluate(a)
+                        except CueError as e:
+                            if not e.incomplete:
+                                raise
                 else:
                     val = src.value
                     raise self._not_iterable(val, cl.source.pos)

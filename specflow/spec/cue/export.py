@@ -173,6 +173,10 @@ class _Walk:
                 except CueError as e:
                     self.fail(e)
             return out
+        for a in v.arcs.values():
+            # definitions next to an embedded scalar ({3, #x: 4})
+            if a.arc_type == REGULAR:
+                self.schemas.append((a, depth + 1))
         return _export_vertex(self.ev, v, depth, self.positions, path)
 
     def check_schemas(self) -> None:

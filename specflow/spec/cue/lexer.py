@@ -59,6 +59,7 @@ _OPERATORS = (
 
 _OPS2 = frozenset(op for op in _OPERATORS if len(op) == 2)
 _OPS1 = frozenset(op for op in _OPERATORS if len(op) == 1)
+_COLON_NEXT_RE = re.compile(r"(?:[ \t\r\n\ufeff]++|//[^\n]*+)*+:(?!:)")
 _SKIP_RE = re.compile(r"(?:[ \t\r\ufeff]+|//[^\n]*)*")
 # identifiers, including #Definition, _hidden and _#hiddenDefinition
 _IDENT_RE = re.compile(r"(?:_#|#)?(?:[^\W\d]|\$)(?:\w|\$)*|#(?![#\"'])")
@@ -234,18 +235,7 @@ class Lexer:
     def _colon_next(self, i: int) -> bool:
         """Whether the next token after position ``i`` is a ':' (a label continued on the
         next line, as in JSON written with leading commas)."""
-        text = self.text
-        n = len(text)
-        while i < n:
-            m = _SKIP_RE.match(text, i)
-            if m is not None and m.end() > i:
-                i = m.end()
-                continue
-            if text[i] == "\n":
-                i += 1
-                continue
-            return text[i] == ":" and not text.startswith("::", i)
-        return False
+        return _COLON_NEXT_RE.match(self.text, i) is not None
 
     def _attribute(self) -> None:
         text = self.text

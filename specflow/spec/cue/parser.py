@@ -194,7 +194,9 @@ class Parser:
                 return A.LetDecl(t.pos, name, self.expr())
             if t.value in ("for", "if"):
                 return self.comprehension()
-            raise self.error(f"unexpected keyword {t.value!r}")
+            if t.value not in ("import", "package"):
+                raise self.error(f"unexpected keyword {t.value!r}")
+            # a reference to a field or variable named import or package
         f = self.try_field()
         if f is not None:
             return f
@@ -246,7 +248,12 @@ class Parser:
             if self.tok.kind == IDENT and self.peek().kind == OP and self.peek().value == "=":
                 label_alias = self.next().value
                 self.next()
-            e = self.expr()
+            if self.tok.kind == KEYWORD and self.tok.value in ("for", "if"):
+                # refused by the resolver, which knows the path
+                comp = self.comprehension()
+                e = A.ListLit(t.pos, [comp], None, False)
+            else:
+                e = self.expr()
             self.expect_op("]")
             label = e  # pattern constraint
         else:
@@ -266,6 +273,12 @@ class Parser:
             return None
         self.next()
         return label, marker, alias, label_alias
+
+    def _binding_name(self) -> bool:
+        """Whether the token here can name a comprehension variable (keywords other than
+        ``in`` can)."""
+        t = self.tok
+        return t.kind == IDENT or (t.kind == KEYWORD and t.value in ("import", "package"))
 
     def _keyword_label(self) -> bool:
         """Whether the keyword here is used as a field label (``if: 1``, ``for?: int``)."""
@@ -360,13 +373,13 @@ class Parser:
                 break
             t = self.next()
             if t.value == "for":
-                if self.tok.kind != IDENT:
+                if not self._binding_name():
                     raise self.error("expected identifier after for")
                 a = self.next().value
                 b: str | None = None
                 if self.tok.kind == COMMA and self.tok.value == ",":
                     self.next()
-                    if self.tok.kind != IDENT:
+                    if not self._binding_name():
                         raise self.error("expected identifier")
                     b = self.next().value
                 if not (self.tok.kind == KEYWORD and self.tok.value == "in"):
@@ -671,6 +684,13 @@ class Resolver:
         sc = self.struct_scope(s, scope)
         for d in s.decls:
             self.decl(d, sc, path)
+        if not s.pure:
+            later: set[str] = set()
+            for d in reversed(s.decls):
+                if isinstance(d, A.Field) and d.label.name is not None:
+                    later.add(d.label.name)
+                elif isinstance(d, A.Embed) and later:
+                    d.late = _refers_to(d.expr, later)
 
     def decl(self, d: A.Node, sc: _Scope, path: list[str]) -> None:
         if isinstance(d, A.Field):
@@ -834,6 +854,29 @@ class Resolver:
                 self.expr(a, sc, path)
 
 
+def _refers_to(e: A.Node, names: set[str]) -> bool:
+    """Whether the expression reads one of ``names`` among the fields of its own struct."""
+    t = type(e)
+    if t is A.Ident:
+        assert isinstance(e, A.Ident)
+        return e.kind == "field" and e.ups == 0 and (e.target or e.name) in names
+    if t is A.Selector or t is A.Index or t is A.Paren or t is A.Default or t is A.Unary:
+        return _refers_to(e.x, names)  # type: ignore[attr-defined]
+    if t is A.Binary:
+        assert isinstance(e, A.Binary)
+        return _refers_to(e.x, names) or _refers_to(e.y, names)
+    if t is A.Unify:
+        assert isinstance(e, A.Unify)
+        return any(_refers_to(x, names) for x in e.items)
+    if t is A.Disjunction:
+        assert isinstance(e, A.Disjunction)
+        return any(_refers_to(x, names) for x, _ in e.alts)
+    if t is A.Call:
+        assert isinstance(e, A.Call)
+        return any(_refers_to(x, names) for x in e.args)
+    return False
+
+
 KNOWN_PACKAGES = frozenset(
     {
         "list",
@@ -846,7 +889,14 @@ KNOWN_PACKAGES = frozenset(
         "encoding/json",
         "encoding/base64",
         "encoding/hex",
+        "encoding/yaml",
         "math/bits",
+        "crypto/md5",
+        "crypto/sha1",
+        "crypto/sha256",
+        "crypto/sha512",
+        "uuid",
+        "time",
     }
 )
 

@@ -34,7 +34,9 @@ OS_NAMES = (
 )
 
 _RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
 )
 
 
@@ -57,7 +59,13 @@ class _OS:
         if p[1] == ":" and c.isascii() and c.isalpha():
             return 2
         n = len(p)
-        if n >= 5 and self.is_sep(p[0]) and self.is_sep(p[1]) and not self.is_sep(p[2]) and p[2] != ".":
+        if (
+            n >= 5
+            and self.is_sep(p[0])
+            and self.is_sep(p[1])
+            and not self.is_sep(p[2])
+            and p[2] != "."
+        ):
             # \\server\share
             i = 3
             while i < n - 1:

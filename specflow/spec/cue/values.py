@@ -103,13 +103,13 @@ class Bound:
         self.op = op
         self.value = value
         self.pos = pos
-        self.regex: re.Pattern[str] | None = None
+        self.regex: Any = None
         if op in ("=~", "!~"):
             if not isinstance(value, str):
                 raise CueError(f"invalid operand for {op}: regular expression must be a string")
             try:
-                self.regex = re.compile(go_regex(value))
-            except re.error as e:
+                self.regex = compile_regex(value)
+            except ValueError as e:
                 raise CueError(
                     f"invalid regular expression {value!r}: {e}", pos=[pos] if pos else []
                 ) from None
@@ -117,9 +117,10 @@ class Bound:
     def kinds(self) -> int:
         if self.op in ("=~", "!~"):
             return K_STRING | K_BYTES
-        if self.op == "!=":
-            return K_ALL
         k = kind_of(self.value)
+        if self.op == "!=" and k == K_NULL:
+            # != null allows everything else; != "a" only strings (as in CUE)
+            return K_ALL & ~K_NULL
         if k & K_NUMBER:
             return K_NUMBER
         return k
@@ -196,6 +197,41 @@ def ordered(op: str, a: Any, b: Any) -> bool:
 def go_regex(s: str) -> str:
     """Translate the few RE2 spellings that Python writes differently."""
     return s.replace("(?P<", "(?P<").replace("\\z", "\\Z")
+
+
+try:
+    import re2 as _re2
+except ImportError:  # pragma: no cover - google-re2 is a dependency
+    _re2 = None
+
+_REGEX_CACHE: dict[str, Any] = {}
+
+
+def compile_regex(s: str) -> Any:
+    """A compiled regular expression with RE2 semantics (linear time, no backreferences or
+    lookaround), as CUE has them. Raises ``ValueError`` for an invalid expression."""
+    rx = _REGEX_CACHE.get(s)
+    if rx is not None:
+        return rx
+    if _re2 is not None:
+        opts = _re2.Options()
+        opts.log_errors = False
+        try:
+            rx = _re2.compile(s, opts)
+        except _re2.error as e:
+            msg = e.args[0] if e.args else e
+            if isinstance(msg, bytes):
+                msg = msg.decode("utf-8", "replace")
+            raise ValueError(str(msg)) from None
+    else:
+        try:
+            rx = re.compile(go_regex(s))
+        except re.error as e:
+            raise ValueError(str(e)) from None
+    if len(_REGEX_CACHE) > 1024:
+        _REGEX_CACHE.clear()
+    _REGEX_CACHE[s] = rx
+    return rx
 
 
 class Constraint:
