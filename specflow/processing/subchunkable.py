@@ -326,7 +326,14 @@ def _process_chunk(
             dst.write(chunk, data)
 
 
-process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk")
+def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
+                   staging: TSLayer | None = None, **_: Any) -> str:
+    layer = dst if dst is not None else staging
+    return f"{chunk.__specflow_summary__()} in {layer.path if layer else '?'}"
+
+
+process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk",
+                                  summary=_chunk_summary)
 
 
 def _reduce_chunk(
@@ -361,7 +368,12 @@ def _reduce_chunk(
         dst.write(part, combiner.result())
 
 
-reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk")
+def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
+    return f"{part.__specflow_summary__()} in {dst.path}"
+
+
+reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
+                                 summary=_part_summary)
 
 
 # --------------------------------------------------------------------------- driver-side tasks
@@ -451,7 +463,10 @@ class SubchunkableApplyFlow:
         self.subchunk_threads = subchunk_threads
 
     def __call__(self) -> Flow:
-        return Flow(self.flow, name="subchunkable_apply_flow")
+        shape, chunk = self.plan.region.shape, self.plan.levels[0].chunk
+        n = -(-shape[0] // chunk[0]) * -(-shape[1] // chunk[1]) * -(-shape[2] // chunk[2])
+        return Flow(self.flow, name="subchunkable_apply_flow",
+                    expected={process_chunk.name: n})
 
     def staging_path(self) -> str:
         assert self.plan.staging_dir is not None

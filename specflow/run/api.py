@@ -114,8 +114,14 @@ def drive(
     listeners: Sequence[Callable[[Event], None]] = (),
     progress: bool = False,
     imports: Sequence[str] = (),
+    quiet: bool = False,
+    final_table: bool = False,
 ) -> RunReport:
-    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint."""
+    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint.
+
+    ``progress`` shows the live table; what tasks print is shown unless ``quiet``;
+    ``final_table`` prints the table once at the end (callers that print their own summary
+    leave it off)."""
     if backend is None:
         bs = dict(settings.backend_settings)
         if settings.backend == "local" and settings.workers:
@@ -125,10 +131,10 @@ def drive(
     for listener in listeners:
         bus.subscribe(listener)
     prog = None
-    if progress:
+    if progress or not quiet:
         from specflow.execution.progress import Progress
 
-        prog = Progress()
+        prog = Progress(show_table=progress, final_table=final_table and progress)
     ckpt: Checkpoint | None = run.checkpoint if run is not None else None
     run_dir = run.run_dir if run is not None else Path.cwd()
     previous = tuple(ckpt.live_jobs()) if ckpt is not None else ()
@@ -207,7 +213,8 @@ def execute(
             )
     try:
         return drive(target, settings, run=run, backend=be, listeners=listeners,
-                     progress=progress, imports=abs_imports)
+                     progress=progress, imports=abs_imports, quiet=not progress,
+                     final_table=True)
     finally:
         if run is not None:
             run.close()
@@ -257,6 +264,7 @@ def run_spec(
     opt_ins: Iterable[str] = (),
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
+    quiet: bool = False,
 ) -> tuple[RunReport, Path]:
     """Build and run a spec file in a new run. A spec that does not build creates no run."""
     spec, source, records = load(path, overrides, imports)
@@ -272,8 +280,8 @@ def run_spec(
         settings=settings,
     )
     try:
-        report = drive(prepared.target, settings, run=run, progress=progress,
-                       listeners=listeners, imports=[r["name"] for r in records])
+        report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                       listeners=listeners, imports=[r["name"] for r in records], quiet=quiet)
     finally:
         run.close()
     return report, run.run_dir
@@ -288,6 +296,7 @@ def resume_run(
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
     say: Say = say_default,
+    quiet: bool = False,
 ) -> tuple[RunReport, Path, int]:
     """Resume a run where it started. Returns its report, run dir, and how many tasks were
     skipped as done."""
@@ -329,8 +338,8 @@ def resume_run(
             raise
         settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
         run.checkpoint.set_status("resuming", new_attempt=True)
-        report = drive(prepared.target, settings, run=run, progress=progress,
-                       listeners=listeners, imports=names)
+        report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                       listeners=listeners, imports=names, quiet=quiet)
     finally:
         try:
             run.close()
