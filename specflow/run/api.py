@@ -24,11 +24,13 @@ from typing import Any
 from specflow.backends import Backend, BackendContext, make_backend
 from specflow.backends.base import Outcome
 from specflow.builder import build, import_user_module
+from specflow.builder.imports import resolve_import
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
 from specflow.flow.task import Task
 from specflow.run.entries import ExecutionRequest
+from specflow.run.index import remember
 from specflow.run.record import Run, file_sha256, import_record, say_default
 from specflow.run.settings import OPT_INS, RunSettings
 from specflow.spec import SpecError, apply_overrides, load_spec_with_source
@@ -76,7 +78,8 @@ def prepare(spec: Any, source: SourceMap, *, opt_ins: Iterable[str] = ()) -> Pre
 def load(path: str, overrides: Sequence[str] = (),
          imports: Sequence[str] = ()) -> tuple[Any, SourceMap, list[dict[str, Any]]]:
     """Import the user's modules, load the spec and apply ``--set`` overrides."""
-    records = [import_record(name, import_user_module(name)) for name in imports]
+    names = [resolve_import(name) for name in imports]
+    records = [import_record(name, import_user_module(name)) for name in names]
     spec, source = load_spec_with_source(path)
     spec = apply_overrides(spec, list(overrides))
     return spec, source, records
@@ -279,6 +282,7 @@ def run_spec(
         spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
         settings=settings,
     )
+    remember(run_root(), run.run_dir)
     try:
         report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
                        listeners=listeners, imports=[r["name"] for r in records], quiet=quiet)
