@@ -677,13 +677,14 @@ def clean(
 
         if older_than is None and keep is None:
             _fail("say what to remove: --older-than AGE and/or --keep N")
+        max_age = _age(older_than) if older_than is not None else None
         base = Path(root).absolute() if root else run_root()
         rows = _run_rows(base, include_all)
         rows.sort(key=lambda r: r["updated"], reverse=True)
         now = dt.datetime.now().timestamp()
         doomed = []
         for i, r in enumerate(rows):
-            old = older_than is None or now - r["updated"] > _age(older_than)
+            old = max_age is None or now - r["updated"] > max_age
             beyond = keep is None or i >= keep
             if old and beyond:
                 doomed.append(r)

@@ -87,6 +87,26 @@ def sum_of_squares(n: int, out: str) -> Generator[Any, Any, None]:
     yield append.make_task(path=out, line=str(sum(values)))
 
 
+@specflow.register("test.total_of_squares")
+@specflow.flow_schema
+def total_of_squares(n: int) -> Generator[Any, Any, int]:
+    """Returns the sum of the squares below ``n`` (the flow's own value)."""
+    tasks = [square.make_task(x=i) for i in range(n)]
+    yield tasks
+    values = yield specflow.Dependency(tasks)
+    return int(sum(values))
+
+
+@specflow.register("test.wait_for")
+@specflow.taskable_operation
+def wait_for(gate: str, started: str) -> str:
+    """Writes ``started``, then waits until the file ``gate`` exists."""
+    Path(started).write_text("started")
+    while not Path(gate).exists():
+        time.sleep(0.02)
+    return "released"
+
+
 from specflow.processing.operations import VolumetricOperation  # noqa: E402
 
 
