@@ -54,6 +54,7 @@ def make_run(folder: Path, n: int, workers: int) -> Path:
                     traceback="Traceback ...\nValueError: bad chunk" if failed else None,
                     worker=f"node{w // 8}:{1000 + w}", args=args)
                 k += 1
+    run.checkpoint.set_status("failed")
     run.close()
     return folder / "run"
 
@@ -62,6 +63,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=32)
+    ap.add_argument("--keep", help="also copy the report to this file")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rdir = make_run(Path(tmp), args.tasks, args.workers)
@@ -70,6 +72,8 @@ def main() -> int:
         with Run.open(rdir, drive=False) as run:
             write_report(run, out)
         render_s = time.perf_counter() - t
+        if args.keep:
+            shutil.copyfile(out, args.keep)
         print(f"{args.tasks:,} tasks on {args.workers} workers")
         print(f"  report written in {render_s:.2f} s, {out.stat().st_size / 1e6:.1f} MB")
         browser = shutil.which("chromium")

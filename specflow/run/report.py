@@ -175,7 +175,7 @@ def _volume_maps(tasks: list[_Task]) -> str:
     for t in tasks:
         if not t.args:
             continue
-        m = CHUNK_RE.search(t.args)
+        m = CHUNK_RE.match(t.args)  # a chunk task's own summary starts with its region
         if m is None:
             continue
         box = tuple(int(m.group(i)) for i in range(1, 7))
@@ -206,7 +206,7 @@ def _volume_maps(tasks: list[_Task]) -> str:
                     c.slow += 1
         x_lo, x_hi = xs[0][0], max(x[1] for x in xs)
         y_lo, y_hi = ys[0][0], max(y[1] for y in ys)
-        size = 360
+        size = max(120, min(360, 40 * max(len(xs), len(ys))))
         k = size / max(x_hi - x_lo, y_hi - y_lo, 1)
         w, h = (x_hi - x_lo) * k, (y_hi - y_lo) * k
         svg = [f'<svg class="volmap" xmlns="http://www.w3.org/2000/svg" width="{w + 2:.0f}" '
@@ -249,7 +249,7 @@ text-align:right}th{cursor:pointer;background:#fafafa}td:first-child,th:first-ch
 .status-done{color:#2e7d32}.status-failed,.status-crashed{color:#c62828}.note{color:#666}
 pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:24em;font-size:12px}
 .scroll{overflow-x:auto}.lane,.tick{font-size:10px;fill:#555}
-.kv td,.values td,.values th{text-align:left}.fail-item{border-left:4px solid #e15759;padding:2px 10px;margin:10px 0}
+.kv td,.values td,.values th{text-align:left}.values td{white-space:nowrap}.fail-item{border-left:4px solid #e15759;padding:2px 10px;margin:10px 0}
 .maps{display:flex;flex-wrap:wrap;gap:24px}figure{margin:0}figcaption{font-size:12px;
 margin-bottom:4px}.legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
