@@ -508,11 +508,15 @@ def status(
                 t.add_row(r["id"][:12], r["operation"], r["status"], str(r["attempts"]), dur,
                           r["args"] or "")
             out.print(t)
-        for f in failures:
+        shown = failures if (failures_only or limit is not None) else failures[:10]
+        for f in shown:
             _failure_lines(f["operation"], f["id"], f["attempts"], f["error"], f["args"],
                            f["log"], ck_path, to_err=False)
             if tracebacks and f["traceback"]:
                 _line(f["traceback"].rstrip())
+        if len(shown) < len(failures):
+            _line(f"... and {len(failures) - len(shown):,} more failures: specflow status "
+                  f"{ck_path} --failures")
         if failures_only and not failures:
             out.print("no failed tasks" + (f" of {op}" if op else ""))
         return EXIT_OK
