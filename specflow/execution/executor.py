@@ -190,6 +190,10 @@ class Executor:
             self._preloaded, self._preloaded_values = self.checkpoint.done()
             self.checkpoint.set_status("running")
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
+        if self.progress is not None:
+            stream = getattr(self.backend, "console_stream", None)
+            if stream is not None and hasattr(self.progress, "use_stream"):
+                self.progress.use_stream(stream())
         self._emit("run_started")
         # the loop allocates many short-lived objects; frequent young-generation collections
         # would cost more than the tasks themselves

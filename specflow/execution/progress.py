@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -66,16 +66,32 @@ class Progress:
     def __init__(self, *, console: Console | None = None, show_table: bool = True,
                  final_table: bool = False, interval: float = 0.1,
                  plain_interval: float = 10.0) -> None:
-        self.console = console or Console(stderr=True)
+        self._console = console
         self.live: Live | None = None
         self.show_table = show_table
         self.final_table = final_table
         self.interval = interval
         self.plain_interval = plain_interval
         self._started = time.time()
-        self._last = 0.0 if self.console.is_terminal else self._started
-        if self.console.is_terminal and show_table:
-            self.live = Live(console=self.console, refresh_per_second=8, transient=True,
+        self._last: float | None = None
+
+    def use_stream(self, stream: TextIO | None) -> None:
+        """Write to ``stream`` (a backend that redirects the driver's own stdout and stderr
+        around tasks gives the terminal as it was); call before the first update."""
+        if stream is not None and self._console is None:
+            self._console = Console(file=stream)
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = Console(stderr=True)
+        return self._console
+
+    def _begin(self) -> None:
+        console = self.console
+        self._last = 0.0 if console.is_terminal else self._started
+        if console.is_terminal and self.show_table:
+            self.live = Live(console=console, refresh_per_second=8, transient=True,
                              redirect_stdout=True, redirect_stderr=True)
             self.live.start()
 
@@ -103,6 +119,9 @@ class Progress:
     def update(self, report: Any, lines: Iterable[str] = ()) -> None:
         """Show new task output (above the table) and, at most every ``interval`` seconds,
         the table."""
+        if self._last is None:
+            self._begin()
+        assert self._last is not None
         self._print_lines(lines)
         now = time.time()
         if self.live is not None:

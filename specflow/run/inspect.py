@@ -158,9 +158,15 @@ def log_excerpt(log_path: str | None, task_id: str, lines: int = 40) -> str | No
     except OSError:
         return None
     all_lines = text.splitlines()
+    key = task_id[:12]
     for i, line in enumerate(all_lines):
-        if task_id[:12] in line:
-            return "\n".join(all_lines[i : i + lines])
+        if key in line:
+            # from the mark that opens the task's output to the one that closes it
+            end = next((j for j in range(i + 1, len(all_lines))
+                        if all_lines[j].startswith("==> ")), len(all_lines) - 1)
+            block = all_lines[i : end + 1]
+            return "\n".join(block if len(block) <= lines else
+                             block[:1] + ["…"] + block[-(lines - 1):])
     return "\n".join(all_lines[-lines:])
 
 
