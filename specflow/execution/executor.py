@@ -223,21 +223,24 @@ class Executor:
             gc.set_threshold(*gc_thresholds)
             self.report.finished = time.time()
             self._close_flows()
+            if self._root is not None:
+                self.report.result = self._root.result
             try:
-                self.backend.close()
-            finally:
-                if self._root is not None:
-                    self.report.result = self._root.result
-                if self.checkpoint is not None:
-                    try:
-                        self._record_jobs()
-                        self._record_flows()
-                    finally:
-                        self.checkpoint.flush()
-                        self.checkpoint.set_status(self.report.status)
+                # the display ends first: it may write to a stream the backend closes
                 if self.progress is not None:
                     self.progress.finish(self.report, self._output())
-                self._emit("run_finished", data={"status": self.report.status})
+            finally:
+                try:
+                    self.backend.close()
+                finally:
+                    if self.checkpoint is not None:
+                        try:
+                            self._record_jobs()
+                            self._record_flows()
+                        finally:
+                            self.checkpoint.flush()
+                            self.checkpoint.set_status(self.report.status)
+                    self._emit("run_finished", data={"status": self.report.status})
         return self.report
 
     # -- main loop ---------------------------------------------------------------------
