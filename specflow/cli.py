@@ -22,11 +22,20 @@ app = typer.Typer(
     name="specflow",
     help="Run declarative batch jobs from CUE, YAML or JSON spec files.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True)
+def _width(stream: Any) -> int | None:
+    """A terminal's own width; elsewhere wide enough that lines are not cut at 80 columns
+    (``COLUMNS`` still decides when it is set)."""
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return 250
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 _state: dict[str, bool] = {"traceback": False}
 
@@ -34,7 +43,26 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 ImportOpt = Annotated[
     list[str] | None,
-    typer.Option("--import", "-i", help="Import a module or .py file that registers operations."),
+    typer.Option("--import", "-i", help="Import a module or .py file that registers operations "
+                 "(a bare NAME finds NAME.py in the current directory), repeatable."),
+]
+BackendOpt = Annotated[
+    str | None, typer.Option("--backend", "-b", help="Where tasks run: inline | local | slurm.")
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=1, help="Worker processes of the local backend (>= 1).")
+]
+KeepGoingOpt = Annotated[
+    bool | None,
+    typer.Option("--keep-going/--fail-fast",
+                 help="After a failure, skip only its dependents (default: stop the run)."),
+]
+ProgressOpt = Annotated[
+    bool, typer.Option(help="Show the live progress table (task output is shown either way).")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Show neither progress nor task output (it is "
+                       "still in the run's logs).")
 ]
 AllowShellOpt = Annotated[
     bool, typer.Option("--allow-shell", help="Allow `shell` operations (run shell commands).")
@@ -63,6 +91,11 @@ def _event_listeners(path: str | None) -> list[Any]:
         return [EventLog(path)]
     except OSError as exc:
         _fail(f"--events-log {path}: {exc.strerror or exc}")
+
+
+def _line(text: str, *, error: bool = False) -> None:
+    """A line that may carry a path or a command: printed as it is, never wrapped."""
+    (err if error else out).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -96,17 +129,23 @@ def _load_builtins() -> None:
     load_builtins()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"specflow {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_callback(
     show_traceback: Annotated[
         bool, typer.Option("--traceback", help="Show Python tracebacks for errors.")
     ] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_print_version,
+                           help="Print specflow's version and exit.")
+    ] = False,
 ) -> None:
     _state["traceback"] = show_traceback
-    if version:
-        out.print(f"specflow {__version__}")
-        raise typer.Exit(0)
 
 
 # -- run / resume -------------------------------------------------------------------------
@@ -115,16 +154,13 @@ def run(
     spec: Annotated[str, typer.Argument(help="The spec file (.cue, .yaml, .yml, .json).")],
     imports: ImportOpt = None,
     set_: SetOpt = None,
-    backend: Annotated[
-        str | None, typer.Option("--backend", "-b", help="inline | local | slurm")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (local).")] = None,
-    run_dir: Annotated[str | None, typer.Option(help="Where the run's files go.")] = None,
-    keep_going: Annotated[
-        bool | None,
-        typer.Option("--keep-going/--fail-fast", help="Skip only dependents of failed tasks."),
-    ] = None,
-    max_attempts: Annotated[int | None, typer.Option(help="Attempts for transient errors.")] = None,
+    backend: BackendOpt = None,
+    workers: WorkersOpt = None,
+    run_dir: Annotated[str | None, typer.Option(
+        help="Where the run's files go (default: a new folder under .specflow/runs).")] = None,
+    keep_going: KeepGoingOpt = None,
+    max_attempts: Annotated[int | None, typer.Option(
+        min=1, help="Attempts in all for a task whose error is transient.")] = None,
     dry_run: Annotated[bool, typer.Option(
         help="Count per operation the tasks the run would execute; run and write nothing.")
     ] = False,
@@ -132,7 +168,8 @@ def run(
         "--json", help="With --dry-run: print the counts as JSON.")] = False,
     allow_shell: AllowShellOpt = False,
     allow_eval: AllowEvalOpt = False,
-    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+    progress: ProgressOpt = True,
+    quiet: QuietOpt = False,
     events_log: EventsLogOpt = None,
 ) -> None:
     """Build SPEC and run it, recording every finished task in a checkpoint."""
@@ -155,7 +192,7 @@ def run(
                         "max_attempts": max_attempts}
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
-            run_dir=run_dir, opt_ins=opt_ins, progress=progress,
+            run_dir=run_dir, opt_ins=opt_ins, progress=progress, quiet=quiet,
             listeners=_event_listeners(events_log),
         )
         _summary(report, rdir)
@@ -200,13 +237,15 @@ def _print_dry_run(spec: str, result: Any, as_json: bool) -> int:
 @app.command()
 def resume(
     checkpoint: Annotated[str, typer.Argument(help="The run's checkpoint.db (or its run dir).")],
-    force: Annotated[bool, typer.Option(help="Resume even if the spec file changed.")] = False,
-    backend: Annotated[str | None, typer.Option("--backend", "-b")] = None,
-    workers: Annotated[int | None, typer.Option()] = None,
-    keep_going: Annotated[bool | None, typer.Option("--keep-going/--fail-fast")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Resume even if the spec file or an imported module changed.")] = False,
+    backend: BackendOpt = None,
+    workers: WorkersOpt = None,
+    keep_going: KeepGoingOpt = None,
     allow_shell: AllowShellOpt = False,
     allow_eval: AllowEvalOpt = False,
-    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+    progress: ProgressOpt = True,
+    quiet: QuietOpt = False,
     events_log: EventsLogOpt = None,
 ) -> None:
     """Resume a stopped run where it started: tasks recorded as done are skipped. Opt-ins
@@ -220,7 +259,7 @@ def resume(
         if backend is not None and backend not in ("inline", "local", "slurm"):
             _fail(f"--backend {backend}: expected inline, local or slurm")
         report, rdir, skipped = runs.resume_run(
-            checkpoint, force=force, progress=progress,
+            checkpoint, force=force, progress=progress, quiet=quiet,
             opt_ins=runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval),
             cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
             say=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True),
@@ -243,18 +282,40 @@ def _summary(report: Any, rdir: Path) -> None:
     out.print(t)
     if report.duplicates:
         out.print(f"{report.duplicates:,} duplicate task(s) ran once")
+    ck = rdir / "checkpoint.db"
+    if report.result is not None:
+        _line(f"result: {_short(report.result)}")
     for f in report.failures[:5]:
-        err.print(f"[red]failed[/] {f.operation} {f.task_id[:12]} after {f.attempts} "
-                  f"attempt(s): ", end="")
-        err.print(f.error, markup=False, highlight=False)
+        _failure_lines(f.operation, f.task_id, f.attempts, f.error, f.args, f.log_path, ck)
     if len(report.failures) > 5:
-        err.print(f"... and {len(report.failures) - 5} more failures")
+        _line(f"... and {len(report.failures) - 5} more failures: specflow status {ck} "
+              "--failures", error=True)
     if report.skipped_flows:
         err.print(f"skipped {len(report.skipped_flows)} flow(s) that depend on failed tasks")
-    ck = rdir / "checkpoint.db"
-    out.print(f"checkpoint: {ck}")
+    _line(f"checkpoint: {ck}")
     if report.status != "done":
-        out.print(f"resume with: specflow resume {ck}")
+        _line(f"resume with: specflow resume {ck}")
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    from specflow.run.inspect import jsonable
+
+    text = json.dumps(jsonable(value), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure_lines(op: str, task_id: str, attempts: int, error: str | None, args: str | None,
+                   log: str | None, ck: Path | str, *, to_err: bool = True) -> None:
+    con = err if to_err else out
+    con.print(f"[red]failed[/] {op} {task_id[:12]} after {attempts} attempt(s): ", end="",
+              soft_wrap=True)
+    con.print(error or "failed", markup=False, highlight=False, soft_wrap=True)
+    if args:
+        _line(f"  input: {args}", error=to_err)
+    if log:
+        _line(f"  log: {log}", error=to_err)
+    if not task_id.startswith("flow:"):
+        _line(f"  traceback: specflow status {ck} --task {task_id[:12]}", error=to_err)
 
 
 # -- validate / export / types / schema --------------------------------------------------
@@ -368,54 +429,101 @@ def _short_schema_error(e: Any) -> str:
     return msg if len(msg) < 200 else msg[:197] + "..."
 
 
+def _is_run(path: str) -> bool:
+    p = Path(path)
+    return (p.is_dir() and (p / "checkpoint.db").is_file()) or (p.is_file() and p.suffix == ".db")
+
+
 @app.command()
 def export(
-    spec: Annotated[str, typer.Argument(help="The spec file.")],
+    spec: Annotated[str, typer.Argument(
+        help="A spec file, or a run (its run dir or checkpoint.db).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="json | yaml")] = "json",
     imports: ImportOpt = None,
     set_: SetOpt = None,
+    spec_only: Annotated[bool, typer.Option(
+        help="For a run: print only its resolved spec (a spec file you can run).")] = False,
 ) -> None:
-    """Print the resolved spec (after CUE evaluation and --set overrides)."""
+    """Print the resolved spec (after CUE evaluation and --set overrides), or what a run used.
+
+    For a run (its run dir or checkpoint.db): the resolved spec, overrides, imports and
+    settings it used."""
 
     def body() -> int:
         from specflow import run as runs
 
         if fmt not in ("json", "yaml"):
             _fail(f"--format {fmt}: expected json or yaml")
-        loaded, _, _ = runs.load(spec, set_ or [], imports or [])
-        if fmt == "json":
-            sys.stdout.write(json.dumps(loaded, indent=2) + "\n")
+        data: Any
+        if _is_run(spec):
+            from specflow.run import Run
+
+            with Run.open(spec, drive=False) as opened:
+                info = opened.info()
+            from specflow.spec import apply_overrides
+
+            resolved = apply_overrides(info.spec, set_ or [])
+            data = resolved if spec_only else {
+                "run": info.id, "spec_file": info.spec_file, "spec": resolved,
+                "overrides": info.overrides, "imports": [r["name"] for r in info.imports],
+                "settings": info.settings, "specflow_version": info.specflow_version,
+                "start_dir": info.start_dir,
+            }
         else:
-            sys.stdout.write(yaml.safe_dump(loaded, sort_keys=False))
+            data, _, _ = runs.load(spec, set_ or [], imports or [])
+        if fmt == "json":
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        else:
+            sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
         return EXIT_OK
 
     raise typer.Exit(_guard(body))
 
 
+def _first_line(doc: str | None) -> str:
+    for line in (doc or "").strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
 @app.command()
 def types(
     imports: ImportOpt = None,
-    name: Annotated[str | None, typer.Argument(help="Show only types containing this.")] = None,
+    name: Annotated[str | None, typer.Argument(
+        help="A type's name: its full signature and doc (or the types whose name contains "
+             "it).")] = None,
 ) -> None:
-    """List every registered @type with its signature and versions."""
+    """Every registered @type, one line each with the first line of its doc."""
 
     def body() -> int:
+        import inspect
+
         from specflow.builder import entries, import_user_module
 
         _load_builtins()
         for i in imports or []:
             import_user_module(i)
-        t = Table(title="registered types", title_justify="left")
-        t.add_column("@type")
-        t.add_column("versions")
-        t.add_column("signature")
-        t.add_column("from")
-        for e in entries():
-            if name and name not in e.name:
-                continue
+        every = list(entries())
+        exact = [e for e in every if e.name == name]
+        if exact:
+            e = exact[0]
             sig = e.signature()
-            t.add_row(e.name, str(e.versions), str(sig) if sig else "(...)", e.module)
-        out.print(t)
+            _line(f"{e.name}{sig if sig else '(...)'}")
+            _line(f"  versions: {e.versions} · from {e.module}")
+            doc = inspect.getdoc(e.fn) or ""
+            if doc:
+                _line("")
+                for line in doc.splitlines():
+                    _line(f"  {line}".rstrip())
+            return EXIT_OK
+        shown = [e for e in every if not name or name in e.name]
+        if not shown:
+            _fail(f"no registered type named {name!r} (see `specflow types`)")
+        width = max(len(e.name) for e in shown)
+        for e in shown:
+            doc = _first_line(inspect.getdoc(e.fn))
+            _line(f"{e.name.ljust(width)}  {doc}".rstrip())
         return EXIT_OK
 
     raise typer.Exit(_guard(body))
@@ -447,126 +555,307 @@ def schema(
     raise typer.Exit(_guard(body))
 
 
-# -- status / runs ------------------------------------------------------------------------
+# -- status / runs / clean / report -------------------------------------------------------
+RunArg = Annotated[str, typer.Argument(help="The run's checkpoint.db (or its run dir).")]
+
+
 @app.command()
 def status(
-    checkpoint: Annotated[str, typer.Argument(help="The run's checkpoint.db (or its run dir).")],
+    checkpoint: RunArg,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     tracebacks: Annotated[bool, typer.Option(help="Show failures' tracebacks.")] = False,
+    failures_only: Annotated[bool, typer.Option(
+        "--failures", help="Show only the failed tasks.")] = False,
+    tasks: Annotated[bool, typer.Option(
+        "--tasks", help="List every task (id, operation, status, attempts, input, value, ...).")
+    ] = False,
+    op: Annotated[str | None, typer.Option(
+        "--op", help="Only tasks of this operation (with --failures or --tasks).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=0, help="At most this many tasks (with --failures or --tasks).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="One task in full, by its id or an id prefix: input, value, log and "
+        "traceback.")] = None,
 ) -> None:
-    """Per-operation counts, failures with their errors, timings and jobs of a run."""
+    """Counts and times per operation, values, failures with their inputs, and jobs of a run."""
 
     def body() -> int:
         from specflow.run import Run
+        from specflow.run.inspect import dumps, run_data, task_dict
 
         with Run.open(checkpoint, drive=False) as run:
-            ck = run.checkpoint
-            info = run.info()
-            state = run.status()
-            counts = ck.counts()
-            timings = ck.timings()
-            failures: list[dict[str, Any]] = [
-                {"id": r.id, "operation": r.operation, "attempts": r.attempts, "error": r.error,
-                 "traceback": r.traceback, "log_path": r.log_path, "worker": r.worker}
-                for r in ck.task_rows("failed")
-            ]
-            jobs = ck.jobs()
-        data = {
-            "run": info.id, "status": state, "spec_file": info.spec_file,
-            "created": info.created, "updated": info.updated, "attempt": info.attempt,
-            "specflow_version": info.specflow_version, "counts": counts, "timings": timings,
-            "failures": failures, "jobs": jobs,
-        }
+            ck_path = run.checkpoint.path
+            if task is not None:
+                found = [r for r in run.checkpoint.task_rows() if r.id.startswith(task)]
+                if not found:
+                    _fail(f"--task {task}: no task of this run has an id starting so")
+                if len(found) > 1:
+                    _fail(f"--task {task}: {len(found)} tasks match; give more of the id")
+                one = task_dict(run.checkpoint, found[0])
+                if as_json:
+                    sys.stdout.write(dumps(one) + "\n")
+                    return EXIT_OK
+                for k in ("id", "operation", "status", "attempts", "args", "worker", "log",
+                          "started", "finished"):
+                    v = one[k]
+                    if k in ("started", "finished") and v:
+                        v = _when(v)
+                    _line(f"{'input' if k == 'args' else k}: {v if v is not None else '-'}")
+                if one["value"] is not None:
+                    _line(f"value: {_short(one['value'], 2000)}")
+                if one["error"]:
+                    _line(f"error: {one['error']}")
+                if one["traceback"]:
+                    _line(one["traceback"].rstrip())
+                return EXIT_OK
+            data = run_data(run, tasks=tasks, operation=op, limit=limit)
         if as_json:
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            sys.stdout.write(dumps(data) + "\n")
             return EXIT_OK
-        out.print(f"run [bold]{info.id}[/] · {state} · started "
-                  f"{_when(info.created)} · updated {_when(info.updated)}")
-        if info.spec_file:
-            out.print(f"spec: {info.spec_file}")
-        t = Table(title_justify="left")
-        t.add_column("operation")
-        t.add_column("done", justify="right")
-        t.add_column("failed", justify="right")
-        t.add_column("mean s", justify="right")
-        t.add_column("max s", justify="right")
-        for op, c in sorted(counts.items()):
-            tm = timings.get(op, {})
-            n = tm.get("n", 0)
-            mean = f"{tm['total_s'] / n:.3f}" if n else "-"
-            mx = f"{tm['max_s']:.3f}" if n else "-"
-            t.add_row(op, f"{c.get('done', 0):,}", f"{c.get('failed', 0):,}", mean, mx)
-        out.print(t)
-        for f in failures:
-            out.print(f"[red]failed[/] {f['operation']} {str(f['id'])[:12]} "
-                      f"({f['attempts']} attempts): ", end="")
-            out.print(f["error"] or "", markup=False, highlight=False)
-            if f["log_path"]:
-                out.print(f"  log: {f['log_path']}", markup=False)
+        failures: list[dict[str, Any]] = data["failures"]
+        if not failures_only:
+            _status_text(data)
+        if tasks:
+            t = Table(title="tasks", title_justify="left")
+            for col in ("id", "operation", "status", "attempts", "s", "input"):
+                t.add_column(col, overflow="fold")
+            for r in data["tasks"]:
+                dur = (f"{r['finished'] - r['started']:.3f}"
+                       if r["started"] is not None and r["finished"] is not None else "-")
+                t.add_row(r["id"][:12], r["operation"], r["status"], str(r["attempts"]), dur,
+                          r["args"] or "")
+            out.print(t)
+        shown = failures if (failures_only or limit is not None) else failures[:10]
+        for f in shown:
+            _failure_lines(f["operation"], f["id"], f["attempts"], f["error"], f["args"],
+                           f["log"], ck_path, to_err=False)
             if tracebacks and f["traceback"]:
-                out.print(f["traceback"], markup=False, highlight=False)
-        if jobs:
-            j = Table(title="jobs", title_justify="left")
-            for col in ("job_id", "state", "n_tasks", "log_path"):
-                j.add_column(col)
-            for job in jobs:
-                j.add_row(str(job["job_id"]), job["state"], str(job["n_tasks"]),
-                          job["log_path"] or "")
-            out.print(j)
+                _line(f["traceback"].rstrip())
+        if len(shown) < len(failures):
+            _line(f"... and {len(failures) - len(shown):,} more failures: specflow status "
+                  f"{ck_path} --failures")
+        if failures_only and not failures:
+            out.print("no failed tasks" + (f" of {op}" if op else ""))
         return EXIT_OK
 
     raise typer.Exit(_guard(body))
+
+
+def _status_text(data: dict[str, Any]) -> None:
+    _line(f"run {data['run']} · {data['status']} · {data['backend'] or '?'} backend · started "
+          f"{_when(data['created'])} · {_duration(data['duration'])} · attempt {data['attempt']}")
+    if data["spec_file"]:
+        _line(f"spec: {data['spec_file']}")
+    t = Table(title_justify="left")
+    t.add_column("operation")
+    for c in ("done", "failed", "retries", "mean s", "p95 s", "max s"):
+        t.add_column(c, justify="right")
+    for op, c in sorted(data["counts"].items()):
+        tm = data["timings"].get(op, {})
+        n = tm.get("n", 0)
+        t.add_row(op, f"{c.get('done', 0):,}", f"{c.get('failed', 0):,}",
+                  f"{tm.get('retries', 0):,}",
+                  f"{tm['mean_s']:.3f}" if n else "-", f"{tm['p95_s']:.3f}" if n else "-",
+                  f"{tm['max_s']:.3f}" if n else "-")
+    out.print(t)
+    if data["result"] is not None:
+        _line(f"result: {_short(data['result'])}")
+    for st in data["stages"]:
+        value = "" if st["value"] is None else f" → {_short(st['value'], 200)}"
+        _line(f"  {st['position']}: {st['name']} ({st['status']}){value}")
+    if data["jobs"]:
+        j = Table(title="jobs", title_justify="left")
+        for col in ("job_id", "state", "n_tasks", "log_path"):
+            j.add_column(col, overflow="fold")
+        for job in data["jobs"]:
+            j.add_row(str(job["job_id"]), job["state"], str(job["n_tasks"]),
+                      job["log_path"] or "")
+        out.print(j)
 
 
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, sec = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def _run_rows(base: Path, include_indexed: bool) -> list[dict[str, Any]]:
+    from specflow.execution.checkpoint import CheckpointError
+    from specflow.run import Run
+    from specflow.run.index import indexed
+
+    paths = sorted(base.glob("*/checkpoint.db"))
+    if include_indexed:
+        paths += [p / "checkpoint.db" for p in indexed(base)]
+    rows: list[dict[str, Any]] = []
+    for cpath in paths:
+        try:
+            with Run.open(cpath, drive=False) as opened:
+                info = opened.info()
+                state = opened.status()
+                counts = opened.checkpoint.counts()
+            done = sum(c.get("done", 0) for c in counts.values())
+            failed = sum(c.get("failed", 0) for c in counts.values())
+            rows.append({"run": info.id, "status": state, "created": info.created,
+                         "updated": info.updated,
+                         "duration": max(0.0, info.updated - info.created),
+                         "backend": info.settings.get("backend"), "attempts": info.attempt,
+                         "done": done, "failed": failed, "spec": info.spec_file,
+                         "run_dir": str(cpath.parent), "checkpoint": str(cpath)})
+        except (CheckpointError, OSError) as exc:
+            try:
+                created = cpath.stat().st_mtime
+            except OSError:
+                created = 0.0
+            rows.append({"run": cpath.parent.name, "status": "damaged", "problem": str(exc),
+                         "created": created, "updated": created, "duration": 0.0,
+                         "backend": None, "attempts": 0, "done": 0, "failed": 0, "spec": None,
+                         "run_dir": str(cpath.parent), "checkpoint": str(cpath)})
+    rows.sort(key=lambda r: r["created"])
+    return rows
+
+
+RootOpt = Annotated[str | None, typer.Option(
+    help="The run root (default .specflow/runs, or $SPECFLOW_RUN_ROOT).")]
+AllOpt = Annotated[bool, typer.Option(
+    "--all", help="Include runs made with --run-dir elsewhere (from the run root's index).")]
+
+
 @app.command()
 def runs(
-    root: Annotated[str | None, typer.Option(help="Run root (default .specflow/runs).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    root: RootOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    include_all: AllOpt = False,
 ) -> None:
-    """The runs under the run root with their state."""
+    """The runs under the run root with their state, duration, backend and attempts."""
 
     def body() -> int:
-        from specflow.execution.checkpoint import CheckpointError
-        from specflow.run import Run, run_root
+        from specflow.run import run_root
 
-        base = Path(root) if root else run_root()
-        rows: list[dict[str, Any]] = []
-        for cpath in sorted(base.glob("*/checkpoint.db")):
-            try:
-                with Run.open(cpath, drive=False) as opened:
-                    info = opened.info()
-                    state = opened.status()
-                    counts = opened.checkpoint.counts()
-                done = sum(c.get("done", 0) for c in counts.values())
-                failed = sum(c.get("failed", 0) for c in counts.values())
-                rows.append({"run": info.id, "status": state, "created": info.created,
-                             "done": done, "failed": failed, "spec": info.spec_file,
-                             "checkpoint": str(cpath)})
-            except (CheckpointError, OSError) as exc:
-                try:
-                    created = cpath.stat().st_mtime
-                except OSError:
-                    created = 0.0
-                rows.append({"run": cpath.parent.name, "status": "damaged",
-                             "problem": str(exc), "created": created, "done": 0, "failed": 0,
-                             "spec": None, "checkpoint": str(cpath)})
+        base = Path(root).absolute() if root else run_root()
+        rows = _run_rows(base, include_all)
         if as_json:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
             return EXIT_OK
         if not rows:
-            out.print(f"no runs under {base}")
-            return EXIT_OK
+            _line(f"no runs under {base}")
         t = Table(title=str(base), title_justify="left")
-        for c in ("run", "status", "started", "done", "failed", "spec"):
-            t.add_column(c)
+        for c in ("run", "status", "started", "duration", "backend", "attempts", "done",
+                  "failed", "spec"):
+            t.add_column(c, overflow="fold")
         for r in rows:
-            t.add_row(r["run"], r["status"], _when(r["created"]), f"{r['done']:,}",
+            t.add_row(r["run"], r["status"], _when(r["created"]), _duration(r["duration"]),
+                      r["backend"] or "", str(r["attempts"]), f"{r['done']:,}",
                       f"{r['failed']:,}", r["spec"] or "")
-        out.print(t)
+        if rows:
+            out.print(t)
+        if not include_all:
+            from specflow.run.index import indexed
+
+            n = len(indexed(base))
+            if n:
+                out.print(f"(and {n} run(s) made with --run-dir elsewhere: --all lists them)")
+        return EXIT_OK
+
+    raise typer.Exit(_guard(body))
+
+
+def _age(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not m:
+        _fail(f"--older-than {text}: expected a number with a unit, e.g. 7d, 12h, 30m")
+    unit = {"": 86400, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+    return float(m.group(1)) * unit
+
+
+@app.command()
+def clean(
+    older_than: Annotated[str | None, typer.Option(
+        help="Remove runs last updated longer ago than this (e.g. 7d, 12h, 30m).")] = None,
+    keep: Annotated[int | None, typer.Option(
+        min=0, help="Keep the newest N runs, remove older ones.")] = None,
+    root: RootOpt = None,
+    include_all: AllOpt = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Only say which runs would be removed.")] = False,
+) -> None:
+    """Remove old runs' folders. A run whose driver is alive is never removed."""
+
+    def body() -> int:
+        import shutil
+
+        from specflow.run import run_root
+        from specflow.run.index import forget
+        from specflow.run.record import LIVE_STATUSES
+
+        if older_than is None and keep is None:
+            _fail("say what to remove: --older-than AGE and/or --keep N")
+        max_age = _age(older_than) if older_than is not None else None
+        base = Path(root).absolute() if root else run_root()
+        rows = _run_rows(base, include_all)
+        rows.sort(key=lambda r: r["updated"], reverse=True)
+        now = dt.datetime.now().timestamp()
+        doomed = []
+        for i, r in enumerate(rows):
+            old = max_age is None or now - r["updated"] > max_age
+            beyond = keep is None or i >= keep
+            if old and beyond:
+                doomed.append(r)
+        removed: set[Path] = set()
+        for r in doomed:
+            if r["status"] in LIVE_STATUSES:
+                _line(f"kept {r['run_dir']}: its driver is alive ({r['status']})")
+                continue
+            if dry_run:
+                _line(f"would remove {r['run_dir']} ({r['status']}, updated "
+                      f"{_when(r['updated'])})")
+                continue
+            shutil.rmtree(r["run_dir"], ignore_errors=True)
+            removed.add(Path(r["run_dir"]))
+            _line(f"removed {r['run_dir']}")
+        if removed:
+            forget(base, removed)
+        if not doomed:
+            out.print("nothing to remove")
+        return EXIT_OK
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def report(
+    checkpoint: RunArg,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="The HTML file to write (default: report.html in the run dir).")
+    ] = None,
+    trace: Annotated[str | None, typer.Option(
+        help="Also write a per-task trace (tab-separated, one row per task) to this file.")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page that shows a run.
+
+    Summary, operations, a timeline of every task by worker, failures with their inputs,
+    tracebacks and logs, and for volume runs a map of the processed chunks."""
+
+    def body() -> int:
+        from specflow.run import Run
+        from specflow.run.report import write_report, write_trace
+
+        with Run.open(checkpoint, drive=False) as run:
+            target = Path(output) if output else run.run_dir / "report.html"
+            write_report(run, target)
+            _line(f"report: {target}")
+            if trace:
+                n = write_trace(run, Path(trace))
+                _line(f"trace: {trace} ({n:,} tasks)")
         return EXIT_OK
 
     raise typer.Exit(_guard(body))

@@ -85,3 +85,42 @@ def sum_of_squares(n: int, out: str) -> Generator[Any, Any, None]:
     yield tasks
     values = yield specflow.Dependency(tasks)
     yield append.make_task(path=out, line=str(sum(values)))
+
+
+@specflow.register("test.total_of_squares")
+@specflow.flow_schema
+def total_of_squares(n: int) -> Generator[Any, Any, int]:
+    """Returns the sum of the squares below ``n`` (the flow's own value)."""
+    tasks = [square.make_task(x=i) for i in range(n)]
+    yield tasks
+    values = yield specflow.Dependency(tasks)
+    return int(sum(values))
+
+
+@specflow.register("test.wait_for")
+@specflow.taskable_operation
+def wait_for(gate: str, started: str) -> str:
+    """Writes ``started``, then waits until the file ``gate`` exists."""
+    Path(started).write_text("started")
+    while not Path(gate).exists():
+        time.sleep(0.02)
+    return "released"
+
+
+from specflow.processing.operations import VolumetricOperation  # noqa: E402
+
+
+@specflow.register("test.fail_chunks_below")
+class FailChunksBelow(VolumetricOperation):
+    """Copies ``src``, but fails on every chunk that starts below ``x`` (in voxels)."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def process(self, src: Any) -> Any:
+        return src
+
+    def __call__(self, idx: Any, **kwargs: Any) -> Any:
+        if idx.start[0] < self.x:
+            raise ValueError(f"this chunk is refused (it starts at x={idx.start[0]})")
+        return super().__call__(idx, **kwargs)

@@ -11,8 +11,18 @@ from types import ModuleType
 from specflow.spec.errors import SpecError
 
 
+def resolve_import(name: str) -> str:
+    """``-i name`` finds ``name.py`` (or the package folder ``name``) in the current
+    directory before looking for an installed module; a path or dotted name is kept."""
+    if name.isidentifier() and Path(name + ".py").is_file():
+        return str(Path(name + ".py").resolve())
+    return name
+
+
 def import_user_module(name: str) -> ModuleType:
-    """Import a module by dotted name, or a ``.py`` file / package folder by path."""
+    """Import a module by dotted name, or a ``.py`` file / package folder by path (a bare
+    name finds ``name.py`` in the current directory first)."""
+    name = resolve_import(name)
     p = Path(name)
     if name.endswith(".py") or p.is_dir() or p.exists():
         p = p.resolve()

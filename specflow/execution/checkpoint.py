@@ -95,6 +95,21 @@ tasks_table = sa.Table(
     sa.Column("value_json", sa.Text),
     sa.Column("worker", sa.String),
     sa.Column("log_path", sa.Text),
+    # a short human-readable summary of the task's arguments (see specflow.flow.summary)
+    sa.Column("args", sa.Text),
+)
+
+# What the run's flow returned, and each of its stages (the items its root flow yielded,
+# the first few of them): written once, when the driver stops.
+flows_table = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("position", sa.String, nullable=False),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("value_json", sa.Text),
+    sa.Column("task_id", sa.String),
 )
 
 jobs_table = sa.Table(
@@ -168,6 +183,16 @@ class TaskRow:
     value_json: str | None
     worker: str | None
     log_path: str | None
+    args: str | None = None
+
+
+@dataclass
+class FlowRow:
+    position: str
+    name: str
+    status: str
+    value_json: str | None
+    task_id: str | None
 
 
 def _on_connect(dbapi_conn: Any, record: Any) -> None:
@@ -248,7 +273,7 @@ class Checkpoint:
             raise CheckpointError(
                 f"{self.path}: checkpoint format {fmt!r} is not the one this specflow reads ({FORMAT})"
             )
-        missing = {"run", "tasks", "jobs", "lease"} - names
+        missing = {"run", "tasks", "jobs", "lease", "flows"} - names
         if missing:
             raise CheckpointError(f"{self.path}: damaged checkpoint (missing tables: {sorted(missing)})")
 
@@ -356,6 +381,7 @@ class Checkpoint:
         worker: str | None = None,
         log_path: str | None = None,
         value: Any = None,
+        args: str | None = None,
     ) -> None:
         """Buffer one task row; :meth:`flush` commits the buffer. ``value`` is stored
         losslessly (large values are written to ``values/`` now, before the row is)."""
@@ -365,7 +391,7 @@ class Checkpoint:
             self._oldest = time.monotonic()
         self._pending.append(
             (task_id, operation, status, attempts, started, finished, error, traceback,
-             value_json, worker, log_path)
+             value_json, worker, log_path, args)
         )
 
     def pending(self) -> int:
@@ -382,7 +408,8 @@ class Checkpoint:
         try:
             self.conn.exec_driver_sql(
                 "INSERT INTO tasks (id, operation, status, attempts, started, finished, "
-                "error, traceback, value_json, worker, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "error, traceback, value_json, worker, log_path, args) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
             self.conn.commit()
@@ -430,16 +457,45 @@ class Checkpoint:
                 f"{self.path}: damaged checkpoint ({_short_db_error(exc)})"
             ) from None
 
-    def task_rows(self, status: str | None = None) -> Iterator[TaskRow]:
-        """The newest row of each task (optionally only those with ``status``)."""
-        where = " WHERE status = ?" if status else ""
+    def task_rows(self, status: str | None = None, *, operation: str | None = None,
+                  limit: int | None = None) -> Iterator[TaskRow]:
+        """The newest row of each task (optionally only those with ``status``, of
+        ``operation``, the first ``limit``), in the order they finished."""
+        conds, params = [], []
+        for col, val in (("status", status), ("operation", operation)):
+            if val is not None:
+                conds.append(f"{col} = ?")
+                params.append(val)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""
         cols = ", ".join(c.name for c in tasks_table.columns if c.name != "seq")
         with self._lock, self._reading():
             rows = self.conn.exec_driver_sql(
-                f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq", (status,) if status else ()
+                f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq{tail}", tuple(params)
             ).mappings().all()
         for row in rows:
             yield TaskRow(**dict(row))
+
+    # -- flows -------------------------------------------------------------------------
+    @_locked
+    def record_flows(self, rows: Iterable[FlowRow]) -> None:
+        """Replace the record of the run's and its stages' values."""
+        values = [(r.position, r.name, r.status, r.value_json, r.task_id) for r in rows]
+        self.conn.exec_driver_sql("DELETE FROM flows")
+        if values:
+            self.conn.exec_driver_sql(
+                "INSERT INTO flows (position, name, status, value_json, task_id) "
+                "VALUES (?,?,?,?,?)", values,
+            )
+        self.conn.commit()
+
+    @_locked
+    def flows(self) -> list[FlowRow]:
+        with self._reading():
+            rows = self.conn.exec_driver_sql(
+                "SELECT position, name, status, value_json, task_id FROM flows ORDER BY seq"
+            ).all()
+        return [FlowRow(*r) for r in rows]
 
     @_locked
     def counts(self) -> dict[str, dict[str, int]]:

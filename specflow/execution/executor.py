@@ -17,11 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specflow.backends.base import Backend, BackendContext, Outcome
-from specflow.execution.checkpoint import Checkpoint
+from specflow.execution.checkpoint import Checkpoint, FlowRow
 from specflow.execution.events import Event, EventBus
 from specflow.execution.values import ValueNotStored
-from specflow.flow.core import Dependency, Flow, FlowSchema
+from specflow.flow.core import Dependency, Flow, FlowSchema, TaskableOperation
+from specflow.flow.summary import summarise
 from specflow.flow.task import Task, TransientErrorCondition
+
+#: tasks per operation whose argument summary is recorded when the operation has no summariser
+#: of its own (failures always get one): summaries cost a few microseconds each
+SUMMARY_SAMPLE = 1000
+#: items of the root flow whose values are kept as the run's stages
+MAX_STAGES = 50
 
 
 class FlowError(Exception):
@@ -65,6 +72,8 @@ class Failure:
     traceback: str | None
     attempts: int
     log_path: str | None = None
+    #: a short summary of the task's arguments
+    args: str | None = None
 
 
 @dataclass
@@ -79,6 +88,10 @@ class RunReport:
     duplicates: int = 0
     started: float = field(default_factory=time.time)
     finished: float = 0.0
+    #: tasks per operation that the flows declared they will yield (where they know)
+    expected: dict[str, int] = field(default_factory=dict)
+    #: what the run's flow returned
+    result: Any = None
 
     @property
     def exit_code(self) -> int:
@@ -95,7 +108,7 @@ class RunReport:
 class _FlowRun:
     __slots__ = (
         "flow", "gen", "parent", "pending", "waiting", "wait_target", "exhausted",
-        "failed", "closed", "result", "name",
+        "failed", "closed", "result", "name", "stages",
     )
 
     def __init__(self, flow: Flow, parent: _FlowRun | None) -> None:
@@ -110,6 +123,7 @@ class _FlowRun:
         self.closed = False
         self.result: Any = None
         self.name: str = str(flow.name)
+        self.stages: list[Any] | None = None  # the root's: what it yielded, in order
 
 
 class _TaskState:
@@ -162,17 +176,25 @@ class Executor:
         self._preloaded_values: dict[str, str] = {}
         self._root: _FlowRun | None = None
         self._stop = False
+        self._summaries_left: dict[str, int] = {}
+        self._recent_output = getattr(backend, "recent_output", None)
 
     # -- public ------------------------------------------------------------------------
     def run(self, target: Any) -> RunReport:
         root_flow = _as_flow(target)
         self._root = _FlowRun(root_flow, None)
+        self._root.stages = []
+        self._expect(root_flow)
         self._runnable.append(self._root)
         if self.checkpoint is not None:
             self._preloaded, self._preloaded_values = self.checkpoint.done()
             self.checkpoint.set_status("running")
             self.checkpoint.start_autoflush()
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
+        if self.progress is not None:
+            stream = getattr(self.backend, "console_stream", None)
+            if stream is not None and hasattr(self.progress, "use_stream"):
+                self.progress.use_stream(stream())
         self._emit("run_started")
         # the loop allocates many short-lived objects; frequent young-generation collections
         # would cost more than the tasks themselves
@@ -202,19 +224,25 @@ class Executor:
             gc.set_threshold(*gc_thresholds)
             self.report.finished = time.time()
             self._close_flows()
+            if self._root is not None:
+                self.report.result = self._root.result
             try:
-                self.backend.close()
-            finally:
-                if self.checkpoint is not None:
-                    self.checkpoint.stop_autoflush()
-                    try:
-                        self._record_jobs()
-                    finally:
-                        self.checkpoint.flush()
-                        self.checkpoint.set_status(self.report.status)
+                # the display ends first: it may write to a stream the backend closes
                 if self.progress is not None:
-                    self.progress.finish(self.report)
-                self._emit("run_finished", data={"status": self.report.status})
+                    self.progress.finish(self.report, self._output())
+            finally:
+                try:
+                    self.backend.close()
+                finally:
+                    if self.checkpoint is not None:
+                        self.checkpoint.stop_autoflush()
+                        try:
+                            self._record_jobs()
+                            self._record_flows()
+                        finally:
+                            self.checkpoint.flush()
+                            self.checkpoint.set_status(self.report.status)
+                    self._emit("run_finished", data={"status": self.report.status})
         return self.report
 
     # -- main loop ---------------------------------------------------------------------
@@ -247,7 +275,7 @@ class Executor:
                 ckpt.maybe_flush()
                 self._record_jobs()
             if self.progress is not None:
-                self.progress.update(self.report)
+                self.progress.update(self.report, self._output())
 
     def _deadlock(self) -> None:
         root = self._root
@@ -338,9 +366,15 @@ class Executor:
 
     def _take(self, fr: _FlowRun, item: Any) -> None:
         if isinstance(item, Task):
+            if fr.stages is not None and len(fr.stages) < MAX_STAGES:
+                fr.stages.append(item)
             self._take_task(fr, item)
         elif isinstance(item, Flow):
             child = _FlowRun(item, fr)
+            if fr.stages is not None and len(fr.stages) < MAX_STAGES:
+                fr.stages.append(child)
+            if item.expected:
+                self._expect(item)
             fr.pending.add(child)
             self._runnable.append(child)
         elif isinstance(item, (list, tuple)):
@@ -515,7 +549,7 @@ class Executor:
         if self.checkpoint is not None:
             self.checkpoint.record(
                 tid, task.operation, "done", st.attempts, o.started, o.finished,
-                value=o.value, worker=o.worker, log_path=o.log_path,
+                value=o.value, worker=o.worker, log_path=o.log_path, args=self._args_of(task),
             )
         if self.events.wants("task_succeeded"):
             self._emit("task_succeeded", task, st.attempts, data={"value": o.value})
@@ -529,13 +563,16 @@ class Executor:
         self._failed[tid] = o.error or "failed"
         self._count(task.operation, "failed")
         attempts = st.attempts + st.lost
+        args = summarise(task)
         self.report.failures.append(
-            Failure(tid, task.operation, o.error or "failed", o.traceback, attempts, o.log_path)
+            Failure(tid, task.operation, o.error or "failed", o.traceback, attempts, o.log_path,
+                    args)
         )
         if self.checkpoint is not None:
             self.checkpoint.record(
                 tid, task.operation, "failed", attempts, o.started, o.finished,
                 error=o.error, traceback=o.traceback, worker=o.worker, log_path=o.log_path,
+                args=args,
             )
             self.checkpoint.flush()
         self._emit("task_failed", task, attempts, error=o.error)
@@ -640,6 +677,59 @@ class Executor:
         return out
 
     # -- bookkeeping -------------------------------------------------------------------
+    def _expect(self, flow: Flow) -> None:
+        expected = self.report.expected
+        for op, n in flow.expected.items():
+            expected[op] = expected.get(op, 0) + n
+
+    def _args_of(self, task: Task) -> str | None:
+        """The argument summary of a done task: always for operations with a summariser of
+        their own, for the first :data:`SUMMARY_SAMPLE` tasks of the others."""
+        op = task.operation
+        left = self._summaries_left.get(op)
+        if left is None:
+            left = -1 if _has_own_summary(task.fn) else SUMMARY_SAMPLE
+        if left == 0:
+            return None
+        self._summaries_left[op] = left - 1 if left > 0 else -1
+        return summarise(task)
+
+    def _output(self) -> list[str]:
+        """Lines that tasks printed since the last call (backends that capture them)."""
+        if self._recent_output is None:
+            return []
+        try:
+            return list(self._recent_output())
+        except Exception:  # noqa: BLE001 - showing output never stops a run
+            return []
+
+    def _record_flows(self) -> None:
+        root = self._root
+        if root is None or self.checkpoint is None:
+            return
+        store = self.checkpoint.values
+
+        def flow_status(fr: _FlowRun) -> str:
+            if fr.failed:
+                return "failed"
+            return "done" if self._is_complete(fr) else "not finished"
+
+        rows = [FlowRow("run", root.name, self.report.status if flow_status(root) != "done"
+                        else "done", store.store(f"flow-run-{root.flow.seq}", root.result), None)]
+        for i, item in enumerate(root.stages or ()):
+            pos = f"stage {i + 1}"
+            if isinstance(item, Task):
+                tid = item.id
+                status = ("done" if tid in self._done else "failed" if tid in self._failed
+                          else "not finished")
+                value = self._values.get(tid)
+                raw = None if type(value) is _Unavailable else store.store(tid, value)
+                rows.append(FlowRow(pos, item.operation, status, raw, tid))
+            else:
+                rows.append(FlowRow(pos, item.name, flow_status(item),
+                                    store.store(f"flow-{item.flow.seq}", item.result), None))
+        self.checkpoint.record_flows(rows)
+
     def _count(self, op: str, key: str) -> None:
         c = self.report.counts.get(op)
         if c is None:
@@ -673,6 +763,12 @@ class Executor:
         updates = self.backend.job_updates()
         if updates and self.checkpoint is not None:
             self.checkpoint.record_jobs(self.backend.name, updates)
+
+
+def _has_own_summary(fn: Any) -> bool:
+    if isinstance(fn, TaskableOperation):
+        return fn.options.summary is not None
+    return callable(getattr(fn, "summarise_args", None))
 
 
 def _as_flow(target: Any) -> Flow:

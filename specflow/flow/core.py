@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import importlib
 import itertools
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from specflow.builder.provenance import get_spec
@@ -59,6 +59,9 @@ class TaskOptions:
     runtime_limit_sec: float | None = None
     max_attempts: int | None = None
     transient: tuple[TransientErrorCondition, ...] = ()
+    #: ``summary(**kwargs) -> str``: a short description of one task's arguments (see
+    #: :mod:`specflow.flow.summary`); without it the arguments are listed, cut short
+    summary: Callable[..., str] | None = None
 
     @classmethod
     def of(cls, **options: Any) -> TaskOptions:
@@ -86,6 +89,11 @@ class TaskableOperation:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    def summarise_args(self, **kwargs: Any) -> str | None:
+        """This operation's own summary of a task's arguments (None: the generic one)."""
+        summary = self.options.summary
+        return summary(**kwargs) if summary is not None else None
 
     @property
     def name(self) -> str:
@@ -175,15 +183,18 @@ def taskable_operation(
     transient: Iterable[TransientErrorCondition | str | tuple[str, str]] | None = None,
     dry_run: Callable[..., Any] | None = None,
     pure: bool = False,
+    summary: Callable[..., str] | None = None,
 ) -> Any:
     """Make ``fn`` an operation (usable bare or with options).
 
     For dry runs: ``pure=True`` says ``fn`` has no side effects (a dry run calls it for its
     value); ``dry_run=g`` gives a side-effect-free ``g`` taking the same arguments that returns
-    what ``fn`` would return. Without either, a dry run does not know the task's value."""
+    what ``fn`` would return. Without either, a dry run does not know the task's value.
+    ``summary(**kwargs)`` gives a short description of a task's arguments for failure lines
+    and reports."""
     options = TaskOptions.of(
         operation_name=operation_name, priority=priority, runtime_limit_sec=runtime_limit_sec,
-        max_attempts=max_attempts, transient=transient,
+        max_attempts=max_attempts, transient=transient, summary=summary,
     )
 
     def deco(f: Callable[..., Any]) -> TaskableOperation:
@@ -280,9 +291,13 @@ _flow_counter = itertools.count()
 
 
 class Flow:
-    """A lazy flow: the generator is created when the executor first advances it."""
+    """A lazy flow: the generator is created when the executor first advances it.
 
-    __slots__ = ("fn", "args", "kwargs", "name", "seq")
+    ``expected`` declares how many tasks of each operation the flow will yield, where it
+    knows (a subchunkable flow knows its chunks): progress then shows totals and ETAs.
+    """
+
+    __slots__ = ("fn", "args", "kwargs", "name", "seq", "expected")
 
     def __init__(
         self,
@@ -290,12 +305,19 @@ class Flow:
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         name: str | None = None,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         self.fn = fn
         self.args = tuple(args)
         self.kwargs = kwargs or {}
         self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.seq = next(_flow_counter)
+        self.expected: dict[str, int] = dict(expected) if expected else {}
+
+    def expect(self, operation: str, count: int) -> Flow:
+        """Declare that this flow yields ``count`` tasks of ``operation`` (adds up)."""
+        self.expected[operation] = self.expected.get(operation, 0) + int(count)
+        return self
 
     def generator(self) -> Generator[Any, Any, Any]:
         gen = self.fn(*self.args, **self.kwargs)

@@ -293,7 +293,14 @@ def _process_chunk(
             dst.write(chunk, data)
 
 
-process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk")
+def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
+                   staging: TSLayer | None = None, **_: Any) -> str:
+    layer = dst if dst is not None else staging
+    return f"{chunk.__specflow_summary__()} in {layer.path if layer else '?'}"
+
+
+process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk",
+                                  summary=_chunk_summary)
 
 
 def _reduce_chunk(
@@ -331,7 +338,12 @@ def _reduce_chunk(
         dst.write(part, combiner.result())
 
 
-reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk")
+def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
+    return f"{part.__specflow_summary__()} in {dst.path}"
+
+
+reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
+                                 summary=_part_summary)
 
 
 # --------------------------------------------------------------------------- driver-side tasks
@@ -512,7 +524,11 @@ class SubchunkableApplyFlow:
         self.bbox = bbox
 
     def __call__(self) -> Flow:
-        return Flow(self.flow, name="subchunkable_apply_flow")
+        if self.plan is None:  # decided once dst is known, at run time
+            return Flow(self.flow, name="subchunkable_apply_flow")
+        n = chunk_count(self.plan.geometry)[0]
+        return Flow(self.flow, name="subchunkable_apply_flow",
+                    expected={process_chunk.name: n})
 
     def staging_path(self, plan: Plan) -> str:
         assert plan.staging_dir is not None

@@ -26,12 +26,14 @@ from specflow.backends import Backend, BackendContext, make_backend
 from specflow.backends.base import DriverInterrupt
 from specflow.builder import build, import_user_module
 from specflow.builder.build import locate
+from specflow.builder.imports import resolve_import
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
 from specflow.flow.runnable import check_runnable
 from specflow.run.entries import ExecutionRequest
+from specflow.run.index import remember
 from specflow.run.record import Run, file_sha256, import_record, say_default
 from specflow.run.settings import OPT_INS, RunSettings
 from specflow.spec import SpecError, apply_overrides, load_spec_with_source
@@ -91,7 +93,8 @@ def _check_runnable(target: Any, path: str, source: SourceMap) -> None:
 def load(path: str, overrides: Sequence[str] = (),
          imports: Sequence[str] = ()) -> tuple[Any, SourceMap, list[dict[str, Any]]]:
     """Import the user's modules, load the spec and apply ``--set`` overrides."""
-    records = [import_record(name, import_user_module(name)) for name in imports]
+    names = [resolve_import(name) for name in imports]
+    records = [import_record(name, import_user_module(name)) for name in names]
     spec, source = load_spec_with_source(path)
     spec = apply_overrides(spec, list(overrides))
     return spec, source, records
@@ -129,8 +132,14 @@ def drive(
     listeners: Sequence[Callable[[Event], None]] = (),
     progress: bool = False,
     imports: Sequence[str] = (),
+    quiet: bool = False,
+    final_table: bool = False,
 ) -> RunReport:
-    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint."""
+    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint.
+
+    ``progress`` shows the live table; what tasks print is shown unless ``quiet``;
+    ``final_table`` prints the table once at the end (callers that print their own summary
+    leave it off)."""
     if backend is None:
         bs = dict(settings.backend_settings)
         if settings.backend == "local" and settings.workers:
@@ -140,10 +149,10 @@ def drive(
     for listener in listeners:
         bus.subscribe(listener)
     prog = None
-    if progress:
+    if progress or not quiet:
         from specflow.execution.progress import Progress
 
-        prog = Progress()
+        prog = Progress(show_table=progress, final_table=final_table and progress)
     ckpt: Checkpoint | None = run.checkpoint if run is not None else None
     run_dir = run.run_dir if run is not None else Path.cwd()
     previous = tuple(ckpt.live_jobs()) if ckpt is not None else ()
@@ -216,7 +225,8 @@ def execute(
             )
     try:
         return drive(target, settings, run=run, backend=be, listeners=listeners,
-                     progress=progress, imports=abs_imports)
+                     progress=progress, imports=abs_imports, quiet=not progress,
+                     final_table=True)
     finally:
         if run is not None:
             run.close()
@@ -243,6 +253,7 @@ def run_spec(
     opt_ins: Iterable[str] = (),
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
+    quiet: bool = False,
 ) -> tuple[RunReport, Path]:
     """Build and run a spec file in a new run. A spec that does not build creates no run."""
     spec, source, records = load(path, overrides, imports)
@@ -257,9 +268,10 @@ def run_spec(
         spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
         settings=settings,
     )
+    remember(run_root(), run.run_dir)
     try:
-        report = drive(prepared.target, settings, run=run, progress=progress,
-                       listeners=listeners, imports=[r["name"] for r in records])
+        report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                       listeners=listeners, imports=[r["name"] for r in records], quiet=quiet)
     finally:
         run.close()
     return report, run.run_dir
@@ -274,6 +286,7 @@ def resume_run(
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
     say: Say = say_default,
+    quiet: bool = False,
 ) -> tuple[RunReport, Path, int]:
     """Resume a run where it started. Returns its report, run dir, and how many tasks were
     skipped as done."""
@@ -315,8 +328,8 @@ def resume_run(
             raise
         settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
         run.checkpoint.set_status("resuming", new_attempt=True)
-        report = drive(prepared.target, settings, run=run, progress=progress,
-                       listeners=listeners, imports=names)
+        report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                       listeners=listeners, imports=names, quiet=quiet)
     finally:
         try:
             run.close()

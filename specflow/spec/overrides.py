@@ -15,7 +15,8 @@ _TOKEN = re.compile(r'\.?(?:"((?:[^"\\]|\\.)*)"|([^.\[\]"]+))|\[(-?\d+)\]')
 
 
 def parse_path(text: str) -> list[str | int]:
-    """``a.b[0]."c.d"`` -> ``["a", "b", 0, "c.d"]``."""
+    """``a.b[0]."c.d"`` -> ``["a", "b", 0, "c.d"]``; ``a.0.b`` is ``a[0].b`` (on a mapping,
+    the key ``"0"``)."""
     parts: list[str | int] = []
     pos = 0
     text = text.strip()
@@ -27,6 +28,8 @@ def parse_path(text: str) -> list[str | int]:
             raise SpecError(f"--set {text}: cannot parse the path at {text[pos:]!r}")
         if m.group(3) is not None:
             parts.append(int(m.group(3)))
+        elif m.group(2) is not None and m.group(2).isdigit() and m.start() > 0:
+            parts.append(int(m.group(2)))  # a.0.b: an index (or a key "0" of a mapping)
         else:
             parts.append(m.group(1) if m.group(1) is not None else m.group(2))
         pos = m.end()
@@ -66,6 +69,8 @@ def _set(root: Any, path: list[str | int], value: Any, text: str) -> Any:
     for i, part in enumerate(path):
         last = i == len(path) - 1
         here = _fmt(path[: i + 1])
+        if isinstance(part, int) and isinstance(node, dict) and str(part) in node:
+            part = str(part)
         if isinstance(part, int):
             if not isinstance(node, list):
                 raise SpecError(

@@ -471,6 +471,9 @@ class TSLayer:
     def __repr__(self) -> str:
         return f"TSLayer({self.settings['path']!r})"
 
+    def __specflow_summary__(self) -> str:
+        return self.path
+
     @property
     def path(self) -> str:
         return str(self.settings["path"])
