@@ -93,9 +93,12 @@ def run(
     imports: ImportOpt = None,
     set_: SetOpt = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", "-b", help="inline | local | slurm")
+        str | None, typer.Option("--backend", "-b", help="inline | local | slurm | dask")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (local).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (local, dask).")] = None,
+    dask_address: Annotated[str | None, typer.Option(
+        help="dask: connect to the scheduler at tcp://HOST:PORT instead of an embedded cluster."
+    )] = None,
     run_dir: Annotated[str | None, typer.Option(help="Where the run's files go.")] = None,
     keep_going: Annotated[
         bool | None,
@@ -112,8 +115,7 @@ def run(
         from specflow import run as runs
 
         _load_builtins()
-        if backend is not None and backend not in ("inline", "local", "slurm"):
-            _fail(f"--backend {backend}: expected inline, local or slurm")
+        _check_backend(backend)
         opt_ins = runs.opt_ins_of(allow_shell=allow_shell)
         if dry_run:
             loaded, source, _ = runs.load(spec, set_ or [], imports or [])
@@ -128,7 +130,8 @@ def run(
             out.print(t)
             return EXIT_OK
         cli_settings = {"backend": backend, "workers": workers, "keep_going": keep_going,
-                        "max_attempts": max_attempts}
+                        "max_attempts": max_attempts,
+                        "backend_settings": {"address": dask_address}}
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
             run_dir=run_dir, opt_ins=opt_ins, progress=progress,
@@ -145,6 +148,7 @@ def resume(
     force: Annotated[bool, typer.Option(help="Resume even if the spec file changed.")] = False,
     backend: Annotated[str | None, typer.Option("--backend", "-b")] = None,
     workers: Annotated[int | None, typer.Option()] = None,
+    dask_address: Annotated[str | None, typer.Option(help="dask: scheduler tcp://HOST:PORT.")] = None,
     keep_going: Annotated[bool | None, typer.Option("--keep-going/--fail-fast")] = None,
     allow_shell: Annotated[
         bool, typer.Option(help="Allow `shell` operations (never taken from the checkpoint).")
@@ -157,12 +161,12 @@ def resume(
         from specflow import run as runs
 
         _load_builtins()
-        if backend is not None and backend not in ("inline", "local", "slurm"):
-            _fail(f"--backend {backend}: expected inline, local or slurm")
+        _check_backend(backend)
         report, rdir, skipped = runs.resume_run(
             checkpoint, force=force, progress=progress,
             opt_ins=runs.opt_ins_of(allow_shell=allow_shell),
-            cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
+            cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going,
+                          "backend_settings": {"address": dask_address}},
             say=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True),
         )
         out.print(f"resumed: skipped {skipped:,} task{'s' if skipped != 1 else ''} already done")
@@ -170,6 +174,13 @@ def resume(
         return report.exit_code
 
     raise typer.Exit(_guard(body))
+
+
+def _check_backend(backend: str | None) -> None:
+    from specflow.backends import BACKEND_NAMES
+
+    if backend is not None and backend not in BACKEND_NAMES:
+        _fail(f"--backend {backend}: expected one of {', '.join(BACKEND_NAMES)}")
 
 
 def _summary(report: Any, rdir: Path) -> None:

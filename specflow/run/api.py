@@ -23,6 +23,7 @@ from typing import Any
 
 from specflow.backends import Backend, BackendContext, make_backend
 from specflow.backends.base import Outcome
+from specflow.backends.dask import DaskUnavailable
 from specflow.builder import build, import_user_module
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
@@ -118,9 +119,12 @@ def drive(
     """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint."""
     if backend is None:
         bs = dict(settings.backend_settings)
-        if settings.backend == "local" and settings.workers:
+        if settings.backend in ("local", "dask") and settings.workers:
             bs["workers"] = settings.workers
-        backend = make_backend(settings.backend, **bs)
+        try:
+            backend = make_backend(settings.backend, **bs)
+        except (ValueError, DaskUnavailable) as exc:
+            raise SpecError(f"backend {settings.backend}: {exc}", path="backend") from None
     bus = EventBus()
     for listener in listeners:
         bus.subscribe(listener)
@@ -148,6 +152,8 @@ def drive(
     try:
         with _stop_signals():
             return executor.run(target)
+    except DaskUnavailable as exc:
+        raise SpecError(f"backend {settings.backend}: {exc}") from None
     finally:
         if settings.semaphores:
             resources.configure_semaphores({})

@@ -16,7 +16,7 @@ from specflow.execution.executor import RetryPolicy
 from specflow.flow.task import TransientErrorCondition
 from specflow.spec import SpecError
 
-BACKEND_NAMES = ("inline", "local", "slurm")
+BACKEND_NAMES = ("inline", "local", "slurm", "dask")
 RESOURCE_NAMES = ("read", "write", "cpu", "cuda")
 #: opt-in name -> its command-line flag
 OPT_INS = {"shell": "--allow-shell", "eval": "--allow-eval"}
@@ -54,7 +54,12 @@ class RunSettings:
         """Spec settings overridden by the command line's (``None`` means "not given")."""
         values: dict[str, Any] = {}
         names = {f.name for f in dataclasses.fields(cls)} - {"opt_ins", "backend_settings"}
-        for source, where in ((spec or {}), "spec"), ((cli or {}), "command line"):
+        cli = dict(cli or {})
+        # backend settings given on the command line (e.g. --dask-address) win over the spec's
+        backend_settings = {**(backend_settings or {}),
+                            **{k: v for k, v in (cli.pop("backend_settings", None) or {}).items()
+                               if v is not None}}
+        for source, where in ((spec or {}), "spec"), (cli, "command line"):
             for k, v in source.items():
                 if v is None:
                     continue
