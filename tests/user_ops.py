@@ -85,3 +85,63 @@ def sum_of_squares(n: int, out: str) -> Generator[Any, Any, None]:
     yield tasks
     values = yield specflow.Dependency(tasks)
     yield append.make_task(path=out, line=str(sum(values)))
+
+
+@specflow.register("test.gated_append")
+@specflow.taskable_operation
+def gated_append(path: str, line: str, gate: str, started: str, wait_s: float = 300.0) -> str:
+    """Note that it started (``started``: one line with this process's pid), then wait until
+    the file ``gate`` exists (at most ``wait_s``), then append ``line`` to ``path``."""
+    append(started, f"{line} {os.getpid()}")
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate {gate} never opened")
+        time.sleep(0.01)
+    return append(path, line)
+
+
+@specflow.register("test.free_then_gated")
+@specflow.flow_schema
+def free_then_gated(path: str, gate: str, started: str, n_free: int,
+                    n_gated: int) -> Generator[Any, Any, None]:
+    """``n_free`` appends, a barrier, then ``n_gated`` appends that wait for ``gate``."""
+    for i in range(n_free):
+        yield append.make_task(path=path, line=f"free{i}")
+    yield specflow.Dependency()
+    for i in range(n_gated):
+        yield gated_append.make_task(path=path, line=f"gated{i}", gate=gate, started=started)
+
+
+@specflow.flow_schema
+def _fail_then_append(path: str) -> Generator[Any, Any, None]:
+    yield fail.make_task(message="planned failure")
+    yield specflow.Dependency()
+    yield append.make_task(path=path, line="after-failure")
+
+
+@specflow.flow_schema
+def _appends(path: str, n: int, prefix: str) -> Generator[Any, Any, None]:
+    for i in range(n):
+        yield append.make_task(path=path, line=f"{prefix}{i}")
+
+
+@specflow.register("test.partly_failing")
+@specflow.flow_schema
+def partly_failing(path: str, n: int = 5) -> Generator[Any, Any, None]:
+    """A branch whose first task fails (its later task depends on it) beside an independent
+    branch of ``n`` appends."""
+    yield _fail_then_append(path=path)
+    yield _appends(path=path, n=n, prefix="ok")
+
+
+@specflow.register("test.death_among_others")
+@specflow.flow_schema
+def death_among_others(path: str, marker: str, n: int = 6) -> Generator[Any, Any, None]:
+    """A task that kills its worker the first time, yielded among ``n`` appends."""
+    half = n // 2
+    for i in range(half):
+        yield append.make_task(path=path, line=f"ok{i}")
+    yield die_once.make_task(marker=marker)
+    for i in range(half, n):
+        yield append.make_task(path=path, line=f"ok{i}")

@@ -18,18 +18,28 @@ is checked when the task returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import pickle
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from specflow import resources as semaphores_of_run
-from specflow.backends.base import Backend, BackendContext, Outcome, run_batch, worker_name
+from specflow.backends.base import (
+    Backend,
+    BackendContext,
+    Outcome,
+    run_batch,
+    run_task,
+    worker_name,
+)
 from specflow.flow.task import Task
 
 TARGET_BATCH_SECONDS = 0.05
@@ -80,12 +90,27 @@ def _prepare_worker(imports: tuple[str, ...], semaphores: Mapping[str, tuple[str
 
 
 def run_remote(imports: tuple[str, ...], semaphores: Mapping[str, tuple[str, int]],
-               payload: bytes) -> list[Outcome]:
+               payload: bytes, stream: str | None = None) -> list[Outcome]:
     """What one dask future runs: prepare the worker, unpickle the tasks (after the user's
-    modules are imported), run them one after another."""
+    modules are imported), run them one after another. With ``stream``, each outcome is
+    also appended to that file as it finishes, so that if the worker dies midway the driver
+    still learns which tasks of the batch finished."""
     _prepare_worker(imports, semaphores)
     tasks: list[Task] = pickle.loads(payload)
-    return run_batch(tasks)
+    if stream is None:
+        return run_batch(tasks)
+    from specflow.backends.slurm import _encode
+
+    out = []
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for task in tasks:
+            outcome = run_task(task)
+            os.write(fd, _encode(outcome))
+            out.append(outcome)
+    finally:
+        os.close(fd)
+    return out
 
 
 # ------------------------------------------------------------------------------- driver side
@@ -126,6 +151,7 @@ class DaskBackend(Backend):
         self._seq = 0
         self._width = self.workers
         self._width_at = 0.0
+        self._stream_dir: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, ctx: BackendContext) -> None:
@@ -155,6 +181,9 @@ class DaskBackend(Backend):
                 )
             self._client = Client(self._cluster, set_as_default=False)
             self._width = self.workers
+            # the workers share this machine's files: batches stream their outcomes there
+            self._stream_dir = Path(ctx.run_dir) / "dask" / f"{os.getpid()}-{time.time_ns()}"
+            self._stream_dir.mkdir(parents=True, exist_ok=True)
         self._semaphores = {}
         for res, n in (ctx.semaphores or semaphores_of_run.limits()).items():
             name = f"specflow-{ctx.run_id}-{res}"
@@ -167,8 +196,15 @@ class DaskBackend(Backend):
             if client is not None:
                 client.close()
         finally:
-            if cluster is not None:
-                cluster.close()
+            try:
+                if cluster is not None:
+                    cluster.close()
+            finally:
+                if self._stream_dir is not None:
+                    shutil.rmtree(self._stream_dir, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        self._stream_dir.parent.rmdir()
+                    self._stream_dir = None
 
     def cancel(self) -> None:
         client = self._client
@@ -245,8 +281,9 @@ class DaskBackend(Backend):
         self._seq += 1
         run_id = self._ctx.run_id if self._ctx else "adhoc"
         key = f"specflow-{chunk[0].operation}-{run_id}-{self._seq}"
+        stream = str(self._stream_dir / f"{self._seq}") if self._stream_dir else None
         fut = self._client.submit(
-            run_remote, self._imports, self._semaphores, payload, key=key, pure=False,
+            run_remote, self._imports, self._semaphores, payload, stream, key=key, pure=False,
             resources=req or None, retries=0,
         )
         self._futures[fut] = chunk
@@ -283,8 +320,12 @@ class DaskBackend(Backend):
             self._in_flight -= len(chunk)
             if item.status == "finished":
                 finished.append((item, chunk))
+                self._forget_stream(item)
             else:
-                out.extend(self._failed_chunk(item, chunk))
+                recovered = self._recover(item, chunk)
+                rest = [t for t in chunk if t.id not in recovered]
+                out.extend(recovered.values())
+                out.extend(self._failed_chunk(item, rest))
         if finished:
             out.extend(self._gather(finished))
         return out
@@ -309,7 +350,38 @@ class DaskBackend(Backend):
             out.extend(outcomes)
         return out
 
+    def _stream_of(self, fut: Any) -> Path | None:
+        if self._stream_dir is None:
+            return None
+        return self._stream_dir / str(fut.key).rsplit("-", 1)[-1]
+
+    def _forget_stream(self, fut: Any) -> None:
+        path = self._stream_of(fut)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _recover(self, fut: Any, chunk: list[Task]) -> dict[str, Outcome]:
+        """Outcomes that a batch streamed before its worker went away."""
+        path = self._stream_of(fut)
+        if path is None or not chunk:
+            return {}
+        from specflow.backends.slurm import _decode, _unpickle_outcome
+
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return {}
+        ids = {t.id for t in chunk}
+        found = {tid: _unpickle_outcome(tid, inner) for tid, inner in _decode(data)[0]
+                 if tid in ids}
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return found
+
     def _failed_chunk(self, fut: Any, chunk: list[Task]) -> list[Outcome]:
+        if not chunk:
+            return []
         KilledWorker = _distributed().KilledWorker
         if fut.status == "cancelled":
             return _ended(chunk, "the dask future was cancelled (its worker or the "
