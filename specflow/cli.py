@@ -108,6 +108,12 @@ def run(
     dry_run: Annotated[bool, typer.Option(help="Build and count tasks; run nothing.")] = False,
     allow_shell: Annotated[bool, typer.Option(help="Allow `shell` operations.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+    reuse: Annotated[list[str] | None, typer.Option(
+        help="Reuse tasks done in this earlier run (run dir or checkpoint); repeatable."
+    )] = None,
+    explain: Annotated[bool, typer.Option(
+        help="With --reuse: name the spec fields that differ from the earlier run."
+    )] = False,
 ) -> None:
     """Build SPEC and run it, recording every finished task in a checkpoint."""
 
@@ -117,6 +123,9 @@ def run(
         _load_builtins()
         _check_backend(backend)
         opt_ins = runs.opt_ins_of(allow_shell=allow_shell)
+        if reuse and (dry_run or explain):
+            if _reuse_preview(spec, set_ or [], imports or [], reuse, opt_ins, dry_run, explain):
+                return EXIT_OK
         if dry_run:
             loaded, source, _ = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
@@ -134,7 +143,7 @@ def run(
                         "backend_settings": {"address": dask_address}}
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
-            run_dir=run_dir, opt_ins=opt_ins, progress=progress,
+            run_dir=run_dir, opt_ins=opt_ins, progress=progress, reuse=reuse or [],
         )
         _summary(report, rdir)
         return report.exit_code
@@ -176,6 +185,41 @@ def resume(
     raise typer.Exit(_guard(body))
 
 
+def _reuse_preview(spec: str, overrides: list[str], imports: list[str], reuse: list[str],
+                   opt_ins: frozenset[str], dry_run: bool, explain: bool) -> bool:
+    """``--explain`` and ``--dry-run`` with ``--reuse``; True when nothing should run."""
+    from specflow import run as runs
+    from specflow.execution.reuse import spec_differences
+
+    loaded, source, _ = runs.load(spec, overrides, imports)
+    source_runs = runs.open_reuse(reuse)
+    assert source_runs is not None
+    try:
+        if explain:
+            for path, old in source_runs.specs():
+                diff = spec_differences(old, loaded)
+                out.print(f"differs from {path}: " + ("nothing" if not diff else ""),
+                          markup=False, highlight=False)
+                for d in diff:
+                    out.print(f"  {d}", markup=False, highlight=False)
+        if not dry_run:
+            return False
+        prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
+        counts = runs.count_with_reuse(prepared.target, source_runs)
+    finally:
+        source_runs.close()
+    t = Table(title=f"{spec}: tasks per operation (dry run, reusing {len(reuse)} run(s))",
+              title_justify="left")
+    for c, j in (("operation", "left"), ("run", "right"), ("reused", "right")):
+        t.add_column(c, justify=j)  # type: ignore[arg-type]
+    for op, (n_run, n_reused) in counts.items():
+        t.add_row(op, f"{n_run:,}", f"{n_reused:,}")
+    t.add_row("[bold]total[/]", f"[bold]{sum(c[0] for c in counts.values()):,}[/]",
+              f"[bold]{sum(c[1] for c in counts.values()):,}[/]")
+    out.print(t)
+    return True
+
+
 def _check_backend(backend: str | None) -> None:
     from specflow.backends import BACKEND_NAMES
 
@@ -186,10 +230,11 @@ def _check_backend(backend: str | None) -> None:
 def _summary(report: Any, rdir: Path) -> None:
     t = Table(title=f"run {report.status} in {report.duration:,.2f} s", title_justify="left")
     t.add_column("operation")
-    for c in ("done", "failed", "retried", "cached"):
+    cols = ("done", "failed", "retried", "cached", "reused")
+    for c in cols:
         t.add_column(c, justify="right")
     for op, c in sorted(report.counts.items()):
-        t.add_row(op, *(f"{c.get(k, 0):,}" for k in ("done", "failed", "retried", "cached")))
+        t.add_row(op, *(f"{c.get(k, 0):,}" for k in cols))
     out.print(t)
     if report.duplicates:
         out.print(f"{report.duplicates:,} duplicate task(s) ran once")
@@ -381,6 +426,7 @@ def status(
         t.add_column("operation")
         t.add_column("done", justify="right")
         t.add_column("failed", justify="right")
+        t.add_column("reused", justify="right")
         t.add_column("mean s", justify="right")
         t.add_column("max s", justify="right")
         for op, c in sorted(counts.items()):
@@ -388,7 +434,8 @@ def status(
             n = tm.get("n", 0)
             mean = f"{tm['total_s'] / n:.3f}" if n else "-"
             mx = f"{tm['max_s']:.3f}" if n else "-"
-            t.add_row(op, f"{c.get('done', 0):,}", f"{c.get('failed', 0):,}", mean, mx)
+            t.add_row(op, f"{c.get('done', 0):,}", f"{c.get('failed', 0):,}",
+                      f"{c.get('reused', 0):,}", mean, mx)
         out.print(t)
         for f in failures:
             out.print(f"[red]failed[/] {f['operation']} {str(f['id'])[:12]} "

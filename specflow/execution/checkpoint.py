@@ -374,13 +374,13 @@ class Checkpoint:
             self.flush()
 
     def done(self) -> tuple[set[str], dict[str, str]]:
-        """The ids of done tasks, and the stored return values of those that have one (one
-        scan; done is final: a done row is never followed by another row of its id)."""
+        """The ids of done (or reused) tasks, and the stored return values of those that have
+        one (one scan; done is final: a done row is never followed by another row of its id)."""
         ids: set[str] = set()
         values: dict[str, str] = {}
         with self._reading():
             for tid, value in self.conn.exec_driver_sql(
-                "SELECT id, value_json FROM tasks WHERE status = 'done'"
+                "SELECT id, value_json FROM tasks WHERE status IN ('done', 'reused')"
             ):
                 if not isinstance(tid, str) or not (value is None or isinstance(value, str)):
                     raise CheckpointError(f"{self.path}: damaged checkpoint (a task row)")

@@ -95,7 +95,7 @@ class RunReport:
 class _FlowRun:
     __slots__ = (
         "flow", "gen", "parent", "pending", "waiting", "wait_target", "exhausted",
-        "failed", "closed", "result", "name",
+        "failed", "closed", "result", "name", "executed", "tainted",
     )
 
     def __init__(self, flow: Flow, parent: _FlowRun | None) -> None:
@@ -110,6 +110,10 @@ class _FlowRun:
         self.closed = False
         self.result: Any = None
         self.name: str = str(flow.name)
+        # reuse: this flow (or a flow under it) yielded work that runs in this run; past a
+        # barrier on such work, nothing below the flow is reused
+        self.executed = False
+        self.tainted: bool = parent.tainted if parent is not None else False
 
 
 class _TaskState:
@@ -140,8 +144,12 @@ class Executor:
         progress: Any = None,
         context: BackendContext | None = None,
         batch_size: int = 256,
+        reuse: Any = None,
     ) -> None:
         self.backend = backend
+        #: done work of earlier runs (:class:`specflow.execution.reuse.ReuseSource`)
+        self.reuse = reuse
+        self._executed: set[str] = set()
         self.checkpoint = checkpoint
         self.keep_going = keep_going
         self.retry = retry or RetryPolicy()
@@ -287,6 +295,7 @@ class Executor:
             if self.checkpoint is not None:
                 self.checkpoint.flush()
             target = fr.wait_target.target
+            self._past_barrier(fr, fr.wait_target)
             fr.wait_target = None
             try:
                 send = self._value_of(target)
@@ -321,6 +330,7 @@ class Executor:
                     fr.waiting = waiting
                     fr.wait_target = item
                     return False
+                self._past_barrier(fr, item)
                 if self.checkpoint is not None and self.checkpoint.pending():
                     self.checkpoint.flush()
                 try:
@@ -361,12 +371,15 @@ class Executor:
         tid = task.id
         if tid in self._done:
             self.report.duplicates += 1
+            if tid in self._executed:
+                self._mark_executed(fr)
             return
         st = self._active.get(tid)
         if st is not None:
             self.report.duplicates += 1
             st.parents.append(fr)
             fr.pending.add(tid)
+            self._mark_executed(fr)
             return
         if tid in self._failed:
             fr.failed = True
@@ -384,11 +397,66 @@ class Executor:
             self.report.resumed_done += 1
             self._count(task.operation, "cached")
             return
+        if self.reuse is not None and not fr.tainted and self._reused(task):
+            return
+        self._executed.add(tid)
+        self._mark_executed(fr)
         st = _TaskState(task)
         st.parents.append(fr)
         self._active[tid] = st
         fr.pending.add(tid)
         heapq.heappush(self._ready, (-task.priority, next(self._seq), st))
+
+    # -- reuse of earlier runs' work -----------------------------------------------------
+    def _reused(self, task: Task) -> bool:
+        """Record ``task`` as reused when an earlier run did it (see ReuseSource)."""
+        from specflow.execution.reuse import MISSING
+
+        tid = task.id
+        try:
+            value = self.reuse.lookup(task)
+        except (ValueNotStored, ValueError) as exc:
+            value = _Unavailable(f"task {tid[:12]} ({task.operation}) of an earlier run: {exc}")
+        if value is MISSING:
+            return False
+        self._done.add(tid)
+        stored = None if type(value) is _Unavailable else value
+        if value is not None:
+            self._values[tid] = value
+        self._count(task.operation, "reused")
+        if self.checkpoint is not None:
+            self.checkpoint.record(tid, task.operation, "reused", 0, None, None, value=stored)
+        return True
+
+    @staticmethod
+    def _mark_executed(fr: _FlowRun | None) -> None:
+        while fr is not None and not fr.executed:
+            fr.executed = True
+            fr = fr.parent
+
+    def _past_barrier(self, fr: _FlowRun, dep: Dependency) -> None:
+        """``fr`` goes on past ``dep``: if it waited on work executed in this run, nothing it
+        yields from here on is reused."""
+        if self.reuse is None or fr.tainted:
+            return
+        if dep.target is None:
+            fr.tainted = fr.executed
+            return
+        for k in self._keys_of_done(fr, dep.target):
+            if k:
+                fr.tainted = True
+                return
+
+    def _keys_of_done(self, fr: _FlowRun, target: Any) -> Iterable[bool]:
+        if isinstance(target, Task):
+            yield target.id in self._executed
+        elif isinstance(target, Flow):
+            # a finished child flow has left fr.pending: fall back to what fr knows
+            found = [c for c in fr.pending if isinstance(c, _FlowRun) and c.flow is target]
+            yield found[0].executed if found else fr.executed
+        elif isinstance(target, (list, tuple)):
+            for t in target:
+                yield from self._keys_of_done(fr, t)
 
     # -- dependencies ------------------------------------------------------------------
     def _keys_of(self, fr: _FlowRun, target: Any) -> Iterable[Any]:
@@ -643,6 +711,7 @@ class Executor:
         if c is None:
             c = self.report.counts[op] = {
                 "submitted": 0, "done": 0, "failed": 0, "retried": 0, "cached": 0,
+                "reused": 0,
             }
         c[key] += 1
 

@@ -59,10 +59,17 @@ class TaskOptions:
     runtime_limit_sec: float | None = None
     max_attempts: int | None = None
     transient: tuple[TransientErrorCondition, ...] = ()
+    #: names of the arguments that are outputs (layers or paths the task writes); a task
+    #: reused from an earlier run needs them to still exist
+    outputs: tuple[str, ...] = ()
+    #: the value depends only on the arguments and the task writes nothing: its value may
+    #: be cached across runs
+    pure: bool = False
 
     @classmethod
     def of(cls, **options: Any) -> TaskOptions:
         options["transient"] = _as_conditions(options.get("transient"))
+        options["outputs"] = tuple(options.get("outputs") or ())
         return cls(**options)
 
 
@@ -149,11 +156,15 @@ def taskable_operation(
     runtime_limit_sec: float | None = None,
     max_attempts: int | None = None,
     transient: Iterable[TransientErrorCondition | str | tuple[str, str]] | None = None,
+    outputs: Iterable[str] = (),
+    pure: bool = False,
 ) -> Any:
-    """Make ``fn`` an operation (usable bare or with options)."""
+    """Make ``fn`` an operation (usable bare or with options). ``outputs`` names the
+    arguments it writes to; ``pure=True`` says its value depends only on its arguments and
+    it writes nothing, so its values are cached across runs."""
     options = TaskOptions.of(
         operation_name=operation_name, priority=priority, runtime_limit_sec=runtime_limit_sec,
-        max_attempts=max_attempts, transient=transient,
+        max_attempts=max_attempts, transient=transient, outputs=outputs, pure=pure,
     )
 
     def deco(f: Callable[..., Any]) -> TaskableOperation:

@@ -326,7 +326,8 @@ def _process_chunk(
             dst.write(chunk, data)
 
 
-process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk")
+process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk",
+                                  outputs=("dst",))
 
 
 def _reduce_chunk(
@@ -361,7 +362,8 @@ def _reduce_chunk(
         dst.write(part, combiner.result())
 
 
-reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk")
+reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
+                                 outputs=("dst",))
 
 
 # --------------------------------------------------------------------------- driver-side tasks
@@ -374,7 +376,8 @@ def _prepare_dst(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
             "size": list(info.size), "dtype": info.dtype, "num_channels": info.num_channels}
 
 
-prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst")
+prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst",
+                                outputs=("dst",))
 
 
 def _staging_chunk(n: int) -> int:

@@ -28,6 +28,7 @@ from specflow.builder import build, import_user_module
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
+from specflow.execution.reuse import ReuseSource
 from specflow.flow.task import Task
 from specflow.run.entries import ExecutionRequest
 from specflow.run.record import Run, file_sha256, import_record, say_default
@@ -115,8 +116,10 @@ def drive(
     listeners: Sequence[Callable[[Event], None]] = (),
     progress: bool = False,
     imports: Sequence[str] = (),
+    reuse: ReuseSource | None = None,
 ) -> RunReport:
-    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint."""
+    """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint; with
+    ``reuse``, tasks done in earlier runs are recorded as reused instead of run."""
     if backend is None:
         bs = dict(settings.backend_settings)
         if settings.backend in ("local", "dask") and settings.workers:
@@ -147,7 +150,7 @@ def drive(
     executor = Executor(
         backend, checkpoint=ckpt, keep_going=settings.keep_going,
         retry=settings.retry_policy(), events=bus, progress=prog, context=ctx,
-        batch_size=settings.batch_size or 256,
+        batch_size=settings.batch_size or 256, reuse=reuse,
     )
     try:
         with _stop_signals():
@@ -225,14 +228,17 @@ class CountingBackend(Backend):
 
     name = "dry-run"
 
-    def __init__(self) -> None:
+    def __init__(self, values: Callable[[str], Any] | None = None) -> None:
         self._done: list[Outcome] = []
+        #: the stand-in value of a task that would run (default: None)
+        self._values = values
 
     def capacity(self) -> int:
         return 4096
 
     def submit(self, tasks: Sequence[Task]) -> None:
-        self._done.extend(Outcome(t.id, True) for t in tasks)
+        values = self._values
+        self._done.extend(Outcome(t.id, True, values(t.id) if values else None) for t in tasks)
 
     def wait(self, timeout: float) -> list[Outcome]:
         out, self._done = self._done, []
@@ -246,6 +252,24 @@ def count_tasks(target: Any) -> dict[str, int]:
     """Tasks per operation that ``target`` would run (values of dependencies are None)."""
     report = Executor(CountingBackend(), batch_size=4096).run(target)
     return {op: c.get("submitted", 0) for op, c in sorted(report.counts.items())}
+
+
+def count_with_reuse(target: Any, reuse: ReuseSource) -> dict[str, tuple[int, int]]:
+    """Per operation, how many tasks ``target`` would run and how many it would reuse from
+    ``reuse`` (the executor's own reuse rule decides). A task that would run hands its flow
+    the value the earlier run recorded for it, so the counts are exact for flows whose
+    shape does not depend on those values changing."""
+    report = Executor(CountingBackend(reuse.earlier_value), batch_size=4096,
+                      reuse=reuse).run(target)
+    if report.failures:
+        raise SpecError(report.failures[0].error)
+    return {op: (c.get("submitted", 0), c.get("reused", 0))
+            for op, c in sorted(report.counts.items())}
+
+
+def open_reuse(paths: Sequence[str | Path]) -> ReuseSource | None:
+    """The done work of the earlier runs ``paths`` (run dirs or checkpoints), or None."""
+    return ReuseSource(paths) if paths else None
 
 
 # -- from a spec file ---------------------------------------------------------------------
@@ -263,8 +287,10 @@ def run_spec(
     opt_ins: Iterable[str] = (),
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
+    reuse: Sequence[str | Path] = (),
 ) -> tuple[RunReport, Path]:
-    """Build and run a spec file in a new run. A spec that does not build creates no run."""
+    """Build and run a spec file in a new run. A spec that does not build creates no run.
+    ``reuse``: earlier runs whose done tasks are recorded as reused instead of run again."""
     spec, source, records = load(path, overrides, imports)
     opt = frozenset(opt_ins)
     prepared = prepare(spec, source, opt_ins=opt)
@@ -272,16 +298,22 @@ def run_spec(
                                  backend_settings=prepared.backend_settings, opt_ins=opt)
     digest = spec_hash(spec)
     rdir = Path(run_dir) if run_dir else run_root() / new_run_id(digest)
-    run = Run.create(
-        rdir, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
-        spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
-        settings=settings,
-    )
+    source_runs = open_reuse(reuse)
     try:
-        report = drive(prepared.target, settings, run=run, progress=progress,
-                       listeners=listeners, imports=[r["name"] for r in records])
+        run = Run.create(
+            rdir, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
+            spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
+            settings=settings,
+        )
+        try:
+            report = drive(prepared.target, settings, run=run, progress=progress,
+                           listeners=listeners, imports=[r["name"] for r in records],
+                           reuse=source_runs)
+        finally:
+            run.close()
     finally:
-        run.close()
+        if source_runs is not None:
+            source_runs.close()
     return report, run.run_dir
 
 
