@@ -352,7 +352,10 @@ def types(
             if name and name not in e.name:
                 continue
             sig = e.signature()
-            t.add_row(e.name, str(e.versions), str(sig) if sig else "(...)", e.module)
+            shown = str(sig) if sig else "(...)"
+            if getattr(getattr(e.fn, "options", None), "pure", False):
+                shown += "  (pure)"
+            t.add_row(e.name, str(e.versions), shown, e.module)
         out.print(t)
         return EXIT_OK
 

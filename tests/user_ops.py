@@ -145,3 +145,20 @@ def death_among_others(path: str, marker: str, n: int = 6) -> Generator[Any, Any
     yield die_once.make_task(marker=marker)
     for i in range(half, n):
         yield append.make_task(path=path, line=f"ok{i}")
+
+
+@specflow.register("test.pure_square")
+@specflow.taskable_operation(pure=True)
+def pure_square(x: int, log: str) -> int:
+    """Pure (its value depends on ``x`` only); ``log`` lets a test see that it ran."""
+    append(log, str(x))
+    return x * x
+
+
+@specflow.register("test.sum_of_pure_squares")
+@specflow.flow_schema
+def sum_of_pure_squares(n: int, log: str, out: str) -> Generator[Any, Any, None]:
+    tasks = [pure_square.make_task(x=i, log=log) for i in range(n)]
+    yield tasks
+    values = yield specflow.Dependency(tasks)
+    yield append.make_task(path=out, line=str(sum(values)))

@@ -145,8 +145,11 @@ class Executor:
         context: BackendContext | None = None,
         batch_size: int = 256,
         reuse: Any = None,
+        cache: Any = None,
     ) -> None:
         self.backend = backend
+        #: values of pure operations (:class:`specflow.execution.cache.ResultCache`)
+        self.cache = cache
         #: done work of earlier runs (:class:`specflow.execution.reuse.ReuseSource`)
         self.reuse = reuse
         self._executed: set[str] = set()
@@ -397,6 +400,8 @@ class Executor:
             self.report.resumed_done += 1
             self._count(task.operation, "cached")
             return
+        if self.cache is not None and self._from_cache(task):
+            return
         if self.reuse is not None and not fr.tainted and self._reused(task):
             return
         self._executed.add(tid)
@@ -426,6 +431,25 @@ class Executor:
         self._count(task.operation, "reused")
         if self.checkpoint is not None:
             self.checkpoint.record(tid, task.operation, "reused", 0, None, None, value=stored)
+        return True
+
+    def _from_cache(self, task: Task) -> bool:
+        """A pure task whose value is cached is not run (its value is all it gives)."""
+        from specflow.execution.cache import MISSING, is_pure
+
+        if not is_pure(task):
+            return False
+        value = self.cache.get(task.id)
+        if value is MISSING:
+            return False
+        tid = task.id
+        self._done.add(tid)
+        if value is not None:
+            self._values[tid] = value
+        self._count(task.operation, "reused")
+        if self.checkpoint is not None:
+            self.checkpoint.record(tid, task.operation, "reused", 0, None, None, value=value,
+                                   worker="cache")
         return True
 
     @staticmethod
@@ -577,6 +601,11 @@ class Executor:
         self._done.add(tid)
         if o.value is not None:
             self._values[tid] = o.value
+        if self.cache is not None:
+            from specflow.execution.cache import is_pure
+
+            if is_pure(task):
+                self.cache.put(tid, o.value)
         self._count(task.operation, "done")
         if self.checkpoint is not None:
             self.checkpoint.record(

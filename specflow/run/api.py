@@ -25,6 +25,7 @@ from specflow.backends import Backend, BackendContext, make_backend
 from specflow.backends.base import Outcome
 from specflow.backends.dask import DaskUnavailable
 from specflow.builder import build, import_user_module
+from specflow.execution.cache import ResultCache
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
@@ -42,6 +43,11 @@ Say = Callable[[str], None]
 
 def run_root() -> Path:
     return Path(os.environ.get(RUN_ROOT_ENV) or Path.cwd() / ".specflow" / "runs").absolute()
+
+
+def cache_dir() -> Path:
+    """Where pure operations' values are cached: ``cache/`` beside the run root."""
+    return run_root().parent / "cache"
 
 
 def spec_hash(spec: Any) -> str:
@@ -117,6 +123,7 @@ def drive(
     progress: bool = False,
     imports: Sequence[str] = (),
     reuse: ReuseSource | None = None,
+    cache: ResultCache | None | bool = True,
 ) -> RunReport:
     """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint; with
     ``reuse``, tasks done in earlier runs are recorded as reused instead of run."""
@@ -151,6 +158,7 @@ def drive(
         backend, checkpoint=ckpt, keep_going=settings.keep_going,
         retry=settings.retry_policy(), events=bus, progress=prog, context=ctx,
         batch_size=settings.batch_size or 256, reuse=reuse,
+        cache=ResultCache(cache_dir()) if cache is True else (cache or None),
     )
     try:
         with _stop_signals():
