@@ -132,12 +132,14 @@ class DaskBackend(Backend):
         max_batch: int = MAX_BATCH,
         resources: Mapping[str, float] | None = None,
         memory_limit: str | float | None = None,
+        connect_timeout: float = 30.0,
     ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.address = address
         self.max_batch = max(1, max_batch)
         self.worker_resources = dict(resources or {})
         self.memory_limit = memory_limit
+        self.connect_timeout = connect_timeout
         self._client: Any = None
         self._cluster: Any = None
         self._ctx: BackendContext | None = None
@@ -163,7 +165,8 @@ class DaskBackend(Backend):
         self._imports = tuple(ctx.imports)
         if self.address:
             try:
-                self._client = Client(self.address, timeout=30, set_as_default=False)
+                self._client = Client(self.address, timeout=self.connect_timeout,
+                                      set_as_default=False)
             except OSError as exc:
                 raise DaskUnavailable(
                     f"cannot reach the dask scheduler at {self.address}: {exc}"
@@ -415,7 +418,7 @@ def _ended(chunk: list[Task], why: str, lost: bool = True,
 
 
 def make_dask_backend(**settings: Any) -> DaskBackend:
-    known = {"workers", "address", "max_batch", "resources", "memory_limit"}
+    known = {"workers", "address", "max_batch", "resources", "memory_limit", "connect_timeout"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"unknown dask backend setting(s): {', '.join(sorted(unknown))}")

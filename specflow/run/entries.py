@@ -93,6 +93,7 @@ def execute_on_dask(
     semaphores: dict[str, int] | None = None,
     resources: dict[str, float] | None = None,
     max_batch: int | None = None,
+    connect_timeout: float | None = None,
 ) -> ExecutionRequest:
     """Run ``target`` on dask.distributed: an embedded cluster of ``workers`` processes on
     this machine, or the existing scheduler at ``address`` (``tcp://HOST:PORT``)."""
@@ -100,4 +101,5 @@ def execute_on_dask(
         "backend": "dask", "workers": workers, "keep_going": keep_going,
         "max_attempts": max_attempts, "retry_backoff": retry_backoff,
         "transient_errors": transient_errors, "semaphores": semaphores,
-    }, {"address": address, "resources": resources, "max_batch": max_batch})
+    }, {"address": address, "resources": resources, "max_batch": max_batch,
+        "connect_timeout": connect_timeout})
