@@ -200,7 +200,8 @@ def run_job(stream: str, imports: Sequence[str], payload: bytes,
     try:
         with open(stream, "rb") as f:
             for task_id, inner in _decode(f.read())[0]:
-                done[task_id] = _unpickle_outcome(task_id, inner)
+                if not task_id.startswith(_NOTE):
+                    done[task_id] = _unpickle_outcome(task_id, inner)
     except FileNotFoundError:
         pass
     stopping: list[int] = []
@@ -210,14 +211,14 @@ def run_job(stream: str, imports: Sequence[str], payload: bytes,
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_term) if in_main else None
-    plan = plan or {}
-    end = _slurm_end_time(plan.get("limit_s")) if plan.get("limit_s") else None
-    expected: dict[str, float] = dict(plan.get("expected") or {})
-    margin = float(plan.get("margin_s") or 0.0)
+    end = _slurm_end_time(plan.get("limit_s")) if plan and plan.get("limit_s") else None
+    expected: dict[str, float] = dict((plan or {}).get("expected") or {})
+    margin = float((plan or {}).get("margin_s") or 0.0)
     longest: dict[str, float] = {}
     fd = os.open(stream, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, _note("begin", at=began, end=end))
+        if plan:
+            os.write(fd, _note("begin", at=began, end=end))
         for i, task in enumerate(tasks):
             if stopping:
                 break
