@@ -44,6 +44,9 @@ from specflow.flow.task import Task
 
 TARGET_BATCH_SECONDS = 0.05
 MAX_BATCH = 256
+#: batches queued per worker thread: one running, the others on their way (round trips
+#: through the scheduler take milliseconds)
+FUTURES_PER_WORKER = 2
 #: most tasks handed to dask at once, whatever the cluster's width
 MAX_WINDOW = 50_000
 #: how often the width of an external cluster is asked again
@@ -246,7 +249,7 @@ class DaskBackend(Backend):
 
     def capacity(self) -> int:
         self._refresh_width()
-        window = min(MAX_WINDOW, 2 * self._width * self._batch_size())
+        window = min(MAX_WINDOW, FUTURES_PER_WORKER * self._width * self._batch_size())
         return max(0, window - self._in_flight)
 
     def in_flight(self) -> int:
