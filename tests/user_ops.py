@@ -162,3 +162,15 @@ def sum_of_pure_squares(n: int, log: str, out: str) -> Generator[Any, Any, None]
     yield tasks
     values = yield specflow.Dependency(tasks)
     yield append.make_task(path=out, line=str(sum(values)))
+
+
+@specflow.register("test.three_stages")
+@specflow.flow_schema
+def three_stages(out: str, value: int, gate: str, started: str) -> Generator[Any, Any, None]:
+    """Stage 1 (never changes), stage 2 (changes with ``value``), then stage 3 (same task
+    whatever ``value`` is, but after stage 2; it waits for ``gate``)."""
+    yield append.make_task(path=out, line="stage1")
+    yield specflow.Dependency()
+    yield append.make_task(path=out, line=f"stage2 value={value}")
+    yield specflow.Dependency()
+    yield gated_append.make_task(path=out, line="stage3", gate=gate, started=started)

@@ -389,6 +389,12 @@ class Checkpoint:
                     values[tid] = value
         return ids, values
 
+    def reused_ids(self) -> set[str]:
+        """The ids of tasks this run recorded as reused (not executed by it)."""
+        with self._reading():
+            return {tid for (tid,) in self.conn.exec_driver_sql(
+                "SELECT id FROM tasks WHERE status = 'reused'")}
+
     @contextmanager
     def _reading(self) -> Iterator[None]:
         try:

@@ -153,6 +153,7 @@ class Executor:
         #: done work of earlier runs (:class:`specflow.execution.reuse.ReuseSource`)
         self.reuse = reuse
         self._executed: set[str] = set()
+        self._preloaded_reused: set[str] = set()
         self.checkpoint = checkpoint
         self.keep_going = keep_going
         self.retry = retry or RetryPolicy()
@@ -181,6 +182,9 @@ class Executor:
         self._runnable.append(self._root)
         if self.checkpoint is not None:
             self._preloaded, self._preloaded_values = self.checkpoint.done()
+            if self.reuse is not None:
+                # resuming a run that reuses: what it executed itself still bars reuse below
+                self._preloaded_reused = self.checkpoint.reused_ids()
             self.checkpoint.set_status("running")
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
         self._emit("run_started")
@@ -399,6 +403,9 @@ class Executor:
                     self._values[tid] = _Unavailable(f"task {tid[:12]} ({task.operation}): {exc}")
             self.report.resumed_done += 1
             self._count(task.operation, "cached")
+            if self.reuse is not None and tid not in self._preloaded_reused:
+                self._executed.add(tid)
+                self._mark_executed(fr)
             return
         if self.cache is not None and self._from_cache(task):
             return

@@ -84,6 +84,11 @@ class ReuseSource:
             self.close()
             raise
 
+    def close_and_path(self) -> Path:
+        """The absolute checkpoint path of a one-run source, closing it (to record it)."""
+        self.close()
+        return self.paths[0].absolute()
+
     def __len__(self) -> int:
         return len(self._ids)
 

@@ -306,7 +306,13 @@ def run_spec(
                                  backend_settings=prepared.backend_settings, opt_ins=opt)
     digest = spec_hash(spec)
     rdir = Path(run_dir) if run_dir else run_root() / new_run_id(digest)
-    source_runs = open_reuse(reuse)
+    if reuse:
+        # absolute, so that a resume (which reopens them) finds them from anywhere
+        cli_settings = {**(cli_settings or {}),
+                        "reuse": [str(ReuseSource([p]).close_and_path()) for p in reuse]}
+        settings = RunSettings.merge(prepared.settings, cli_settings,
+                                     backend_settings=prepared.backend_settings, opt_ins=opt)
+    source_runs = open_reuse(settings.reuse)
     try:
         run = Run.create(
             rdir, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
@@ -374,9 +380,14 @@ def resume_run(
                                 f"never taken from a checkpoint; pass {flags} again") from None
             raise
         settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
+        source_runs = open_reuse(settings.reuse)
         run.checkpoint.set_status("resuming", new_attempt=True)
-        report = drive(prepared.target, settings, run=run, progress=progress,
-                       listeners=listeners, imports=names)
+        try:
+            report = drive(prepared.target, settings, run=run, progress=progress,
+                           listeners=listeners, imports=names, reuse=source_runs)
+        finally:
+            if source_runs is not None:
+                source_runs.close()
     finally:
         try:
             run.close()

@@ -38,6 +38,8 @@ class RunSettings:
     opt_ins: frozenset[str] = frozenset()
     #: settings of the backend itself (e.g. SLURM partition), from the spec
     backend_settings: Mapping[str, Any] = field(default_factory=dict)
+    #: checkpoints of earlier runs whose done tasks this run reuses (``--reuse``)
+    reuse: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self)
@@ -70,6 +72,8 @@ class RunSettings:
             values["transient_errors"] = conditions(values["transient_errors"])
         if "semaphores" in values:
             values["semaphores"] = dict(values["semaphores"])
+        if "reuse" in values:
+            values["reuse"] = tuple(str(p) for p in values["reuse"])
         return cls(**values, opt_ins=frozenset(opt_ins),
                    backend_settings=dict(backend_settings or {}))
 
@@ -89,6 +93,7 @@ class RunSettings:
             "semaphores": dict(self.semaphores), "batch_size": self.batch_size,
             "backend_settings": dict(self.backend_settings),
             "opt_ins_at_start": sorted(self.opt_ins),
+            "reuse": list(self.reuse),
         }
 
     @classmethod

@@ -153,3 +153,51 @@ def test_reuse_of_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     r = cli("run", QUICKSTART, "--reuse", "no-such-run", "--dry-run", cwd=tmp_path)
     assert r.returncode == 2
     assert "--reuse no-such-run: no checkpoint there" in r.stderr
+
+
+def test_a_resumed_reusing_run_still_reruns_below_its_own_work(tmp_path: Path) -> None:
+    """Kill a run that reuses after it executed changed work; its resume must not reuse
+    what comes after that work, though the earlier run did it."""
+    import os
+    import signal
+    import time
+
+    from support import TESTS
+
+    ops = str(TESTS / "user_ops.py")
+    out, gate, started = tmp_path / "out.txt", tmp_path / "gate", tmp_path / "started"
+
+    def spec(value: int) -> Path:
+        p = tmp_path / f"spec{value}.json"
+        p.write_text(json.dumps({"@type": "test.three_stages", "out": str(out), "value": value,
+                                 "gate": str(gate), "started": str(started)}))
+        return p
+
+    gate.write_text("open")
+    first = cli("run", "-i", ops, str(spec(1)), "--backend", "inline", "--run-dir", "r1",
+                "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    gate.unlink()
+    started.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "specflow", "run", "-i", ops, str(spec(2)),
+                             "--backend", "inline", "--run-dir", "r2", "--no-progress",
+                             "--reuse", "r1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None, "the run ended before stage 3 started"
+        assert time.monotonic() < deadline, "stage 3 never started"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    gate.write_text("open")
+    resumed = cli("resume", "r2", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    by_line = {}
+    con = sqlite3.connect(tmp_path / "r2" / "checkpoint.db")
+    for value, status in con.execute("SELECT value_json, status FROM tasks"):
+        by_line[json.loads(value)] = status
+    con.close()
+    assert by_line == {"stage1": "reused", "stage2 value=2": "done", "stage3": "done"}
+    assert out.read_text().splitlines() == ["stage1", "stage2 value=1", "stage3",
+                                            "stage2 value=2", "stage3"]
