@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specflow.backends.base import Backend, BackendContext, Outcome
+from specflow.execution.cache import MISSING as _CACHE_MISSING
+from specflow.execution.cache import is_pure
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.events import Event, EventBus
+from specflow.execution.reuse import MISSING as _REUSE_MISSING
 from specflow.execution.values import ValueNotStored
 from specflow.flow.core import Dependency, Flow, FlowSchema
 from specflow.flow.task import Task, TransientErrorCondition
@@ -378,7 +381,7 @@ class Executor:
         tid = task.id
         if tid in self._done:
             self.report.duplicates += 1
-            if tid in self._executed:
+            if self.reuse is not None and tid in self._executed:
                 self._mark_executed(fr)
             return
         st = self._active.get(tid)
@@ -386,7 +389,8 @@ class Executor:
             self.report.duplicates += 1
             st.parents.append(fr)
             fr.pending.add(tid)
-            self._mark_executed(fr)
+            if self.reuse is not None:
+                self._mark_executed(fr)
             return
         if tid in self._failed:
             fr.failed = True
@@ -409,10 +413,11 @@ class Executor:
             return
         if self.cache is not None and self._from_cache(task):
             return
-        if self.reuse is not None and not fr.tainted and self._reused(task):
-            return
-        self._executed.add(tid)
-        self._mark_executed(fr)
+        if self.reuse is not None:
+            if not fr.tainted and self._reused(task):
+                return
+            self._executed.add(tid)
+            self._mark_executed(fr)
         st = _TaskState(task)
         st.parents.append(fr)
         self._active[tid] = st
@@ -422,14 +427,12 @@ class Executor:
     # -- reuse of earlier runs' work -----------------------------------------------------
     def _reused(self, task: Task) -> bool:
         """Record ``task`` as reused when an earlier run did it (see ReuseSource)."""
-        from specflow.execution.reuse import MISSING
-
         tid = task.id
         try:
             value = self.reuse.lookup(task)
         except (ValueNotStored, ValueError) as exc:
             value = _Unavailable(f"task {tid[:12]} ({task.operation}) of an earlier run: {exc}")
-        if value is MISSING:
+        if value is _REUSE_MISSING:
             return False
         self._done.add(tid)
         stored = None if type(value) is _Unavailable else value
@@ -442,12 +445,10 @@ class Executor:
 
     def _from_cache(self, task: Task) -> bool:
         """A pure task whose value is cached is not run (its value is all it gives)."""
-        from specflow.execution.cache import MISSING, is_pure
-
         if not is_pure(task):
             return False
         value = self.cache.get(task.id)
-        if value is MISSING:
+        if value is _CACHE_MISSING:
             return False
         tid = task.id
         self._done.add(tid)
@@ -608,11 +609,8 @@ class Executor:
         self._done.add(tid)
         if o.value is not None:
             self._values[tid] = o.value
-        if self.cache is not None:
-            from specflow.execution.cache import is_pure
-
-            if is_pure(task):
-                self.cache.put(tid, o.value)
+        if self.cache is not None and is_pure(task):
+            self.cache.put(tid, o.value)
         self._count(task.operation, "done")
         if self.checkpoint is not None:
             self.checkpoint.record(
