@@ -125,3 +125,22 @@ def test_an_unreachable_scheduler_is_a_clear_error(workdir: Path) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
     assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_task_requirements_become_dask_resources(workdir: Path) -> None:
+    import dataclasses
+
+    from user_ops import square
+
+    from specflow.backends.dask import DaskBackend, _requirements
+
+    task = dataclasses.replace(square.make_task(x=7), tags={"requires.GPU": "1", "other": "x"})
+    assert _requirements(task) == (("GPU", 1.0),)
+    plain = square.make_task(x=8)
+    report = execute([task, plain], backend=DaskBackend(workers=1, resources={"GPU": 1}),
+                     imports=[USER_OPS], run_dir=workdir / "run")
+    assert report.status == "done", [f.error for f in report.failures]
+    con = sqlite3.connect(workdir / "run" / "checkpoint.db")
+    values = sorted(json.loads(v) for (v,) in con.execute("SELECT value_json FROM tasks"))
+    con.close()
+    assert values == [49, 64]
