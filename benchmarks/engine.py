@@ -11,10 +11,9 @@ of the two dask figures.
 
 The dask.distributed row runs the same flow with ``--backend dask`` (an embedded cluster of
 two worker processes, as the local backend has two) and compares it with the local backend.
-Both are timed the same way, best of `--repeat` alternating runs: the marginal cost per task
-between a run of N tasks and a run
-of ``--small`` tasks, so neither pays its start-up (process pool, cluster) in the figure;
-the start-up itself is printed beside it.
+Both are timed the same way, best of ``--repeat`` alternating runs: the marginal cost per
+task between a run of N tasks and a run of ``--small`` tasks, so neither pays its start-up
+(process pool, cluster) in the figure; the start-up itself is printed beside it.
 """
 
 from __future__ import annotations
