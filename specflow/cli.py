@@ -123,6 +123,8 @@ def run(
         _load_builtins()
         _check_backend(backend)
         opt_ins = runs.opt_ins_of(allow_shell=allow_shell)
+        if explain and not reuse:
+            _fail("--explain compares with an earlier run: give it with --reuse EARLIER")
         if reuse and (dry_run or explain):
             if _reuse_preview(spec, set_ or [], imports or [], reuse, opt_ins, dry_run, explain):
                 return EXIT_OK

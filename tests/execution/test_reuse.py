@@ -201,3 +201,9 @@ def test_a_resumed_reusing_run_still_reruns_below_its_own_work(tmp_path: Path) -
     assert by_line == {"stage1": "reused", "stage2 value=2": "done", "stage3": "done"}
     assert out.read_text().splitlines() == ["stage1", "stage2 value=1", "stage3",
                                             "stage2 value=2", "stage3"]
+
+
+def test_explain_needs_reuse(tmp_path: Path) -> None:
+    r = cli("run", QUICKSTART, "--explain", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "--explain compares with an earlier run" in r.stderr
