@@ -47,10 +47,11 @@ ImportOpt = Annotated[
                  "(a bare NAME finds NAME.py in the current directory), repeatable."),
 ]
 BackendOpt = Annotated[
-    str | None, typer.Option("--backend", "-b", help="Where tasks run: inline | local | slurm.")
+    str | None,
+    typer.Option("--backend", "-b", help="Where tasks run: inline | local | slurm | dask."),
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option(min=1, help="Worker processes of the local backend (>= 1).")
+    int | None, typer.Option(min=1, help="Worker processes of the local and dask backends (>= 1).")
 ]
 KeepGoingOpt = Annotated[
     bool | None,
@@ -156,6 +157,9 @@ def run(
     set_: SetOpt = None,
     backend: BackendOpt = None,
     workers: WorkersOpt = None,
+    dask_address: Annotated[str | None, typer.Option(
+        help="dask: connect to the scheduler at tcp://HOST:PORT instead of an embedded cluster."
+    )] = None,
     run_dir: Annotated[str | None, typer.Option(
         help="Where the run's files go (default: a new folder under .specflow/runs).")] = None,
     keep_going: KeepGoingOpt = None,
@@ -171,6 +175,12 @@ def run(
     progress: ProgressOpt = True,
     quiet: QuietOpt = False,
     events_log: EventsLogOpt = None,
+    reuse: Annotated[list[str] | None, typer.Option(
+        help="Reuse tasks done in this earlier run (run dir or checkpoint); repeatable."
+    )] = None,
+    explain: Annotated[bool, typer.Option(
+        help="With --reuse: name the spec fields that differ from the earlier run."
+    )] = False,
 ) -> None:
     """Build SPEC and run it, recording every finished task in a checkpoint."""
 
@@ -178,22 +188,27 @@ def run(
         from specflow import run as runs
 
         _load_builtins()
-        if backend is not None and backend not in ("inline", "local", "slurm"):
-            _fail(f"--backend {backend}: expected inline, local or slurm")
+        _check_backend(backend)
         opt_ins = runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval)
         if as_json and not dry_run:
             _fail("--json goes with --dry-run (a run's JSON is `specflow status RUN --json`)")
+        if explain and not reuse:
+            _fail("--explain compares with an earlier run: give it with --reuse EARLIER")
+        if reuse and (dry_run or explain):
+            if _reuse_preview(spec, set_ or [], imports or [], reuse, opt_ins, dry_run, explain):
+                return EXIT_OK
         if dry_run:
             sys.dont_write_bytecode = True  # not even the imported modules' caches
             loaded, source, _ = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
             return _print_dry_run(spec, runs.count_tasks(prepared.target), as_json)
         cli_settings = {"backend": backend, "workers": workers, "keep_going": keep_going,
-                        "max_attempts": max_attempts}
+                        "max_attempts": max_attempts,
+                        "backend_settings": {"address": dask_address}}
         report, rdir = runs.run_spec(
             spec, overrides=set_ or [], imports=imports or [], cli_settings=cli_settings,
             run_dir=run_dir, opt_ins=opt_ins, progress=progress, quiet=quiet,
-            listeners=_event_listeners(events_log),
+            listeners=_event_listeners(events_log), reuse=reuse or [],
         )
         _summary(report, rdir)
         return report.exit_code
@@ -241,6 +256,7 @@ def resume(
         help="Resume even if the spec file or an imported module changed.")] = False,
     backend: BackendOpt = None,
     workers: WorkersOpt = None,
+    dask_address: Annotated[str | None, typer.Option(help="dask: scheduler tcp://HOST:PORT.")] = None,
     keep_going: KeepGoingOpt = None,
     allow_shell: AllowShellOpt = False,
     allow_eval: AllowEvalOpt = False,
@@ -256,12 +272,12 @@ def resume(
         from specflow import run as runs
 
         _load_builtins()
-        if backend is not None and backend not in ("inline", "local", "slurm"):
-            _fail(f"--backend {backend}: expected inline, local or slurm")
+        _check_backend(backend)
         report, rdir, skipped = runs.resume_run(
             checkpoint, force=force, progress=progress, quiet=quiet,
             opt_ins=runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval),
-            cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going},
+            cli_settings={"backend": backend, "workers": workers, "keep_going": keep_going,
+                          "backend_settings": {"address": dask_address}},
             say=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True),
             listeners=_event_listeners(events_log),
         )
@@ -272,13 +288,56 @@ def resume(
     raise typer.Exit(_guard(body))
 
 
+def _reuse_preview(spec: str, overrides: list[str], imports: list[str], reuse: list[str],
+                   opt_ins: frozenset[str], dry_run: bool, explain: bool) -> bool:
+    """``--explain`` and ``--dry-run`` with ``--reuse``; True when nothing should run."""
+    from specflow import run as runs
+    from specflow.execution.reuse import spec_differences
+
+    loaded, source, _ = runs.load(spec, overrides, imports)
+    source_runs = runs.open_reuse(reuse)
+    assert source_runs is not None
+    try:
+        if explain:
+            for path, old in source_runs.specs():
+                diff = spec_differences(old, loaded)
+                out.print(f"differs from {path}: " + ("nothing" if not diff else ""),
+                          markup=False, highlight=False)
+                for d in diff:
+                    out.print(f"  {d}", markup=False, highlight=False)
+        if not dry_run:
+            return False
+        prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
+        counts = runs.count_with_reuse(prepared.target, source_runs)
+    finally:
+        source_runs.close()
+    t = Table(title=f"{spec}: tasks per operation (dry run, reusing {len(reuse)} run(s))",
+              title_justify="left")
+    for c, j in (("operation", "left"), ("run", "right"), ("reused", "right")):
+        t.add_column(c, justify=j)  # type: ignore[arg-type]
+    for op, (n_run, n_reused) in counts.items():
+        t.add_row(op, f"{n_run:,}", f"{n_reused:,}")
+    t.add_row("[bold]total[/]", f"[bold]{sum(c[0] for c in counts.values()):,}[/]",
+              f"[bold]{sum(c[1] for c in counts.values()):,}[/]")
+    out.print(t)
+    return True
+
+
+def _check_backend(backend: str | None) -> None:
+    from specflow.backends import BACKEND_NAMES
+
+    if backend is not None and backend not in BACKEND_NAMES:
+        _fail(f"--backend {backend}: expected one of {', '.join(BACKEND_NAMES)}")
+
+
 def _summary(report: Any, rdir: Path) -> None:
     t = Table(title=f"run {report.status} in {report.duration:,.2f} s", title_justify="left")
     t.add_column("operation")
-    for c in ("done", "failed", "retried", "cached"):
+    cols = ("done", "failed", "retried", "cached", "reused")
+    for c in cols:
         t.add_column(c, justify="right")
     for op, c in sorted(report.counts.items()):
-        t.add_row(op, *(f"{c.get(k, 0):,}" for k in ("done", "failed", "retried", "cached")))
+        t.add_row(op, *(f"{c.get(k, 0):,}" for k in cols))
     out.print(t)
     if report.duplicates:
         out.print(f"{report.duplicates:,} duplicate task(s) ran once")
@@ -509,7 +568,8 @@ def types(
         if exact:
             e = exact[0]
             sig = e.signature()
-            _line(f"{e.name}{sig if sig else '(...)'}")
+            pure = getattr(getattr(e.fn, "options", None), "pure", False)
+            _line(f"{e.name}{sig if sig else '(...)'}{'  (pure)' if pure else ''}")
             _line(f"  versions: {e.versions} · from {e.module}")
             doc = inspect.getdoc(e.fn) or ""
             if doc:

@@ -136,6 +136,30 @@ def uninstall() -> None:
     _HELD = None
 
 
+class _External:
+    """A semaphore of another kind (e.g. a dask.distributed one) seen as the ones above."""
+
+    def __init__(self, sem: Any, maxvalue: int) -> None:
+        self.sem = sem
+        self.maxvalue = maxvalue
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return bool(self.sem.acquire())
+
+    def release(self) -> None:
+        self.sem.release()
+
+
+def install_external(semaphores: Mapping[str, tuple[Any, int]]) -> None:
+    """Used where another engine runs the tasks (dask workers): bound each resource by an
+    object with ``acquire()``/``release()`` and its limit."""
+    _INSTALLED.clear()
+    for name, (sem, n) in semaphores.items():
+        if name not in RESOURCES:
+            raise ValueError(f"unknown resource {name!r}; expected one of {', '.join(RESOURCES)}")
+        _INSTALLED[name] = _External(sem, int(n))
+
+
 def installed() -> dict[str, int]:
     """Resources bounded in this process, with their limits (none outside workers)."""
     return {name: int(lock.maxvalue) for name, lock in _INSTALLED.items()}

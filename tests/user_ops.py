@@ -124,3 +124,92 @@ class FailChunksBelow(VolumetricOperation):
         if idx.start[0] < self.x:
             raise ValueError(f"this chunk is refused (it starts at x={idx.start[0]})")
         return super().__call__(idx, **kwargs)
+
+
+@specflow.register("test.gated_append")
+@specflow.taskable_operation
+def gated_append(path: str, line: str, gate: str, started: str, wait_s: float = 300.0) -> str:
+    """Note that it started (``started``: one line with this process's pid), then wait until
+    the file ``gate`` exists (at most ``wait_s``), then append ``line`` to ``path``."""
+    append(started, f"{line} {os.getpid()}")
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate {gate} never opened")
+        time.sleep(0.01)
+    return append(path, line)
+
+
+@specflow.register("test.free_then_gated")
+@specflow.flow_schema
+def free_then_gated(path: str, gate: str, started: str, n_free: int,
+                    n_gated: int) -> Generator[Any, Any, None]:
+    """``n_free`` appends, a barrier, then ``n_gated`` appends that wait for ``gate``."""
+    for i in range(n_free):
+        yield append.make_task(path=path, line=f"free{i}")
+    yield specflow.Dependency()
+    for i in range(n_gated):
+        yield gated_append.make_task(path=path, line=f"gated{i}", gate=gate, started=started)
+
+
+@specflow.flow_schema
+def _fail_then_append(path: str) -> Generator[Any, Any, None]:
+    yield fail.make_task(message="planned failure")
+    yield specflow.Dependency()
+    yield append.make_task(path=path, line="after-failure")
+
+
+@specflow.flow_schema
+def _appends(path: str, n: int, prefix: str) -> Generator[Any, Any, None]:
+    for i in range(n):
+        yield append.make_task(path=path, line=f"{prefix}{i}")
+
+
+@specflow.register("test.partly_failing")
+@specflow.flow_schema
+def partly_failing(path: str, n: int = 5) -> Generator[Any, Any, None]:
+    """A branch whose first task fails (its later task depends on it) beside an independent
+    branch of ``n`` appends."""
+    yield _fail_then_append(path=path)
+    yield _appends(path=path, n=n, prefix="ok")
+
+
+@specflow.register("test.death_among_others")
+@specflow.flow_schema
+def death_among_others(path: str, marker: str, n: int = 6) -> Generator[Any, Any, None]:
+    """A task that kills its worker the first time, yielded among ``n`` appends."""
+    half = n // 2
+    for i in range(half):
+        yield append.make_task(path=path, line=f"ok{i}")
+    yield die_once.make_task(marker=marker)
+    for i in range(half, n):
+        yield append.make_task(path=path, line=f"ok{i}")
+
+
+@specflow.register("test.pure_square")
+@specflow.taskable_operation(pure=True)
+def pure_square(x: int, log: str) -> int:
+    """Pure (its value depends on ``x`` only); ``log`` lets a test see that it ran."""
+    append(log, str(x))
+    return x * x
+
+
+@specflow.register("test.sum_of_pure_squares")
+@specflow.flow_schema
+def sum_of_pure_squares(n: int, log: str, out: str) -> Generator[Any, Any, None]:
+    tasks = [pure_square.make_task(x=i, log=log) for i in range(n)]
+    yield tasks
+    values = yield specflow.Dependency(tasks)
+    yield append.make_task(path=out, line=str(sum(values)))
+
+
+@specflow.register("test.three_stages")
+@specflow.flow_schema
+def three_stages(out: str, value: int, gate: str, started: str) -> Generator[Any, Any, None]:
+    """Stage 1 (never changes), stage 2 (changes with ``value``), then stage 3 (same task
+    whatever ``value`` is, but after stage 2; it waits for ``gate``)."""
+    yield append.make_task(path=out, line="stage1")
+    yield specflow.Dependency()
+    yield append.make_task(path=out, line=f"stage2 value={value}")
+    yield specflow.Dependency()
+    yield gated_append.make_task(path=out, line="stage3", gate=gate, started=started)

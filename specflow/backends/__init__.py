@@ -6,7 +6,7 @@ from typing import Any
 
 from specflow.backends.base import Backend, BackendContext, JobRecord, Outcome
 
-BACKEND_NAMES = ("inline", "local", "slurm")
+BACKEND_NAMES = ("inline", "local", "slurm", "dask")
 
 
 def make_backend(name: str, **settings: Any) -> Backend:
@@ -24,6 +24,10 @@ def make_backend(name: str, **settings: Any) -> Backend:
 
         backend: Backend = make_slurm_backend(**settings)
         return backend
+    if name == "dask":
+        from specflow.backends.dask import make_dask_backend
+
+        return make_dask_backend(**settings)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
 
 

@@ -70,6 +70,11 @@ class JobRecord:
     n_tasks: int = 0
     log_path: str | None = None
     updated: float = field(default_factory=time.time)
+    #: seconds its tasks ran, and seconds the job held its allocation (when known)
+    busy_s: float | None = None
+    allocated_s: float | None = None
+    #: something worth telling about the job (e.g. that it drained near its time limit)
+    note: str | None = None
 
 
 @dataclass

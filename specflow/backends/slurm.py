@@ -22,6 +22,7 @@ when a cluster's state is wiped, so folders are never shared between drivers).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import math
 import os
@@ -145,18 +146,62 @@ def _decode(buf: bytes) -> tuple[list[tuple[str, bytes]], int]:
     return out, pos
 
 
-def run_job(stream: str, imports: Sequence[str], payload: bytes) -> list[Outcome]:
+#: stream records that are not a task's outcome start with this
+_NOTE = "!"
+
+
+def _note(kind: str, **data: Any) -> bytes:
+    payload = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    rec = pickle.dumps((_NOTE + kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(rec)) + rec
+
+
+def _slurm_end_time(limit_s: float | None) -> float | None:
+    """When this job must be done: SLURM's end time for it (``SLURM_JOB_END_TIME``, or
+    ``EndTime`` from ``scontrol``), but no later than ``limit_s`` after it started (SLURM
+    rounds limits up to whole minutes; the limit asked for is the one kept). Without SLURM's
+    word, ``limit_s`` from now."""
+    times: dict[str, float] = {}
+    for key, env in (("EndTime", "SLURM_JOB_END_TIME"), ("StartTime", "SLURM_JOB_START_TIME")):
+        with contextlib.suppress(KeyError, ValueError):
+            times[key] = float(os.environ[env])
+    jid = os.environ.get("SLURM_JOB_ID")
+    if "EndTime" not in times and jid and shutil.which("scontrol"):
+        try:
+            proc = _run(["scontrol", "show", "job", jid], timeout=20)
+            for key in ("StartTime", "EndTime"):
+                m = re.search(rf"\b{key}=(\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d)", proc.stdout)
+                if m:
+                    times[key] = time.mktime(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+        except (OSError, subprocess.SubprocessError, ValueError, OverflowError):
+            pass
+    ends = [times["EndTime"]] if "EndTime" in times else []
+    if limit_s:
+        ends.append(times.get("StartTime", time.time()) + limit_s)
+    return min(ends) if ends else None
+
+
+def run_job(stream: str, imports: Sequence[str], payload: bytes,
+            plan: dict[str, Any] | None = None) -> list[Outcome]:
     """The body of one SLURM job: import the user's modules, unpickle the tasks, run them
     one after another, append each outcome to ``stream`` as it finishes, and return the
     outcomes. A job that runs again (requeued) skips the tasks its stream already holds.
-    On SIGTERM (scancel, preemption) the running task may finish, no new one starts."""
+    On SIGTERM (scancel, preemption) the running task may finish, no new one starts.
+
+    ``plan`` makes the job walltime-aware: ``limit_s`` (its time limit), ``expected``
+    (seconds per operation, from the run so far) and ``margin_s``. A task whose expected
+    duration (the longest this job saw of its operation, else the run's mean, else its
+    ``runtime_limit_sec``) would not fit before the job's end is not started: the job notes
+    in its stream that it drained and returns, and the driver hands the rest to a new job."""
+    began = time.time()
     import_modules(imports)
     tasks: list[Task] = pickle.loads(payload)
     done: dict[str, Outcome] = {}
     try:
         with open(stream, "rb") as f:
             for task_id, inner in _decode(f.read())[0]:
-                done[task_id] = _unpickle_outcome(task_id, inner)
+                if not task_id.startswith(_NOTE):
+                    done[task_id] = _unpickle_outcome(task_id, inner)
     except FileNotFoundError:
         pass
     stopping: list[int] = []
@@ -166,16 +211,32 @@ def run_job(stream: str, imports: Sequence[str], payload: bytes) -> list[Outcome
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_term) if in_main else None
+    end = _slurm_end_time(plan.get("limit_s")) if plan and plan.get("limit_s") else None
+    expected: dict[str, float] = dict((plan or {}).get("expected") or {})
+    margin = float((plan or {}).get("margin_s") or 0.0)
+    longest: dict[str, float] = {}
     fd = os.open(stream, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        for task in tasks:
+        if plan:
+            os.write(fd, _note("begin", at=began, end=end))
+        for i, task in enumerate(tasks):
             if stopping:
                 break
             if task.id in done:
                 continue
+            if end is not None:
+                need = longest.get(task.operation) or expected.get(task.operation) \
+                    or task.runtime_limit_sec
+                left = end - time.time()
+                if need is not None and need + margin > left:
+                    os.write(fd, _note("drain", at=time.time(), left_s=left, need_s=need,
+                                       remaining=len(tasks) - i))
+                    break
             outcome = run_task(task)
             os.write(fd, _encode(outcome))
             done[task.id] = outcome
+            took = max(0.0, outcome.finished - outcome.started)
+            longest[task.operation] = max(longest.get(task.operation, 0.0), took)
     finally:
         os.close(fd)
         if in_main:
@@ -197,6 +258,11 @@ class _Job:
     offset: int = 0
     ended_at: float | None = None
     last_seen: float = 0.0
+    #: walltime: when the worker began, the work its tasks did, whether it drained
+    began: float | None = None
+    busy: float = 0.0
+    last_finished: float = 0.0
+    drained: str | None = None
 
 
 def parse_time_limit(value: int | float | str | None) -> int:
@@ -227,6 +293,29 @@ def parse_time_limit(value: int | float | str | None) -> int:
     if seconds <= 0:
         raise ValueError(f"time_limit must be positive, got {value!r}")
     return max(1, math.ceil(seconds / 60))
+
+
+def parse_time_limit_s(value: int | float | str | None) -> int:
+    """Seconds from the forms :func:`parse_time_limit` reads (a number is minutes)."""
+    if isinstance(value, str) and not isinstance(value, bool):
+        text = value.strip()
+        m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+        if m:
+            days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+            assert a is not None
+            if days is not None:
+                seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+            elif c is not None:
+                seconds = a * 3600 + (b or 0) * 60 + c
+            elif b is not None:
+                seconds = a * 60 + b
+            else:
+                seconds = a * 60
+            if seconds > 0:
+                return seconds
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return max(1, math.ceil(value * 60))
+    return parse_time_limit(value) * 60
 
 
 def _run(cmd: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -324,6 +413,8 @@ class SlurmBackend(Backend):
         use_srun: bool = False,
         poll_interval: float = POLL_S,
         job_name: str | None = None,
+        min_job_minutes: float | None = None,
+        walltime_margin_s: float | None = None,
     ) -> None:
         if mem_gb is not None and mem is not None:
             raise ValueError("give mem_gb or mem, not both")
@@ -337,6 +428,14 @@ class SlurmBackend(Backend):
             raise ValueError(f"cpus_per_task must be at least 1, got {cpus_per_task}")
         self.partition = partition
         self.time_limit_min = parse_time_limit(time_limit)
+        self.time_limit_s = parse_time_limit_s(time_limit)
+        if min_job_minutes is not None and min_job_minutes < 0:
+            raise ValueError(f"min_job_minutes must be >= 0, got {min_job_minutes}")
+        self.min_job_s = (min_job_minutes or 0.0) * 60
+        #: a job starts no task that would end closer than this to its time limit
+        self.walltime_margin_s = (walltime_margin_s if walltime_margin_s is not None
+                                  else min(60.0, max(1.0, self.time_limit_s * 0.1)))
+        self.drained_jobs = 0
         self.cpus_per_task = cpus_per_task
         self.mem = mem if mem is not None else (_mem_text(mem_gb) if mem_gb is not None else None)
         self.gres = gres
@@ -418,8 +517,11 @@ class SlurmBackend(Backend):
             params["gres"] = self.gres
         if self.setup:
             params["setup"] = list(self.setup)
-        if self.sbatch_options:
-            params["additional_parameters"] = dict(self.sbatch_options)
+        extra = dict(self.sbatch_options)
+        if self.time_limit_s % 60:  # a limit in seconds: SLURM reads MM:SS
+            extra.setdefault("time", f"{self.time_limit_s // 60}:{self.time_limit_s % 60:02d}")
+        if extra:
+            params["additional_parameters"] = extra
         ex.update_parameters(**params)
         return ex
 
@@ -529,8 +631,13 @@ class SlurmBackend(Backend):
         per = self._estimate(tasks)
         if per is not None:
             # but not so much work in one job that it nears the time limit
-            max_work = min(MAX_JOB_WORK_S, self.time_limit_min * 60 / 2)
+            max_work = min(MAX_JOB_WORK_S, self.time_limit_s / 2)
             cap = min(cap, max(1, int(max_work / max(per, 1e-4))))
+            if self.min_job_s:
+                # few enough jobs that each runs for a useful while
+                fits = max(1, int((self.time_limit_s - self.walltime_margin_s) / max(per, 1e-4)))
+                size = max(size, min(fits, math.ceil(self.min_job_s / max(per, 1e-4))))
+                cap = max(cap, min(size, fits))
         return max(1, min(size, cap, n))
 
     def _flush(self) -> None:
@@ -557,9 +664,10 @@ class SlurmBackend(Backend):
         for group in groups:
             streams.append(self._dir / "streams" / f"{uuid.uuid4().hex}.out")
             payloads.append(cloudpickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
+        plans = [self._plan(group) for group in groups]
         try:
             submitted = self._executor.map_array(
-                run_job, [str(s) for s in streams], [imports] * len(groups), payloads
+                run_job, [str(s) for s in streams], [imports] * len(groups), payloads, plans
             )
         except Exception as exc:  # noqa: BLE001 - sbatch refused: the tasks come back lost
             # (a controller that is restarting recovers; a bad setting fails again on every
@@ -590,6 +698,12 @@ class SlurmBackend(Backend):
             self._in_jobs += job.n_tasks
             self._updates[job.job_id] = JobRecord(job.job_id, "PENDING", job.n_tasks,
                                                   str(job.log))
+
+    def _plan(self, group: Sequence[Task]) -> dict[str, Any]:
+        """What a job needs to be walltime-aware (see :func:`run_job`)."""
+        ops = {t.operation for t in group}
+        return {"limit_s": self.time_limit_s, "margin_s": self.walltime_margin_s,
+                "expected": {op: self._durations[op][0] for op in ops if op in self._durations}}
 
     # -- watching -------------------------------------------------------------------------
     def _scan_interval(self) -> float:
@@ -623,8 +737,26 @@ class SlurmBackend(Backend):
             f.seek(job.offset)
             records, used = _decode(f.read(size - job.offset))
         job.offset += used
+        for tid, inner in records:
+            if tid.startswith(_NOTE):
+                self._noted(job, tid[len(_NOTE):], inner)
         self._take(job, [_unpickle_outcome(tid, inner) for tid, inner in records
                          if tid in job.tasks])
+
+    def _noted(self, job: _Job, kind: str, inner: bytes) -> None:
+        try:
+            data = pickle.loads(inner)
+        except Exception:  # noqa: BLE001 - a damaged note only loses the note
+            return
+        if kind == "begin":
+            job.began = float(data.get("at") or 0.0) or None
+        elif kind == "drain":
+            left = float(data.get("left_s") or 0.0)
+            need = float(data.get("need_s") or 0.0)
+            job.drained = (f"drained with {left:.0f} s left: {data.get('remaining')} task(s) "
+                           f"of about {need:.1f} s each handed to a new job")
+            self.drained_jobs += 1
+            self._set_state(job, "DRAINING")
 
     def _take(self, job: _Job, outcomes: Iterable[Outcome]) -> None:
         for o in outcomes:
@@ -633,6 +765,8 @@ class SlurmBackend(Backend):
                 continue  # a requeued job reporting a task again
             self._in_jobs -= 1
             o.log_path = str(job.log)
+            job.busy += max(0.0, o.finished - o.started)
+            job.last_finished = max(job.last_finished, o.finished)
             self._learn(task.operation, o)
             self._ready.append(o)
         if not job.tasks:
@@ -733,6 +867,9 @@ class SlurmBackend(Backend):
                 self._take(job, value)
                 if job.job_id not in self._jobs:
                     return
+                if job.drained:
+                    self._requeue(job)
+                    return
             elif kind == "error":
                 self._fail_job(job, str(value))
                 return
@@ -740,6 +877,16 @@ class SlurmBackend(Backend):
         if time.monotonic() - job.ended_at < grace:
             return
         self._lose_job(job)
+
+    def _requeue(self, job: _Job) -> None:
+        """A job that drained before its time limit: the tasks it did not start go to a new
+        job. They were never attempted, so nothing is counted against them."""
+        rest = list(job.tasks.values())
+        self._in_jobs -= len(rest)
+        job.tasks.clear()
+        self._buffer[:0] = rest
+        self._last_submit = 0.0
+        self._finish(job, "COMPLETED")
 
     def _fail_job(self, job: _Job, trace: str) -> None:
         """The job's Python code failed outside any task (e.g. a user module did not
@@ -790,7 +937,15 @@ class SlurmBackend(Backend):
         if state == job.state:
             return
         job.state = state
-        self._updates[job.job_id] = JobRecord(job.job_id, state, job.n_tasks, str(job.log))
+        rec = JobRecord(job.job_id, state, job.n_tasks, str(job.log))
+        if job.began is not None and state in TERMINAL_STATES:
+            # allocated: from the worker's start to its last task (or to now)
+            end = max(job.last_finished, job.began)
+            if state != "COMPLETED" or end <= job.began:
+                end = max(end, time.time())
+            rec.busy_s, rec.allocated_s = job.busy, max(end - job.began, job.busy)
+        rec.note = job.drained
+        self._updates[job.job_id] = rec
 
     # -- introspection (tests, benchmarks) ------------------------------------------------
     @property
@@ -814,7 +969,7 @@ def _mem_text(mem_gb: float) -> str:
 _SETTINGS = {
     "partition", "time_limit", "cpus_per_task", "mem_gb", "mem", "gres", "tasks_per_job",
     "array_parallelism", "max_jobs_in_flight", "setup", "sbatch_options", "folder", "python",
-    "use_srun", "poll_interval", "job_name",
+    "use_srun", "poll_interval", "job_name", "min_job_minutes", "walltime_margin_s",
 }
 _ALIASES = {"additional_parameters": "sbatch_options", "slurm_additional_parameters":
             "sbatch_options", "extra": "sbatch_options", "slurm_setup": "setup"}

@@ -433,13 +433,13 @@ class Checkpoint:
 
     @_locked
     def done(self) -> tuple[set[str], dict[str, str]]:
-        """The ids of done tasks, and the stored return values of those that have one (one
-        scan; done is final: a done row is never followed by another row of its id)."""
+        """The ids of done (or reused) tasks, and the stored return values of those that have
+        one (one scan; done is final: a done row is never followed by another row of its id)."""
         ids: set[str] = set()
         values: dict[str, str] = {}
         with self._reading():
             for tid, value in self.conn.exec_driver_sql(
-                "SELECT id, value_json FROM tasks WHERE status = 'done'"
+                "SELECT id, value_json FROM tasks WHERE status IN ('done', 'reused')"
             ):
                 if not isinstance(tid, str) or not (value is None or isinstance(value, str)):
                     raise CheckpointError(f"{self.path}: damaged checkpoint (a task row)")
@@ -447,6 +447,12 @@ class Checkpoint:
                 if value is not None:
                     values[tid] = value
         return ids, values
+
+    def reused_ids(self) -> set[str]:
+        """The ids of tasks this run recorded as reused (not executed by it)."""
+        with self._reading():
+            return {tid for (tid,) in self.conn.exec_driver_sql(
+                "SELECT id FROM tasks WHERE status = 'reused'")}
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -579,6 +585,21 @@ class Checkpoint:
                 "log_path = COALESCE(excluded.log_path, jobs.log_path)",
                 rows,
             )
+            usage = [(j.job_id, getattr(j, "busy_s", None), getattr(j, "allocated_s", None),
+                      getattr(j, "note", None)) for j in jobs]
+            usage = [u for u in usage if u[1] is not None or u[3] is not None]
+            if usage:
+                # busy and allocated seconds per job (for efficiency in `status`): a table of
+                # its own, so checkpoints without it read as before
+                self.conn.exec_driver_sql(
+                    "CREATE TABLE IF NOT EXISTS job_usage (job_id TEXT PRIMARY KEY, "
+                    "busy_s REAL, allocated_s REAL, note TEXT)")
+                self.conn.exec_driver_sql(
+                    "INSERT INTO job_usage (job_id, busy_s, allocated_s, note) VALUES "
+                    "(?,?,?,?) ON CONFLICT(job_id) DO UPDATE SET "
+                    "busy_s = COALESCE(excluded.busy_s, job_usage.busy_s), "
+                    "allocated_s = COALESCE(excluded.allocated_s, job_usage.allocated_s), "
+                    "note = COALESCE(excluded.note, job_usage.note)", usage)
             self.conn.commit()
 
     @_locked
@@ -589,7 +610,18 @@ class Checkpoint:
     @_locked
     def jobs(self) -> list[dict[str, Any]]:
         with self._reading():
-            return [dict(r) for r in self.conn.execute(sa.select(jobs_table)).mappings()]
+            rows = [dict(r) for r in self.conn.execute(sa.select(jobs_table)).mappings()]
+            has_usage = self.conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'job_usage'"
+            ).first() is not None
+            usage = {}
+            if has_usage:
+                usage = {jid: (b, a, n) for jid, b, a, n in self.conn.exec_driver_sql(
+                    "SELECT job_id, busy_s, allocated_s, note FROM job_usage")}
+        for r in rows:
+            b, a, n = usage.get(r["job_id"], (None, None, None))
+            r["busy_s"], r["allocated_s"], r["note"] = b, a, n
+        return rows
 
     def start_autoflush(self, max_age: float = MAX_RECORD_DELAY) -> None:
         """Commit buffered rows from a thread once the oldest is ``max_age`` seconds old, so

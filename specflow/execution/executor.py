@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specflow.backends.base import Backend, BackendContext, Outcome
+from specflow.execution.cache import MISSING as _CACHE_MISSING
+from specflow.execution.cache import is_pure
 from specflow.execution.checkpoint import Checkpoint, FlowRow
 from specflow.execution.events import Event, EventBus
+from specflow.execution.reuse import MISSING as _REUSE_MISSING
 from specflow.execution.values import ValueNotStored
 from specflow.flow.core import Dependency, Flow, FlowSchema, TaskableOperation
 from specflow.flow.summary import summarise
@@ -108,7 +111,7 @@ class RunReport:
 class _FlowRun:
     __slots__ = (
         "flow", "gen", "parent", "pending", "waiting", "wait_target", "exhausted",
-        "failed", "closed", "result", "name", "stages",
+        "failed", "closed", "result", "name", "stages", "executed", "tainted",
     )
 
     def __init__(self, flow: Flow, parent: _FlowRun | None) -> None:
@@ -124,6 +127,10 @@ class _FlowRun:
         self.result: Any = None
         self.name: str = str(flow.name)
         self.stages: list[Any] | None = None  # the root's: what it yielded, in order
+        # reuse: this flow (or a flow under it) yielded work that runs in this run; past a
+        # barrier on such work, nothing below the flow is reused
+        self.executed = False
+        self.tainted: bool = parent.tainted if parent is not None else False
 
 
 class _TaskState:
@@ -154,8 +161,16 @@ class Executor:
         progress: Any = None,
         context: BackendContext | None = None,
         batch_size: int = 256,
+        reuse: Any = None,
+        cache: Any = None,
     ) -> None:
         self.backend = backend
+        #: values of pure operations (:class:`specflow.execution.cache.ResultCache`)
+        self.cache = cache
+        #: done work of earlier runs (:class:`specflow.execution.reuse.ReuseSource`)
+        self.reuse = reuse
+        self._executed: set[str] = set()
+        self._preloaded_reused: set[str] = set()
         self.checkpoint = checkpoint
         self.keep_going = keep_going
         self.retry = retry or RetryPolicy()
@@ -188,6 +203,9 @@ class Executor:
         self._runnable.append(self._root)
         if self.checkpoint is not None:
             self._preloaded, self._preloaded_values = self.checkpoint.done()
+            if self.reuse is not None:
+                # resuming a run that reuses: what it executed itself still bars reuse below
+                self._preloaded_reused = self.checkpoint.reused_ids()
             self.checkpoint.set_status("running")
             self.checkpoint.start_autoflush()
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
@@ -317,6 +335,7 @@ class Executor:
             if self.checkpoint is not None:
                 self.checkpoint.flush()
             target = fr.wait_target.target
+            self._past_barrier(fr, fr.wait_target)
             fr.wait_target = None
             try:
                 send = self._value_of(target)
@@ -351,6 +370,7 @@ class Executor:
                     fr.waiting = waiting
                     fr.wait_target = item
                     return False
+                self._past_barrier(fr, item)
                 if self.checkpoint is not None and self.checkpoint.pending():
                     self.checkpoint.flush()
                 try:
@@ -397,12 +417,16 @@ class Executor:
         tid = task.id
         if tid in self._done:
             self.report.duplicates += 1
+            if self.reuse is not None and tid in self._executed:
+                self._mark_executed(fr)
             return
         st = self._active.get(tid)
         if st is not None:
             self.report.duplicates += 1
             st.parents.append(fr)
             fr.pending.add(tid)
+            if self.reuse is not None:
+                self._mark_executed(fr)
             return
         if tid in self._failed:
             fr.failed = True
@@ -419,12 +443,88 @@ class Executor:
                     self._values[tid] = _Unavailable(f"task {tid[:12]} ({task.operation}): {exc}")
             self.report.resumed_done += 1
             self._count(task.operation, "cached")
+            if self.reuse is not None and tid not in self._preloaded_reused:
+                self._executed.add(tid)
+                self._mark_executed(fr)
             return
+        if self.cache is not None and self._from_cache(task):
+            return
+        if self.reuse is not None:
+            if not fr.tainted and self._reused(task):
+                return
+            self._executed.add(tid)
+            self._mark_executed(fr)
         st = _TaskState(task)
         st.parents.append(fr)
         self._active[tid] = st
         fr.pending.add(tid)
         heapq.heappush(self._ready, (-task.priority, next(self._seq), st))
+
+    # -- reuse of earlier runs' work -----------------------------------------------------
+    def _reused(self, task: Task) -> bool:
+        """Record ``task`` as reused when an earlier run did it (see ReuseSource)."""
+        tid = task.id
+        try:
+            value = self.reuse.lookup(task)
+        except (ValueNotStored, ValueError) as exc:
+            value = _Unavailable(f"task {tid[:12]} ({task.operation}) of an earlier run: {exc}")
+        if value is _REUSE_MISSING:
+            return False
+        self._done.add(tid)
+        stored = None if type(value) is _Unavailable else value
+        if value is not None:
+            self._values[tid] = value
+        self._count(task.operation, "reused")
+        if self.checkpoint is not None:
+            self.checkpoint.record(tid, task.operation, "reused", 0, None, None, value=stored)
+        return True
+
+    def _from_cache(self, task: Task) -> bool:
+        """A pure task whose value is cached is not run (its value is all it gives)."""
+        if not is_pure(task):
+            return False
+        value = self.cache.get(task.id)
+        if value is _CACHE_MISSING:
+            return False
+        tid = task.id
+        self._done.add(tid)
+        if value is not None:
+            self._values[tid] = value
+        self._count(task.operation, "reused")
+        if self.checkpoint is not None:
+            self.checkpoint.record(tid, task.operation, "reused", 0, None, None, value=value,
+                                   worker="cache")
+        return True
+
+    @staticmethod
+    def _mark_executed(fr: _FlowRun | None) -> None:
+        while fr is not None and not fr.executed:
+            fr.executed = True
+            fr = fr.parent
+
+    def _past_barrier(self, fr: _FlowRun, dep: Dependency) -> None:
+        """``fr`` goes on past ``dep``: if it waited on work executed in this run, nothing it
+        yields from here on is reused."""
+        if self.reuse is None or fr.tainted:
+            return
+        if dep.target is None:
+            fr.tainted = fr.executed
+            return
+        for k in self._keys_of_done(fr, dep.target):
+            if k:
+                fr.tainted = True
+                return
+
+    def _keys_of_done(self, fr: _FlowRun, target: Any) -> Iterable[bool]:
+        if isinstance(target, Task):
+            yield target.id in self._executed
+        elif isinstance(target, Flow):
+            # a finished child flow has left fr.pending: fall back to what fr knows
+            found = [c for c in fr.pending if isinstance(c, _FlowRun) and c.flow is target]
+            yield found[0].executed if found else fr.executed
+        elif isinstance(target, (list, tuple)):
+            for t in target:
+                yield from self._keys_of_done(fr, t)
 
     # -- dependencies ------------------------------------------------------------------
     def _keys_of(self, fr: _FlowRun, target: Any) -> Iterable[Any]:
@@ -545,6 +645,8 @@ class Executor:
         self._done.add(tid)
         if o.value is not None:
             self._values[tid] = o.value
+        if self.cache is not None and is_pure(task):
+            self.cache.put(tid, o.value)
         self._count(task.operation, "done")
         if self.checkpoint is not None:
             self.checkpoint.record(
@@ -735,6 +837,7 @@ class Executor:
         if c is None:
             c = self.report.counts[op] = {
                 "submitted": 0, "done": 0, "failed": 0, "retried": 0, "cached": 0,
+                "reused": 0,
             }
         c[key] += 1
 

@@ -62,10 +62,17 @@ class TaskOptions:
     #: ``summary(**kwargs) -> str``: a short description of one task's arguments (see
     #: :mod:`specflow.flow.summary`); without it the arguments are listed, cut short
     summary: Callable[..., str] | None = None
+    #: names of the arguments that are outputs (layers or paths the task writes); a task
+    #: reused from an earlier run needs them to still exist
+    outputs: tuple[str, ...] = ()
+    #: the value depends only on the arguments and the task writes nothing: its value may
+    #: be cached across runs
+    pure: bool = False
 
     @classmethod
     def of(cls, **options: Any) -> TaskOptions:
         options["transient"] = _as_conditions(options.get("transient"))
+        options["outputs"] = tuple(options.get("outputs") or ())
         return cls(**options)
 
 
@@ -85,7 +92,9 @@ class TaskableOperation:
         functools.update_wrapper(self, fn)
         self._identity_cache: Any = None
         self.dry_run = dry_run
-        self.pure = pure
+        self.pure = pure or self.options.pure
+        if pure and not self.options.pure:
+            self.options = dataclasses.replace(self.options, pure=True)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -184,17 +193,21 @@ def taskable_operation(
     dry_run: Callable[..., Any] | None = None,
     pure: bool = False,
     summary: Callable[..., str] | None = None,
+    outputs: Iterable[str] = (),
 ) -> Any:
     """Make ``fn`` an operation (usable bare or with options).
 
-    For dry runs: ``pure=True`` says ``fn`` has no side effects (a dry run calls it for its
-    value); ``dry_run=g`` gives a side-effect-free ``g`` taking the same arguments that returns
-    what ``fn`` would return. Without either, a dry run does not know the task's value.
-    ``summary(**kwargs)`` gives a short description of a task's arguments for failure lines
-    and reports."""
+    ``pure=True`` says ``fn`` has no side effects and its value depends only on its
+    arguments: a dry run calls it for its value, and its values are cached across runs.
+    ``dry_run=g`` gives a side-effect-free ``g`` taking the same arguments that returns what
+    ``fn`` would return (for dry runs); without either, a dry run does not know the task's
+    value. ``summary(**kwargs)`` gives a short description of a task's arguments for failure
+    lines and reports. ``outputs`` names the arguments it writes to (a reused task needs them
+    to still exist)."""
     options = TaskOptions.of(
         operation_name=operation_name, priority=priority, runtime_limit_sec=runtime_limit_sec,
-        max_attempts=max_attempts, transient=transient, summary=summary,
+        max_attempts=max_attempts, transient=transient, summary=summary, outputs=outputs,
+        pure=pure,
     )
 
     def deco(f: Callable[..., Any]) -> TaskableOperation:

@@ -107,7 +107,8 @@ def _summary(
     return out
 
 
-volume_summary = TaskableOperation(_summary, operation_name="volume_summary")
+volume_summary = TaskableOperation(_summary, operation_name="volume_summary",
+                                   outputs=("png_path",))
 
 
 @register("volume_summary")

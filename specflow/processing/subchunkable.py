@@ -300,7 +300,7 @@ def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
 
 
 process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk",
-                                  summary=_chunk_summary)
+                                  summary=_chunk_summary, outputs=("dst",))
 
 
 def _reduce_chunk(
@@ -343,7 +343,7 @@ def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
 
 
 reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
-                                 summary=_part_summary)
+                                 summary=_part_summary, outputs=("dst",))
 
 
 # --------------------------------------------------------------------------- driver-side tasks
@@ -370,7 +370,7 @@ def _prepare_dst_dry(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
 
 
 prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst",
-                                dry_run=_prepare_dst_dry)
+                                dry_run=_prepare_dst_dry, outputs=("dst",))
 
 
 def _staging_chunk(n: int) -> int:

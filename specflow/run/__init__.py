@@ -5,8 +5,10 @@ from specflow.run.api import (
     RUN_ROOT_ENV,
     PreparedRun,
     count_tasks,
+    count_with_reuse,
     execute,
     load,
+    open_reuse,
     opt_ins_of,
     prepare,
     resume_run,
@@ -20,6 +22,7 @@ from specflow.run.settings import RunSettings
 
 __all__ = [
     "RUN_ROOT_ENV", "ExecutionRequest", "PreparedRun", "Run", "RunSettings", "checkpoint_path",
-    "count_tasks", "execute", "honest_status", "load", "opt_ins_of", "prepare", "resume_run",
+    "count_tasks", "count_with_reuse", "execute", "honest_status", "load", "open_reuse",
+    "opt_ins_of", "prepare", "resume_run",
     "run_root", "run_spec", "spec_hash",
 ]

@@ -23,15 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from specflow.backends import Backend, BackendContext, make_backend
-from specflow.backends.base import DriverInterrupt
+from specflow.backends.base import DriverInterrupt, Outcome
+from specflow.backends.dask import DaskUnavailable
 from specflow.builder import build, import_user_module
 from specflow.builder.build import locate
 from specflow.builder.imports import resolve_import
+from specflow.execution.cache import ResultCache
 from specflow.execution.checkpoint import Checkpoint
 from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
+from specflow.execution.reuse import ReuseSource
 from specflow.flow.runnable import check_runnable
+from specflow.flow.task import Task
 from specflow.run.entries import ExecutionRequest
 from specflow.run.index import remember
 from specflow.run.record import Run, file_sha256, import_record, say_default
@@ -45,6 +49,11 @@ Say = Callable[[str], None]
 
 def run_root() -> Path:
     return Path(os.environ.get(RUN_ROOT_ENV) or Path.cwd() / ".specflow" / "runs").absolute()
+
+
+def cache_dir() -> Path:
+    """Where pure operations' values are cached: ``cache/`` beside the run root."""
+    return run_root().parent / "cache"
 
 
 def spec_hash(spec: Any) -> str:
@@ -134,17 +143,23 @@ def drive(
     imports: Sequence[str] = (),
     quiet: bool = False,
     final_table: bool = False,
+    reuse: ReuseSource | None = None,
+    cache: ResultCache | None | bool = True,
 ) -> RunReport:
     """Execute ``target`` under ``settings``, recording into ``run``'s checkpoint.
 
     ``progress`` shows the live table; what tasks print is shown unless ``quiet``;
     ``final_table`` prints the table once at the end (callers that print their own summary
-    leave it off)."""
+    leave it off). With ``reuse``, tasks done in earlier runs are recorded as reused instead
+    of run."""
     if backend is None:
         bs = dict(settings.backend_settings)
-        if settings.backend == "local" and settings.workers:
+        if settings.backend in ("local", "dask") and settings.workers:
             bs["workers"] = settings.workers
-        backend = make_backend(settings.backend, **bs)
+        try:
+            backend = make_backend(settings.backend, **bs)
+        except (ValueError, DaskUnavailable) as exc:
+            raise SpecError(f"backend {settings.backend}: {exc}", path="backend") from None
     bus = EventBus()
     for listener in listeners:
         bus.subscribe(listener)
@@ -165,10 +180,14 @@ def drive(
     executor = Executor(
         backend, checkpoint=ckpt, keep_going=settings.keep_going,
         retry=settings.retry_policy(), events=bus, progress=prog, context=ctx,
-        batch_size=settings.batch_size or 256,
+        batch_size=settings.batch_size or 256, reuse=reuse,
+        cache=ResultCache(cache_dir()) if cache is True else (cache or None),
     )
-    with _stop_signals():
-        return executor.run(target)
+    try:
+        with _stop_signals():
+            return executor.run(target)
+    except DaskUnavailable as exc:
+        raise SpecError(f"backend {settings.backend}: {exc}") from None
 
 
 def execute(
@@ -233,9 +252,52 @@ def execute(
 
 
 # -- dry runs -----------------------------------------------------------------------------
+class CountingBackend(Backend):
+    """Completes every task at once without running it: for ``--dry-run`` counts."""
+
+    name = "dry-run"
+
+    def __init__(self, values: Callable[[str], Any] | None = None) -> None:
+        self._done: list[Outcome] = []
+        #: the stand-in value of a task that would run (default: None)
+        self._values = values
+
+    def capacity(self) -> int:
+        return 4096
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        values = self._values
+        self._done.extend(Outcome(t.id, True, values(t.id) if values else None) for t in tasks)
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        out, self._done = self._done, []
+        return out
+
+    def in_flight(self) -> int:
+        return len(self._done)
+
+
 def count_tasks(target: Any) -> DryRunResult:
     """The tasks per operation a real run of ``target`` executes, running none."""
     return dry_run(target)
+
+
+def count_with_reuse(target: Any, reuse: ReuseSource) -> dict[str, tuple[int, int]]:
+    """Per operation, how many tasks ``target`` would run and how many it would reuse from
+    ``reuse`` (the executor's own reuse rule decides). A task that would run hands its flow
+    the value the earlier run recorded for it, so the counts are exact for flows whose
+    shape does not depend on those values changing."""
+    report = Executor(CountingBackend(reuse.earlier_value), batch_size=4096,
+                      reuse=reuse).run(target)
+    if report.failures:
+        raise SpecError(report.failures[0].error)
+    return {op: (c.get("submitted", 0), c.get("reused", 0))
+            for op, c in sorted(report.counts.items())}
+
+
+def open_reuse(paths: Sequence[str | Path]) -> ReuseSource | None:
+    """The done work of the earlier runs ``paths`` (run dirs or checkpoints), or None."""
+    return ReuseSource(paths) if paths else None
 
 
 # -- from a spec file ---------------------------------------------------------------------
@@ -254,8 +316,10 @@ def run_spec(
     progress: bool = True,
     listeners: Sequence[Callable[[Event], None]] = (),
     quiet: bool = False,
+    reuse: Sequence[str | Path] = (),
 ) -> tuple[RunReport, Path]:
-    """Build and run a spec file in a new run. A spec that does not build creates no run."""
+    """Build and run a spec file in a new run. A spec that does not build creates no run.
+    ``reuse``: earlier runs whose done tasks are recorded as reused instead of run again."""
     spec, source, records = load(path, overrides, imports)
     opt = frozenset(opt_ins)
     prepared = prepare(spec, source, opt_ins=opt)
@@ -263,17 +327,29 @@ def run_spec(
                                  backend_settings=prepared.backend_settings, opt_ins=opt)
     digest = spec_hash(spec)
     rdir = Path(run_dir) if run_dir else run_root() / new_run_id(digest)
-    run = Run.create(
-        rdir, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
-        spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
-        settings=settings,
-    )
-    remember(run_root(), run.run_dir)
+    if reuse:
+        # absolute, so that a resume (which reopens them) finds them from anywhere
+        cli_settings = {**(cli_settings or {}),
+                        "reuse": [str(ReuseSource([p]).close_and_path()) for p in reuse]}
+        settings = RunSettings.merge(prepared.settings, cli_settings,
+                                     backend_settings=prepared.backend_settings, opt_ins=opt)
+    source_runs = open_reuse(settings.reuse)
     try:
-        report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
-                       listeners=listeners, imports=[r["name"] for r in records], quiet=quiet)
+        run = Run.create(
+            rdir, spec=spec, spec_hash=digest, spec_file=str(Path(path).resolve()),
+            spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
+            settings=settings,
+        )
+        remember(run_root(), run.run_dir)
+        try:
+            report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                           listeners=listeners, imports=[r["name"] for r in records],
+                           quiet=quiet, reuse=source_runs)
+        finally:
+            run.close()
     finally:
-        run.close()
+        if source_runs is not None:
+            source_runs.close()
     return report, run.run_dir
 
 
@@ -327,9 +403,14 @@ def resume_run(
                                 f"never taken from a checkpoint; pass {flags} again") from None
             raise
         settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
+        source_runs = open_reuse(settings.reuse)
         run.checkpoint.set_status("resuming", new_attempt=True)
-        report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
-                       listeners=listeners, imports=names, quiet=quiet)
+        try:
+            report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                           listeners=listeners, imports=names, quiet=quiet, reuse=source_runs)
+        finally:
+            if source_runs is not None:
+                source_runs.close()
     finally:
         try:
             run.close()

@@ -81,3 +81,27 @@ def execute_on_slurm(
         "array_parallelism": array_parallelism, "max_jobs_in_flight": max_jobs_in_flight,
         "setup": setup, "sbatch_options": sbatch_options,
     })
+
+
+@register("execute_on_dask")
+def execute_on_dask(
+    target: Any,
+    address: str | None = None,
+    workers: int | None = None,
+    keep_going: bool | None = None,
+    max_attempts: int | None = None,
+    retry_backoff: float | None = None,
+    transient_errors: list[Any] | None = None,
+    semaphores: dict[str, int] | None = None,
+    resources: dict[str, float] | None = None,
+    max_batch: int | None = None,
+    connect_timeout: float | None = None,
+) -> ExecutionRequest:
+    """Run ``target`` on dask.distributed: an embedded cluster of ``workers`` processes on
+    this machine, or the existing scheduler at ``address`` (``tcp://HOST:PORT``)."""
+    return request(target, {
+        "backend": "dask", "workers": workers, "keep_going": keep_going,
+        "max_attempts": max_attempts, "retry_backoff": retry_backoff,
+        "transient_errors": transient_errors, "semaphores": semaphores,
+    }, {"address": address, "resources": resources, "max_batch": max_batch,
+        "connect_timeout": connect_timeout})

@@ -16,7 +16,7 @@ from specflow.execution.executor import RetryPolicy
 from specflow.flow.task import TransientErrorCondition
 from specflow.spec import SpecError
 
-BACKEND_NAMES = ("inline", "local", "slurm")
+BACKEND_NAMES = ("inline", "local", "slurm", "dask")
 RESOURCE_NAMES = ("read", "write", "cpu", "cuda")
 #: opt-in name -> its command-line flag
 OPT_INS = {"shell": "--allow-shell", "eval": "--allow-eval"}
@@ -38,6 +38,8 @@ class RunSettings:
     opt_ins: frozenset[str] = frozenset()
     #: settings of the backend itself (e.g. SLURM partition), from the spec
     backend_settings: Mapping[str, Any] = field(default_factory=dict)
+    #: checkpoints of earlier runs whose done tasks this run reuses (``--reuse``)
+    reuse: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self)
@@ -54,7 +56,12 @@ class RunSettings:
         """Spec settings overridden by the command line's (``None`` means "not given")."""
         values: dict[str, Any] = {}
         names = {f.name for f in dataclasses.fields(cls)} - {"opt_ins", "backend_settings"}
-        for source, where in ((spec or {}), "spec"), ((cli or {}), "command line"):
+        cli = dict(cli or {})
+        # backend settings given on the command line (e.g. --dask-address) win over the spec's
+        backend_settings = {**(backend_settings or {}),
+                            **{k: v for k, v in (cli.pop("backend_settings", None) or {}).items()
+                               if v is not None}}
+        for source, where in ((spec or {}), "spec"), (cli, "command line"):
             for k, v in source.items():
                 if v is None:
                     continue
@@ -65,6 +72,8 @@ class RunSettings:
             values["transient_errors"] = conditions(values["transient_errors"])
         if "semaphores" in values:
             values["semaphores"] = dict(values["semaphores"])
+        if "reuse" in values:
+            values["reuse"] = tuple(str(p) for p in values["reuse"])
         return cls(**values, opt_ins=frozenset(opt_ins),
                    backend_settings=dict(backend_settings or {}))
 
@@ -84,6 +93,7 @@ class RunSettings:
             "semaphores": dict(self.semaphores), "batch_size": self.batch_size,
             "backend_settings": dict(self.backend_settings),
             "opt_ins_at_start": sorted(self.opt_ins),
+            "reuse": list(self.reuse),
         }
 
     @classmethod
