@@ -489,8 +489,9 @@ class SubchunkableApplyFlow:
         common = {"op": self.op, "op_kwargs": self.op_kwargs, "levels": plan.levels,
                   "region": region, "subchunk_threads": self.subchunk_threads}
         if direct:
+            maker = process_chunk.task_maker(dst=self.dst, **common)
             for chunk in region.iter_chunks(top.chunk):
-                yield process_chunk.make_task(chunk=chunk, dst=self.dst, **common)
+                yield maker.make_task(chunk=chunk)
             yield Dependency()
             return
         path = self.staging_path()
@@ -501,8 +502,9 @@ class SubchunkableApplyFlow:
         yield create
         staged = yield Dependency(create)
         staging = TSLayer(staged)
+        maker = process_chunk.task_maker(staging=staging, **common)
         for chunk in region.iter_chunks(top.chunk):
-            yield process_chunk.make_task(chunk=chunk, staging=staging, **common)
+            yield maker.make_task(chunk=chunk)
         yield Dependency()
         if top.mode == "defer":
             return
@@ -516,9 +518,10 @@ def _reduce(
     staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
     stored: IVec3, offset: IVec3, max_size: IVec3 | None,
 ) -> Generator[Any, Any, None]:
+    maker = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top,
+                                    mode=mode)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
-        yield reduce_chunk.make_task(staging=staging, dst=dst, region=region, top=top,
-                                     mode=mode, part=part)
+        yield maker.make_task(part=part)
     yield Dependency()
 
 
