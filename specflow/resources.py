@@ -19,10 +19,20 @@ _SEMAPHORES: dict[str, Any] = {}
 _LIMITS: dict[str, int] = {}
 
 
+#: modules the fork server imports once (before it forks any worker and before it runs any
+#: thread of theirs), so that each worker starts with them instead of importing them itself
+#: (tensorstore and numpy take about a second of CPU to import)
+WORKER_PRELOAD = ("__main__", "numpy", "tensorstore", "specflow.backends.base",
+                  "specflow.processing")
+
+
 def mp_context() -> Any:
     """The multiprocessing context of specflow's worker processes: a fork server, because
-    forking a process that has started threads (tensorstore, BLAS) is unsafe."""
-    return multiprocessing.get_context("forkserver")
+    forking a process that has started threads (tensorstore, BLAS) is unsafe. The server
+    itself only imports :data:`WORKER_PRELOAD` (importing starts no tensorstore thread)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    return ctx
 
 
 def configure_semaphores(limits: dict[str, int]) -> None:

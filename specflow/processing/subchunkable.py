@@ -42,6 +42,7 @@ from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.ids import task_digest_of
 from specflow.processing.blending import BLEND_MODES, Combiner, neighbours
 from specflow.processing.operations import as_operation, crop_pad
+from specflow.processing.order import local_order
 from specflow.resources import semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import TSLayer, forget_layer, kv_read, kv_write, kvstore_url
@@ -490,7 +491,7 @@ class SubchunkableApplyFlow:
                   "region": region, "subchunk_threads": self.subchunk_threads}
         if direct:
             maker = process_chunk.task_maker(dst=self.dst, **common)
-            for chunk in region.iter_chunks(top.chunk):
+            for chunk in local_order(region, top.chunk):
                 yield maker.make_task(chunk=chunk)
             yield Dependency()
             return
@@ -503,7 +504,7 @@ class SubchunkableApplyFlow:
         staged = yield Dependency(create)
         staging = TSLayer(staged)
         maker = process_chunk.task_maker(staging=staging, **common)
-        for chunk in region.iter_chunks(top.chunk):
+        for chunk in local_order(region, top.chunk):
             yield maker.make_task(chunk=chunk)
         yield Dependency()
         if top.mode == "defer":
