@@ -64,6 +64,11 @@ def limits() -> dict[str, int]:
     return dict(_LIMITS)
 
 
+def is_bounded(name: str) -> bool:
+    """Whether resource ``name`` has a semaphore in this process."""
+    return name in _SEMAPHORES
+
+
 @contextmanager
 def semaphore(name: str) -> Iterator[None]:
     """Hold one unit of resource ``name`` for the duration of the block."""

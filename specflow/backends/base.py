@@ -14,12 +14,14 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specflow.flow.completion import collecting
 from specflow.flow.task import Task
 
 
@@ -180,9 +182,42 @@ def run_task(task: Task) -> Outcome:
 _now = time.time
 
 
+#: tasks of a batch whose deferred writes may be in flight at once (bounds their memory)
+MAX_DEFERRED_TASKS = 8
+
+
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
-    """Run tasks one after another; one outcome each, in order."""
-    return [run_task(t) for t in tasks]
+    """Run tasks one after another; one outcome each, in order. A task may leave its writes
+    in flight (:func:`specflow.flow.completion.defer`): they overlap the next tasks, and each
+    task's outcome is settled (done only once its writes are) before the batch returns."""
+    outcomes: list[Outcome] = []
+    pending: deque[tuple[int, list[Any]]] = deque()
+    for t in tasks:
+        with collecting() as futures:
+            outcomes.append(run_task(t))
+        if futures:
+            pending.append((len(outcomes) - 1, futures))
+            if len(pending) > MAX_DEFERRED_TASKS:
+                _settle(outcomes, *pending.popleft())
+    while pending:
+        _settle(outcomes, *pending.popleft())
+    return outcomes
+
+
+def _settle(outcomes: list[Outcome], i: int, futures: list[Any]) -> None:
+    """Wait for task ``i``'s deferred futures; a failure makes its outcome a failure."""
+    o = outcomes[i]
+    for fut in futures:
+        try:
+            fut.result()
+        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+            if o.ok:
+                o = Outcome(o.task_id, False, error=f"{type(exc).__name__}: {exc}",
+                            exc_types=_exc_types(exc), traceback=traceback.format_exc(),
+                            started=o.started, finished=_now(), worker=o.worker)
+    if o.ok:
+        o.finished = max(o.finished, _now())
+    outcomes[i] = o
 
 
 def import_modules(imports: Sequence[str]) -> None:

@@ -38,12 +38,13 @@ import numpy.typing as npt
 import tensorstore as ts
 
 from specflow.builder.registry import register
+from specflow.flow.completion import defer
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.ids import task_digest_of
 from specflow.processing.blending import BLEND_MODES, Combiner, neighbours
 from specflow.processing.operations import as_operation, crop_pad
 from specflow.processing.order import local_order
-from specflow.resources import semaphore
+from specflow.resources import is_bounded, semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, Vec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import TSLayer, forget_layer, kv_read, kv_write, kvstore_url
 
@@ -321,10 +322,14 @@ def _process_chunk(
     data = compute_chunk(op, op_kwargs, levels, chunk, subchunk_threads)
     with semaphore("write"):
         if staging is not None:
-            staging.write(_slot(chunk, region, levels[0]), data)
+            written = staging.write_async(_slot(chunk, region, levels[0]), data)
         else:
             assert dst is not None
-            dst.write(chunk, data)
+            written = dst.write_async(chunk, data)
+        # the worker waits for the write before it reports the task, or we do; a bounded
+        # write semaphore bounds writes in flight, so it is held until this one is durable
+        if is_bounded("write") or not defer(written):
+            written.result()
 
 
 process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk")
