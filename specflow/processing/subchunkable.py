@@ -364,7 +364,9 @@ def _reduce_chunk(
             low, high = neighbours(chunk, region)
             combiner.add(out_idx, fut.result(), low, high, data_idx=inter)
     with semaphore("write"):
-        dst.write(part, combiner.result())
+        written = dst.write_async(part, combiner.result())
+        if is_bounded("write") or not defer(written):
+            written.result()
 
 
 reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk")
@@ -383,22 +385,19 @@ def _prepare_dst(dst: TSLayer, resolution: list[float]) -> dict[str, Any]:
 prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepare_dst")
 
 
-def _staging_chunk(n: int) -> int:
-    d = _largest_divisor_at_most(n, 64)
-    return d if d >= 16 or d == n else n
-
-
 def _create_staging(
     path: str, grid: list[int], top: Level, resolution: list[float], dtype: str,
     num_channels: int, region: VolumetricIndex,
 ) -> str:
-    """Create the staging array: one slot of (chunk + 2 * blend) voxels per top-level chunk."""
+    """Create the staging array: one slot of (chunk + 2 * blend) voxels per top-level chunk,
+    stored as one chunk (one file, one durable write per task; reductions read slots whole,
+    through the cache)."""
     slot = top.output
     layer = TSLayer(
         path, format="zarr3", info_dtype=dtype, info_num_channels=num_channels,
         info_resolution=resolution, info_voxel_offset=[0, 0, 0],
         info_size=[g * p for g, p in zip(grid, slot, strict=True)],
-        info_chunk_size=[_staging_chunk(p) for p in slot], info_overwrite=True,
+        info_chunk_size=list(slot), info_overwrite=True,
     )
     layer.prepare_for_write(resolution)
     record = {"region": {"resolution": list(region.resolution), "start": list(region.start),
