@@ -182,8 +182,10 @@ def run_task(task: Task) -> Outcome:
 _now = time.time
 
 
-#: tasks of a batch whose deferred writes may be in flight at once (bounds their memory)
-MAX_DEFERRED_TASKS = 8
+#: deferred writes of a batch in flight at once: at most this many tasks' and this many bytes
+#: (the oldest are waited for first)
+MAX_DEFERRED_TASKS = 32
+MAX_DEFERRED_BYTES = 256 * 1024 * 1024
 
 
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
@@ -192,22 +194,26 @@ def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
     task's outcome is settled (done only once its writes are) before the batch returns."""
     outcomes: list[Outcome] = []
     pending: deque[tuple[int, list[Any]]] = deque()
+    held = 0
     for t in tasks:
         with collecting() as futures:
             outcomes.append(run_task(t))
         if futures:
             pending.append((len(outcomes) - 1, futures))
-            if len(pending) > MAX_DEFERRED_TASKS:
-                _settle(outcomes, *pending.popleft())
+            held += sum(n for _, n in futures)
+            while len(pending) > MAX_DEFERRED_TASKS or (held > MAX_DEFERRED_BYTES
+                                                        and len(pending) > 1):
+                held -= _settle(outcomes, *pending.popleft())
     while pending:
         _settle(outcomes, *pending.popleft())
     return outcomes
 
 
-def _settle(outcomes: list[Outcome], i: int, futures: list[Any]) -> None:
-    """Wait for task ``i``'s deferred futures; a failure makes its outcome a failure."""
+def _settle(outcomes: list[Outcome], i: int, futures: list[Any]) -> int:
+    """Wait for task ``i``'s deferred futures (a failure makes its outcome a failure); the
+    bytes they held."""
     o = outcomes[i]
-    for fut in futures:
+    for fut, _ in futures:
         try:
             fut.result()
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure
@@ -218,6 +224,7 @@ def _settle(outcomes: list[Outcome], i: int, futures: list[Any]) -> None:
     if o.ok:
         o.finished = max(o.finished, _now())
     outcomes[i] = o
+    return sum(n for _, n in futures)
 
 
 def import_modules(imports: Sequence[str]) -> None:

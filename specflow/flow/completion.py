@@ -28,7 +28,8 @@ def _stack() -> list[list[Any]]:
 
 @contextmanager
 def collecting() -> Iterator[list[Any]]:
-    """Collect the futures that code run inside defers to this caller (this thread only)."""
+    """Collect the ``(future, nbytes)`` that code run inside defers to this caller (this
+    thread only)."""
     futures: list[Any] = []
     stack = _stack()
     stack.append(futures)
@@ -38,11 +39,12 @@ def collecting() -> Iterator[list[Any]]:
         stack.pop()
 
 
-def defer(future: Any) -> bool:
+def defer(future: Any, nbytes: int = 0) -> bool:
     """Hand ``future`` to the runner collecting in this thread; ``False`` when none is (the
-    caller must then wait for it)."""
+    caller must then wait for it). ``nbytes``: the memory it holds until it completes (the
+    runner bounds the sum)."""
     stack = _stack()
     if not stack:
         return False
-    stack[-1].append(future)
+    stack[-1].append((future, int(nbytes)))
     return True

@@ -328,7 +328,7 @@ def _process_chunk(
             written = dst.write_async(chunk, data)
         # the worker waits for the write before it reports the task, or we do; a bounded
         # write semaphore bounds writes in flight, so it is held until this one is durable
-        if is_bounded("write") or not defer(written):
+        if is_bounded("write") or not defer(written, data.nbytes):
             written.result()
 
 
@@ -364,8 +364,9 @@ def _reduce_chunk(
             low, high = neighbours(chunk, region)
             combiner.add(out_idx, fut.result(), low, high, data_idx=inter)
     with semaphore("write"):
-        written = dst.write_async(part, combiner.result())
-        if is_bounded("write") or not defer(written):
+        out = combiner.result()
+        written = dst.write_async(part, out)
+        if is_bounded("write") or not defer(written, out.nbytes):
             written.result()
 
 

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 
 import specflow
-from specflow.backends.base import MAX_DEFERRED_TASKS, run_batch, run_task
+from specflow.backends.base import MAX_DEFERRED_BYTES, MAX_DEFERRED_TASKS, run_batch, run_task
 from specflow.flow.completion import defer
 
 _POOL = cf.ThreadPoolExecutor(4)
@@ -20,10 +20,10 @@ def _write_after(returned: threading.Event, path: str, fail: bool) -> None:
 
 
 @specflow.taskable_operation
-def write_later(path: str, fail: bool = False) -> str:
+def write_later(path: str, fail: bool = False, nbytes: int = 0) -> str:
     returned = threading.Event()
     fut = _POOL.submit(_write_after, returned, path, fail)
-    if not defer(fut):
+    if not defer(fut, nbytes):
         returned.set()
         fut.result()
         return path
@@ -51,3 +51,12 @@ def test_without_a_collecting_runner_the_task_waits_itself(tmp_path: Path) -> No
     DEFERRED.clear()
     o = run_task(write_later.make_task(path=str(tmp_path / "one.txt")))
     assert o.ok and not DEFERRED and (tmp_path / "one.txt").read_text() == "written"
+
+
+def test_deferred_bytes_are_bounded_and_still_settled(tmp_path: Path) -> None:
+    DEFERRED.clear()
+    tasks = [write_later.make_task(path=str(tmp_path / f"{i}.txt"), nbytes=MAX_DEFERRED_BYTES)
+             for i in range(4)]
+    outcomes = run_batch(tasks)
+    assert len(DEFERRED) == 4 and all(o.ok for o in outcomes)
+    assert all((tmp_path / f"{i}.txt").read_text() == "written" for i in range(4))
