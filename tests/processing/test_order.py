@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,24 +39,32 @@ def test_local_order_is_lazy_and_refuses_a_region_it_does_not_tile() -> None:
         next(local_order(whole((10, 10, 10)), (3, 5, 5)))
 
 
-@pytest.mark.parametrize("staged", [False, True])
+@pytest.mark.parametrize("kind", ["direct", "staged", "two_levels"])
 def test_brick_ordered_flow_on_two_workers_equals_the_whole_volume_filter(
-        tmp_path: Path, staged: bool) -> None:
+        tmp_path: Path, kind: str) -> None:
     shape = (48, 40, 56)  # 6 x 5 x 7 chunks of 8: more than one brick along every axis
     src, data = make_volume(tmp_path / "src", shape=shape, chunk=(8, 8, 8), seed=3)
     want = mean_filter(data, radius=2)
     dst = dst_like(tmp_path / "dst", src)
     # staged: every output voxel, blend bands included, has its full context, so the max blend
     # of overlapping outputs is exact
-    extra = ({"processing_crop_pads": [[2, 2, 2]], "processing_blend_pads": [[1, 1, 1]],
-              "processing_blend_modes": "max", "level_intermediaries_dirs": [str(tmp_path / "t")]}
-             if staged else
-             {"processing_crop_pads": [[2, 2, 2]], "skip_intermediaries": True})
+    extra: dict[str, Any] = {
+        "direct": {"processing_chunk_sizes": [[8, 8, 8]], "processing_crop_pads": [[2, 2, 2]],
+                   "skip_intermediaries": True},
+        "staged": {"processing_chunk_sizes": [[8, 8, 8]], "processing_crop_pads": [[2, 2, 2]],
+                   "processing_blend_pads": [[1, 1, 1]], "processing_blend_modes": "max",
+                   "level_intermediaries_dirs": [str(tmp_path / "t")]},
+        # tasks of 16 x 8 x 8 computed as 4^3 sub-chunks with the context (the user chunking
+        # of benchmarks/volume.py, scaled down)
+        "two_levels": {"processing_chunk_sizes": [[16, 8, 8], [4, 4, 4]],
+                       "processing_crop_pads": [[0, 0, 0], [2, 2, 2]],
+                       "skip_intermediaries": True},
+    }[kind]
     flow = build_subchunkable_apply_flow(
         dst=dst, dst_resolution=list(RES), bbox=whole(shape).bbox,
-        processing_chunk_sizes=[[8, 8, 8]], fn=functools.partial(mean_filter, radius=2),
-        op_kwargs={"src": src}, **extra)
+        fn=functools.partial(mean_filter, radius=2), op_kwargs={"src": src}, **extra)
     report = execute(flow, backend="local", workers=2, checkpoint=False)
     assert report.status == "done", [f.error for f in report.failures]
-    assert report.counts["subchunkable.process_chunk"]["done"] == 6 * 5 * 7
+    tasks = 6 * 5 * 7 // (2 if kind == "two_levels" else 1)
+    assert report.counts["subchunkable.process_chunk"]["done"] == tasks
     assert np.array_equal(dst.read(whole(shape)), want)
