@@ -424,29 +424,42 @@ def main() -> None:
     unknown = [k for k in chosen if k not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    times: dict[str, float] = {}
-    print(f"{'method':50s} {'time':>8s} {'MB/s':>8s}  output")
+    runnable = []
     for key in chosen:
-        m = METHODS[key]
-        why = _codec_supported(m.codec)
+        why = _codec_supported(METHODS[key].codec)
         if why is not None:
-            print(f"{m.label:50s} {'-':>8s} {'-':>8s}  not supported: {why}")
-            continue
-        walls, inners, status = [], [], ""
-        for _ in range(args.repeat):
+            print(f"{METHODS[key].label:50s} not supported: {why}")
+        else:
+            runnable.append(key)
+    # rounds over all methods (not all repeats of one method in a row), so that every method
+    # samples the same spells of load on a shared machine
+    walls: dict[str, list[float]] = {k: [] for k in runnable}
+    inners: dict[str, list[float]] = {k: [] for k in runnable}
+    status: dict[str, str] = {}
+    for r in range(args.repeat):
+        for key in runnable:
+            m = METHODS[key]
             wall, inner = run_one(key, d, n)
-            walls.append(wall)
+            walls[key].append(wall)
             if inner is not None:
-                inners.append(inner)
-            status = check(d, m, src, want)
+                inners[key].append(inner)
+            got = check(d, m, src, want)
+            if not status.get(key, "").startswith("WRONG"):
+                status[key] = got
             if m.out:
                 shutil.rmtree(f"{d}/{m.out}", ignore_errors=True)
             shutil.rmtree(f"{d}/staging", ignore_errors=True)
-        t = statistics.median(inners or walls)
+            print(f"  round {r + 1}: {key} {inner if inner is not None else wall:.2f} s", flush=True)
+    times: dict[str, float] = {}
+    print(f"{'method':50s} {'time':>8s} {'MB/s':>8s}  output")
+    for key in runnable:
+        m = METHODS[key]
+        ts = inners[key] or walls[key]
+        t = statistics.median(ts)
         times[key] = t
-        spread = f"[{min(inners or walls):.2f}-{max(inners or walls):.2f}]"
-        note = " (kernel time in process)" if inners else ""
-        print(f"{m.label:50s} {t:7.2f}s {mb / t:8.1f}  {status}{note} {spread}", flush=True)
+        spread = f"[{min(ts):.2f}-{max(ts):.2f}]"
+        note = " (kernel time in process)" if inners[key] else ""
+        print(f"{m.label:50s} {t:7.2f}s {mb / t:8.1f}  {status[key]}{note} {spread}", flush=True)
 
     def ratio(what: str, num: str, den: str, goal: float, higher: bool = True) -> None:
         if num not in times or den not in times:
