@@ -332,23 +332,31 @@ def make_data(d: str, n: int) -> None:
         src[:, x:x + CHUNK].write(op(idx)).result()
 
 
-def _child_env() -> dict[str, str]:
+#: --compare: another specflow tree (e.g. an older checkout) whose rows run beside these
+COMPARE: dict[str, str] = {}
+
+
+def _child_env(tree: str | None = None) -> dict[str, str]:
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, tree, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _base(key: str) -> str:
+    return key.split("@", 1)[0]
 
 
 def run_one(key: str, d: str, n: int) -> tuple[float, float | None]:
     """Run ``key`` in fresh processes: (wall seconds from their start to the end of the
     last one, the time a child reported for itself if any)."""
-    m = METHODS[key]
+    m = METHODS[_base(key)]
     if m.prepare is not None:
         m.prepare(d, n, m.codec)
-    env = _child_env()
+    env = _child_env(COMPARE.get(key))
     t = time.perf_counter()
     procs = [subprocess.Popen(
-        [sys.executable, __file__, "--size", str(n), "--dir", d, "--method", key,
+        [sys.executable, __file__, "--size", str(n), "--dir", d, "--method", _base(key),
          "--part", str(i), "--parts", str(m.procs)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         for i in range(m.procs)]
@@ -397,6 +405,9 @@ def main() -> None:
     p.add_argument("--dir", default=None, help="where the data goes (default: a temp dir)")
     p.add_argument("--only", default=None, help="comma-separated methods: " + ",".join(METHODS))
     p.add_argument("--repeat", type=int, default=3, help="runs per method (the median is shown)")
+    p.add_argument("--compare", default=None, metavar="TREE",
+                   help="also run the specflow rows with the specflow found in TREE (e.g. an "
+                        "older checkout), in the same rounds; their rows are marked @TREE")
     p.add_argument("--method", default=None, help=argparse.SUPPRESS)
     p.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
@@ -420,15 +431,22 @@ def main() -> None:
                    check=True, env=_child_env())
     src = ts_open(f"{d}/src").read().result()
     want = mean5(src)
-    chosen = args.only.split(",") if args.only else DEFAULT
-    unknown = [k for k in chosen if k not in METHODS]
+    chosen = list(args.only.split(",") if args.only else DEFAULT)
+    unknown = [k for k in chosen if _base(k) not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if args.compare:
+        tree = os.path.abspath(args.compare)
+        for key in list(chosen):
+            if key.startswith(("crop", "blend", "copy")):
+                COMPARE[f"{key}@before"] = tree
+                chosen.insert(chosen.index(key) + 1, f"{key}@before")
+        print(f"rows marked @before run the specflow in {tree}")
     runnable = []
     for key in chosen:
-        why = _codec_supported(METHODS[key].codec)
+        why = _codec_supported(METHODS[_base(key)].codec)
         if why is not None:
-            print(f"{METHODS[key].label:50s} not supported: {why}")
+            print(f"{METHODS[_base(key)].label:50s} not supported: {why}")
         else:
             runnable.append(key)
     # rounds over all methods (not all repeats of one method in a row), so that every method
@@ -438,7 +456,7 @@ def main() -> None:
     status: dict[str, str] = {}
     for r in range(args.repeat):
         for key in runnable:
-            m = METHODS[key]
+            m = METHODS[_base(key)]
             wall, inner = run_one(key, d, n)
             walls[key].append(wall)
             if inner is not None:
@@ -453,13 +471,14 @@ def main() -> None:
     times: dict[str, float] = {}
     print(f"{'method':50s} {'time':>8s} {'MB/s':>8s}  output")
     for key in runnable:
-        m = METHODS[key]
+        m = METHODS[_base(key)]
         ts = inners[key] or walls[key]
         t = statistics.median(ts)
         times[key] = t
         spread = f"[{min(ts):.2f}-{max(ts):.2f}]"
         note = " (kernel time in process)" if inners[key] else ""
-        print(f"{m.label:50s} {t:7.2f}s {mb / t:8.1f}  {status[key]}{note} {spread}", flush=True)
+        label = m.label + (" @before" if key in COMPARE else "")
+        print(f"{label:50s} {t:7.2f}s {mb / t:8.1f}  {status[key]}{note} {spread}", flush=True)
 
     def ratio(what: str, num: str, den: str, goal: float, higher: bool = True) -> None:
         if num not in times or den not in times:
@@ -481,6 +500,15 @@ def main() -> None:
     for codec in ("zstd", "blosc", "gzip", "precomputed-gzip"):
         ratio(f"{codec} copy vs {codec} read all + write all", f"copy_{codec}",
               f"limit_{codec}", 0.9)
+    if COMPARE:
+        ratio("@before: crop 64^3 vs bare loop", "crop64@before", "loop", 1.0)
+        ratio(f"@before: crop {USER_CHUNK}^3/64^3 vs bare loop", "crop_user@before", "loop", 1.2)
+        ratio("@before: blend time / crop time", "blend@before", "crop64@before", 1.3,
+              higher=False)
+        ratio("@before: aligned copy vs read all + write all", "copy@before", "limit", 0.9)
+        for codec in ("zstd", "blosc", "gzip"):
+            ratio(f"@before: {codec} copy vs {codec} read all + write all",
+                  f"copy_{codec}@before", f"limit_{codec}", 0.9)
     ratio("crop 64^3 vs dask (throughput)", "crop64", "dask", 0.0)
     ratio("crop 64^3 vs daisy (throughput)", "crop64", "daisy", 0.0)
     ratio("bare loop vs compute only (throughput)", "loop", "compute", 0.0)
