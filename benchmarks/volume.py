@@ -1,30 +1,48 @@
-"""Chunked volume processing: specflow against the I/O limit, a hand-written loop, dask and
-daisy, all on the same data and the same work.
+"""Chunked volume processing on equal terms: specflow against a hand-written loop, the I/O
+limit, dask and daisy, on the same data, the same work, the same cache and the same number
+of processes, every one timed the same way.
 
 The data: an N^3 float32 volume (default 512^3) in zarr, stored in 64^3 chunks without
 compression. The work: a 5^3 mean filter (zeros outside the volume) computed block by block
-over 64^3 blocks with 8 voxels of context, on 2 workers. Every output is checked against the
-filter of the whole volume.
+with 8 voxels of context. Every output is checked against the filter of the whole volume
+(bit-identical; blending to 1e-6).
 
-    python benchmarks/volume.py            # 512^3, a few minutes
-    python benchmarks/volume.py --size 128 # a quick look
+Equal terms:
 
-Each method runs in a fresh Python process (and so does every tensorstore user): the times
-are of the work only, not of interpreter start-up.
+* every tensorstore user opens its arrays through one context per process with a
+  128 MiB cache pool (specflow's default for its layers);
+* two processes do the work: the loop and the read-all + write-all limit run as two
+  processes, each over a contiguous half of the blocks; specflow runs the local backend with
+  2 workers (plus its driver); daisy runs 2 workers; dask runs 2 threads;
+* each method is timed from the start of its processes to the end of the last one (wall
+  clock, interpreter start-up and imports included), and the output is verified after.
+
+    python benchmarks/volume.py                 # 512^3, a few minutes
+    python benchmarks/volume.py --size 128      # a quick look
+    python benchmarks/volume.py --only loop,crop64 --repeat 5
+
+The "user" chunking is the one a user picks for speed here: tasks of 128^3 (2^3 stored
+chunks, written together) computed as 64^3 sub-chunks with the 8-voxel crop pads (two levels:
+processing_chunk_sizes [[128]^3, [64]^3], processing_crop_pads [[0]^3, [8]^3]): an eighth of
+the tasks, each reading its neighbours' context through one worker's cache, while the kernel
+keeps working on 80^3 blocks. (Flat 128^3 chunks need fewer voxels, (144/128)^3 = 1.42x
+against (80/64)^3 = 1.95x, but this kernel runs slower per voxel on blocks that large.)
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
+import dataclasses
 import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +50,9 @@ import numpy as np
 CHUNK = 64
 CONTEXT = 8
 RADIUS = 2
-WORKERS = 2
+PROCESSES = 2
+CACHE_BYTES = 128 * 1024 * 1024
+USER_CHUNK = 128
 
 
 def mean5(block: Any) -> Any:
@@ -44,19 +64,36 @@ def mean5(block: Any) -> Any:
 # --------------------------------------------------------------------------- helpers
 
 
-def ts_open(path: str, **kw: Any) -> Any:
+@functools.cache
+def _context() -> Any:
     import tensorstore as ts
 
-    return ts.open({"driver": "zarr", "kvstore": "file://" + path,
-                    "context": {"cache_pool": {"total_bytes_limit": 0}}}, **kw).result()
+    return ts.Context({"cache_pool": {"total_bytes_limit": CACHE_BYTES}})
 
 
-def ts_create(path: str, n: int) -> None:
+def ts_open(path: str, driver: str = "zarr") -> Any:
+    """An array of this benchmark, through this process's 128 MiB cache pool."""
+    import tensorstore as ts
+
+    spec: dict[str, Any] = {"driver": driver, "kvstore": "file://" + path}
+    store = ts.open(spec, context=_context()).result()
+    if driver == "neuroglancer_precomputed":  # (x, y, z, c) -> (c, x, y, z)
+        store = store[ts.d[3].transpose[0]][ts.d[0].translate_to[0]]
+    return store
+
+
+def _zarr_compressor(codec: str) -> Any:
+    return {"raw": None, "zstd": {"id": "zstd", "level": 3},
+            "blosc": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1},
+            "gzip": {"id": "zlib", "level": 5}}[codec]
+
+
+def ts_create(path: str, n: int, codec: str = "raw") -> None:
     import tensorstore as ts
 
     ts.open({"driver": "zarr", "kvstore": "file://" + path, "metadata": {
         "shape": [1, n, n, n], "chunks": [1, CHUNK, CHUNK, CHUNK], "dtype": "<f4",
-        "compressor": None, "fill_value": 0, "order": "C"},
+        "compressor": _zarr_compressor(codec), "fill_value": 0, "order": "C"},
         "create": True, "delete_existing": True}).result()
 
 
@@ -70,68 +107,69 @@ def read_padded(store: Any, lo: list[int], hi: list[int], n: int) -> Any:
 
 
 def blocks(n: int) -> list[tuple[int, int, int]]:
+    """The 64^3 blocks in x, y, z order (z fastest)."""
     r = range(0, n, CHUNK)
     return [(x, y, z) for x in r for y in r for z in r]
 
 
+def half(items: list[Any], part: int, parts: int) -> list[Any]:
+    """The ``part``-th of ``parts`` contiguous pieces of ``items``."""
+    k = len(items)
+    return items[part * k // parts:(part + 1) * k // parts]
+
+
 # --------------------------------------------------------------------------- the methods
+# Each runs in its own process(es): ``fn(d, n, part, parts, codec)``; ``prepare(d, n,
+# codec)`` runs before the clock starts (creating an empty output, as a user would have).
 
 
-def m_limit(d: str, n: int) -> float:
+def m_limit(d: str, n: int, part: int, parts: int, codec: str) -> None:
     src = ts_open(f"{d}/src")
-    ts_create(f"{d}/out_limit", n)
-    dst = ts_open(f"{d}/out_limit")
-    t = time.perf_counter()
-    data = src.read().result()
-    dst.write(data).result()
-    return time.perf_counter() - t
+    dst = ts_open(f"{d}/out_limit_{codec}")
+    lo, hi = part * n // parts, (part + 1) * n // parts
+    data = src[:, lo:hi].read().result()
+    dst[:, lo:hi].write(data).result()
 
 
-def m_loop(d: str, n: int) -> float:
+def m_loop(d: str, n: int, part: int, parts: int, codec: str) -> None:
     src = ts_open(f"{d}/src")
-    ts_create(f"{d}/out_loop", n)
     dst = ts_open(f"{d}/out_loop")
-
-    def one(start: tuple[int, int, int]) -> None:
-        lo = [s - CONTEXT for s in start]
-        hi = [s + CHUNK + CONTEXT for s in start]
-        out = mean5(read_padded(src, lo, hi, n))[:, CONTEXT:-CONTEXT, CONTEXT:-CONTEXT,
-                                                 CONTEXT:-CONTEXT]
-        x, y, z = start
+    c = CONTEXT
+    for x, y, z in half(blocks(n), part, parts):
+        block = read_padded(src, [x - c, y - c, z - c], [x + CHUNK + c, y + CHUNK + c,
+                                                          z + CHUNK + c], n)
+        out = mean5(block)[:, c:-c, c:-c, c:-c]
         dst[:, x:x + CHUNK, y:y + CHUNK, z:z + CHUNK].write(out).result()
 
+
+def m_compute(d: str, n: int, part: int, parts: int, codec: str) -> float:
+    """The filter of the whole volume in memory, one thread: the time of the kernel alone
+    (returned; the read before it is not counted)."""
+    data = ts_open(f"{d}/src").read().result()
     t = time.perf_counter()
-    with cf.ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(one, blocks(n)))
+    mean5(data)
     return time.perf_counter() - t
 
 
-def m_dask(d: str, n: int) -> float:
+def m_dask(d: str, n: int, part: int, parts: int, codec: str) -> None:
     import dask
     import dask.array as da
 
-    t = time.perf_counter()
     arr = da.from_zarr(f"{d}/src")
     out = arr.map_overlap(mean5, depth={0: 0, 1: CONTEXT, 2: CONTEXT, 3: CONTEXT},
                           boundary=0, dtype=np.float32)
-    with dask.config.set(scheduler="threads", num_workers=WORKERS):
+    with dask.config.set(scheduler="threads", num_workers=PROCESSES):
         out.to_zarr(f"{d}/out_dask", overwrite=True, compressors=None, zarr_format=2)
-    return time.perf_counter() - t
-
-
-@functools.cache
-def _opened(path: str) -> Any:
-    return ts_open(path)
 
 
 def _daisy_block(d: str, n: int, block: Any) -> None:
-    src = _opened(f"{d}/src")
-    dst = _opened(f"{d}/out_daisy")
+    src = ts_open(f"{d}/src")
+    dst = ts_open(f"{d}/out_daisy")
     r, w = block.read_roi, block.write_roi
     lo = list(r.offset)
     hi = [o + s for o, s in zip(r.offset, r.shape, strict=True)]
-    out = mean5(read_padded(src, lo, hi, n))[:, CONTEXT:-CONTEXT, CONTEXT:-CONTEXT,
-                                             CONTEXT:-CONTEXT]
+    c = CONTEXT
+    out = mean5(read_padded(src, lo, hi, n))[:, c:-c, c:-c, c:-c]
     x, y, z = w.offset
     dst[:, x:x + CHUNK, y:y + CHUNK, z:z + CHUNK].write(out).result()
 
@@ -143,24 +181,38 @@ def _importable() -> Any:
     return importlib.import_module("volume")
 
 
-def m_daisy(d: str, n: int) -> float:
+def m_daisy(d: str, n: int, part: int, parts: int, codec: str) -> None:
     import daisy
     from funlib.geometry import Roi
 
-    ts_create(f"{d}/out_daisy", n)
     task = daisy.Task(
         "mean5",
         total_roi=Roi((-CONTEXT,) * 3, (n + 2 * CONTEXT,) * 3),
         read_roi=Roi((0, 0, 0), (CHUNK + 2 * CONTEXT,) * 3),
         write_roi=Roi((CONTEXT,) * 3, (CHUNK,) * 3),
         process_function=functools.partial(_importable()._daisy_block, d, n),
-        read_write_conflict=False, num_workers=WORKERS, fit="valid",
+        read_write_conflict=False, num_workers=PROCESSES, fit="valid",
     )
-    t = time.perf_counter()
-    ok = daisy.run_blockwise([task], progress=False)
-    if ok is False:
+    if daisy.run_blockwise([task], progress=False) is False:
         raise RuntimeError("daisy reported failed blocks")
-    return time.perf_counter() - t
+
+
+def _specflow(d: str, n: int, name: str, codec: str = "raw", fmt: str = "auto",
+              **kw: Any) -> None:
+    from specflow.runs import execute
+
+    from specflow.processing import build_subchunkable_apply_flow
+    from specflow.volumes import BBox3D, build_ts_layer
+
+    src = build_ts_layer(f"{d}/src", readonly=True, cache_bytes=CACHE_BYTES)
+    dst = build_ts_layer(f"{d}/{name}", format=fmt, info_reference_path=f"{d}/src",
+                         info_compression=codec, cache_bytes=CACHE_BYTES)
+    flow = build_subchunkable_apply_flow(
+        dst=dst, dst_resolution=[1, 1, 1], bbox=BBox3D((0, 0, 0), (n, n, n)),
+        op_kwargs={"src": src}, **kw)
+    report = execute(flow, backend="local", workers=PROCESSES, checkpoint=False)
+    if report.status != "done":
+        raise RuntimeError(f"specflow run {report.status}: {report.failures[:1]}")
 
 
 def _mean_fn() -> Any:
@@ -169,57 +221,101 @@ def _mean_fn() -> Any:
     return functools.partial(mean_filter, radius=RADIUS)
 
 
-def _specflow(d: str, n: int, name: str, **kw: Any) -> float:
-    from specflow.processing import build_subchunkable_apply_flow
-    from specflow.run import execute
-    from specflow.volumes import BBox3D, build_ts_layer
-
-    src = build_ts_layer(f"{d}/src")
-    dst = build_ts_layer(f"{d}/{name}", info_reference_path=f"{d}/src")
-    flow = build_subchunkable_apply_flow(
-        dst=dst, dst_resolution=[1, 1, 1], bbox=BBox3D((0, 0, 0), (n, n, n)),
-        op_kwargs={"src": src}, **kw)
-    t = time.perf_counter()
-    report = execute(flow, backend="local", workers=WORKERS, checkpoint=False)
-    if report.status != "done":
-        raise RuntimeError(f"specflow run {report.status}: {report.failures[:1]}")
-    return time.perf_counter() - t
+def m_crop64(d: str, n: int, part: int, parts: int, codec: str) -> None:
+    _specflow(d, n, "out_crop64", fn=_mean_fn(), processing_chunk_sizes=[[CHUNK] * 3],
+              processing_crop_pads=[[CONTEXT] * 3], skip_intermediaries=True)
 
 
-def m_specflow_crop(d: str, n: int) -> float:
-    return _specflow(d, n, "out_sf_crop", fn=_mean_fn(),
-                     processing_chunk_sizes=[[CHUNK] * 3],
-                     processing_crop_pads=[[CONTEXT] * 3], skip_intermediaries=True)
+def m_crop_user(d: str, n: int, part: int, parts: int, codec: str) -> None:
+    size = min(n, USER_CHUNK)
+    _specflow(d, n, "out_crop_user", fn=_mean_fn(),
+              processing_chunk_sizes=[[size] * 3, [CHUNK] * 3],
+              processing_crop_pads=[[0] * 3, [CONTEXT] * 3], skip_intermediaries=True)
 
 
-def m_specflow_blend(d: str, n: int) -> float:
-    return _specflow(d, n, "out_sf_blend", fn=_mean_fn(),
-                     processing_chunk_sizes=[[CHUNK] * 3],
-                     processing_crop_pads=[[CONTEXT // 2] * 3],
-                     processing_blend_pads=[[CONTEXT // 2] * 3],
-                     processing_blend_modes="linear",
-                     level_intermediaries_dirs=[f"{d}/staging"],
-                     max_reduction_chunk_size=[2 * CHUNK] * 3)
+def m_blend(d: str, n: int, part: int, parts: int, codec: str) -> None:
+    _specflow(d, n, "out_blend", fn=_mean_fn(), processing_chunk_sizes=[[CHUNK] * 3],
+              processing_crop_pads=[[CONTEXT // 2] * 3],
+              processing_blend_pads=[[CONTEXT // 2] * 3], processing_blend_modes="linear",
+              level_intermediaries_dirs=[f"{d}/staging"], max_reduction_chunk_size=[2 * CHUNK] * 3)
 
 
-def m_specflow_copy(d: str, n: int) -> float:
+def m_copy(d: str, n: int, part: int, parts: int, codec: str) -> None:
     from specflow.processing import copy
 
     size = min(n, 2 * CHUNK)
-    return _specflow(d, n, "out_sf_copy", fn=copy, processing_chunk_sizes=[[size] * 3],
-                     skip_intermediaries=True)
+    fmt = "precomputed" if codec == "precomputed-gzip" else "auto"
+    _specflow(d, n, f"out_copy_{codec}", codec="gzip" if fmt == "precomputed" else codec,
+              fmt=fmt, fn=copy, processing_chunk_sizes=[[size] * 3], skip_intermediaries=True)
 
 
-METHODS = {
-    "limit": ("(a) tensorstore read all + write all", m_limit, "out_limit"),
-    "loop": ("(b) per-block tensorstore loop, 2 threads", m_loop, "out_loop"),
-    "dask": ("(c) dask map_overlap + to_zarr, 2 threads", m_dask, "out_dask"),
-    "daisy": ("(d) daisy run_blockwise, 2 workers", m_daisy, "out_daisy"),
-    "specflow_crop": ("(e) specflow, crop pads, 2 workers", m_specflow_crop, "out_sf_crop"),
-    "specflow_blend": ("(f) specflow, blend pads, 2 workers", m_specflow_blend,
-                       "out_sf_blend"),
-    "specflow_copy": ("(g) specflow aligned copy, 2 workers", m_specflow_copy, "out_sf_copy"),
+def p_limit(d: str, n: int, codec: str) -> None:
+    if codec == "precomputed-gzip":
+        _precomputed_create(f"{d}/out_limit_{codec}", n)
+    else:
+        ts_create(f"{d}/out_limit_{codec}", n, codec)
+
+
+def _precomputed_create(path: str, n: int) -> None:
+    from specflow.volumes import build_ts_layer
+
+    build_ts_layer(path, format="precomputed", info_reference_path=os.path.dirname(path) + "/src",
+                   info_compression="gzip").prepare_for_write([1, 1, 1])
+
+
+@dataclasses.dataclass
+class Method:
+    """One row: what runs, in how many processes, what it writes and what that must equal."""
+
+    label: str
+    fn: Callable[..., Any]
+    out: str
+    ref: str = "filter"  # "filter": the whole-volume filter; "src": the input; "": nothing
+    procs: int = 1
+    prepare: Callable[..., None] | None = None
+    tol: float = 0.0
+    codec: str = "raw"
+
+
+def _loop_prepare(d: str, n: int, codec: str) -> None:
+    ts_create(f"{d}/out_loop", n)
+
+
+def _daisy_prepare(d: str, n: int, codec: str) -> None:
+    ts_create(f"{d}/out_daisy", n)
+
+
+METHODS: dict[str, Method] = {
+    "limit": Method("tensorstore read all + write all, 2 procs", m_limit, "out_limit_raw",
+                    ref="src", procs=PROCESSES, prepare=p_limit),
+    "loop": Method("bare loop 64^3, 2 procs x half the blocks", m_loop, "out_loop",
+                   procs=PROCESSES, prepare=_loop_prepare),
+    "compute": Method("compute only, whole volume, 1 thread", m_compute, "", ref=""),
+    "crop64": Method("specflow crop pads, 64^3, local 2 workers", m_crop64, "out_crop64"),
+    "crop_user": Method(f"specflow crop, {USER_CHUNK}^3 tasks of 64^3, local 2 workers",
+                        m_crop_user,
+                        "out_crop_user"),
+    "blend": Method("specflow blend pads, 64^3, local 2 workers", m_blend, "out_blend",
+                    tol=1e-6),
+    "copy": Method("specflow aligned copy 128^3, local 2 workers", m_copy, "out_copy_raw",
+                   ref="src"),
+    "dask": Method("dask map_overlap + to_zarr, 2 threads", m_dask, "out_dask"),
+    "daisy": Method("daisy run_blockwise, 2 workers", m_daisy, "out_daisy",
+                    prepare=_daisy_prepare),
 }
+for _codec in ("zstd", "blosc", "gzip", "precomputed-gzip"):
+    METHODS[f"limit_{_codec}"] = Method(
+        f"  {_codec}: read all + write all, 2 procs", m_limit, f"out_limit_{_codec}",
+        ref="src", procs=PROCESSES, prepare=p_limit, codec=_codec)
+    METHODS[f"copy_{_codec}"] = Method(
+        f"  {_codec}: specflow aligned copy, 2 workers", m_copy, f"out_copy_{_codec}",
+        ref="src", codec=_codec)
+del _codec
+
+#: the default selection (codec rows included)
+DEFAULT = ["limit", "loop", "compute", "crop64", "crop_user", "blend", "copy", "dask", "daisy",
+           "limit_zstd", "copy_zstd", "limit_blosc", "copy_blosc", "limit_gzip", "copy_gzip",
+           "limit_precomputed-gzip", "copy_precomputed-gzip"]
 
 
 # --------------------------------------------------------------------------- driving
@@ -237,77 +333,186 @@ def make_data(d: str, n: int) -> None:
         src[:, x:x + CHUNK].write(op(idx)).result()
 
 
-def run_one(method: str, d: str, n: int) -> float:
-    """Time ``method`` in a fresh process."""
+#: --compare: another specflow tree (e.g. an older checkout) whose rows run beside these
+COMPARE: dict[str, str] = {}
+
+
+def _child_env(tree: str | None = None) -> dict[str, str]:
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-    out = subprocess.run(
-        [sys.executable, __file__, "--size", str(n), "--dir", d, "--method", method],
-        capture_output=True, text=True, check=False, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{method} failed:\n{out.stdout}\n{out.stderr}")
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, tree, env.get("PYTHONPATH")) if p)
+    return env
 
 
-def check(d: str, name: str, want: Any, tol: float) -> str:
-    if not os.path.exists(f"{d}/{name}"):
+def _base(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
+def run_one(key: str, d: str, n: int) -> tuple[float, float | None]:
+    """Run ``key`` in fresh processes: (wall seconds from their start to the end of the
+    last one, the time a child reported for itself if any)."""
+    m = METHODS[_base(key)]
+    if m.prepare is not None:
+        m.prepare(d, n, m.codec)
+    env = _child_env(COMPARE.get(key))
+    t = time.perf_counter()
+    procs = [subprocess.Popen(
+        [sys.executable, __file__, "--size", str(n), "--dir", d, "--method", _base(key),
+         "--part", str(i), "--parts", str(m.procs)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for i in range(m.procs)]
+    outs = [p.communicate() for p in procs]
+    wall = time.perf_counter() - t
+    for p, (out, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"{key} failed:\n{out}\n{err}")
+    inner = json.loads(outs[0][0].strip().splitlines()[-1]).get("seconds")
+    return wall, inner
+
+
+def check(d: str, m: Method, src: Any, want: Any) -> str:
+    if not m.out:
+        return ""
+    path = f"{d}/{m.out}"
+    if not os.path.exists(path):
         return "missing"
-    got = ts_open(f"{d}/{name}").read().result()
-    if got.shape != want.shape:
+    driver = "neuroglancer_precomputed" if m.codec == "precomputed-gzip" else "zarr"
+    got = ts_open(path, driver).read().result()
+    ref = src if m.ref == "src" else want
+    if got.shape != ref.shape:
         return f"WRONG shape {got.shape}"
-    err = float(np.abs(got - want).max())
-    return "ok" if err <= tol else f"WRONG (max error {err:.3g})"
+    err = float(np.abs(got - ref).max())
+    if err > m.tol:
+        return f"WRONG (max error {err:.3g})"
+    return "bit-identical" if err == 0 else f"ok (max error {err:.1g})"
+
+
+def _codec_supported(codec: str) -> str | None:
+    """Why ``codec`` cannot be written here (None when it can)."""
+    if codec != "precomputed-gzip":
+        return None
+    from specflow.volumes.layers import COMPRESSIONS, _precomputed_encoding
+
+    try:
+        _precomputed_encoding("gzip")
+    except ValueError as exc:
+        return str(exc)
+    return None if "gzip" in COMPRESSIONS else "gzip is not a layer compression"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--size", type=int, default=512, help="edge of the cubic volume (voxels)")
     p.add_argument("--dir", default=None, help="where the data goes (default: a temp dir)")
+    p.add_argument("--only", default=None, help="comma-separated methods: " + ",".join(METHODS))
+    p.add_argument("--repeat", type=int, default=3, help="runs per method (the median is shown)")
+    p.add_argument("--compare", default=None, metavar="TREE",
+                   help="also run the specflow rows with the specflow found in TREE (e.g. an "
+                        "older checkout), in the same rounds; their rows are marked @TREE")
     p.add_argument("--method", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--only", default=None, help="comma-separated methods to run")
-    p.add_argument("--repeat", type=int, default=1, help="runs per method (best is kept)")
+    p.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     n = args.size
-    if n % CHUNK:
-        p.error(f"--size must be a multiple of {CHUNK}")
-    if args.method:  # a child: run one method, print its time
-        seconds = METHODS[args.method][1](args.dir, n)
+    if n % (2 * CHUNK):
+        p.error(f"--size must be a multiple of {2 * CHUNK}")
+    if args.method:  # a child: run one method (one part of it)
+        m = METHODS[args.method]
+        seconds = m.fn(args.dir, n, args.part, args.parts, m.codec)
         print(json.dumps({"seconds": seconds}))
         return
 
     d = args.dir or tempfile.mkdtemp(prefix="specflow-bench-")
     os.makedirs(d, exist_ok=True)
     mb = n ** 3 * 4 / 1e6
-    print(f"data: {n}^3 float32 ({mb:,.0f} MB) in {d}, chunks {CHUNK}^3, raw; context "
-          f"{CONTEXT}; {WORKERS} workers")
-    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
-                    f"import volume; volume.make_data({d!r}, {n})"], check=True)
+    print(f"data: {n}^3 float32 ({mb:,.0f} MB) in {d}, stored chunks {CHUNK}^3 raw; context "
+          f"{CONTEXT}; {PROCESSES} processes; {CACHE_BYTES >> 20} MiB tensorstore cache pool "
+          f"per process; median of {args.repeat}; wall clock of whole processes")
+    subprocess.run([sys.executable, "-c", f"import volume; volume.make_data({d!r}, {n})"],
+                   check=True, env=_child_env())
     src = ts_open(f"{d}/src").read().result()
     want = mean5(src)
-    chosen = args.only.split(",") if args.only else list(METHODS)
-    times: dict[str, float] = {}
+    chosen = list(args.only.split(",") if args.only else DEFAULT)
+    unknown = [k for k in chosen if _base(k) not in METHODS]
+    if unknown:
+        p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if args.compare:
+        tree = os.path.abspath(args.compare)
+        for key in list(chosen):
+            if key.startswith(("crop", "blend", "copy")):
+                COMPARE[f"{key}@before"] = tree
+                chosen.insert(chosen.index(key) + 1, f"{key}@before")
+        print(f"rows marked @before run the specflow in {tree}")
+    runnable = []
     for key in chosen:
-        label, _, out = METHODS[key]
-        best = min(run_one(key, d, n) for _ in range(args.repeat))
-        times[key] = best
-        ref = src if key in ("limit", "specflow_copy") else want
-        status = check(d, out, ref, 0.0 if key != "specflow_blend" else 1e-6)
-        print(f"{label:44s} {best:7.2f} s  {mb / best:8.1f} MB/s  {status}", flush=True)
-        shutil.rmtree(f"{d}/{out}", ignore_errors=True)
+        why = _codec_supported(METHODS[_base(key)].codec)
+        if why is not None:
+            print(f"{METHODS[_base(key)].label:50s} not supported: {why}")
+        else:
+            runnable.append(key)
+    # rounds over all methods (not all repeats of one method in a row), so that every method
+    # samples the same spells of load on a shared machine
+    walls: dict[str, list[float]] = {k: [] for k in runnable}
+    inners: dict[str, list[float]] = {k: [] for k in runnable}
+    status: dict[str, str] = {}
+    for r in range(args.repeat):
+        for key in runnable:
+            m = METHODS[_base(key)]
+            wall, inner = run_one(key, d, n)
+            walls[key].append(wall)
+            if inner is not None:
+                inners[key].append(inner)
+            got = check(d, m, src, want)
+            if not status.get(key, "").startswith("WRONG"):
+                status[key] = got
+            if m.out:
+                shutil.rmtree(f"{d}/{m.out}", ignore_errors=True)
+            shutil.rmtree(f"{d}/staging", ignore_errors=True)
+            print(f"  round {r + 1}: {key} {inner if inner is not None else wall:.2f} s", flush=True)
+    times: dict[str, float] = {}
+    print(f"{'method':50s} {'time':>8s} {'MB/s':>8s}  output")
+    for key in runnable:
+        m = METHODS[_base(key)]
+        ts = inners[key] or walls[key]
+        t = statistics.median(ts)
+        times[key] = t
+        spread = f"[{min(ts):.2f}-{max(ts):.2f}]"
+        note = " (kernel time in process)" if inners[key] else ""
+        label = m.label + (" @before" if key in COMPARE else "")
+        print(f"{label:50s} {t:7.2f}s {mb / t:8.1f}  {status[key]}{note} {spread}", flush=True)
 
-    def ratio(a: str, b: str, what: str, goal: float) -> None:
-        if a in times and b in times:
-            r = times[b] / times[a]
-            verdict = "meets" if r >= goal else "MISSES"
-            print(f"  {what:40s} {r:5.2f}x  (goal >= {goal:g}: {verdict})")
+    def ratio(what: str, num: str, den: str, goal: float, higher: bool = True) -> None:
+        if num not in times or den not in times:
+            return
+        r = times[den] / times[num] if higher else times[num] / times[den]
+        if goal:
+            ok = r >= goal if higher else r <= goal
+            sign = ">=" if higher else "<="
+            verdict = f"goal {sign} {goal:g}: {'met' if ok else 'NOT met'}"
+        else:
+            verdict = "no goal"
+        print(f"  {what:58s} {r:5.2f}x  ({verdict})")
 
-    print("ratios (throughput of the first over the second):")
-    ratio("specflow_crop", "dask", "(e) specflow crop / (c) dask", 1.5)
-    ratio("specflow_crop", "daisy", "(e) specflow crop / (d) daisy", 1.5)
-    ratio("specflow_crop", "loop", "(e) specflow crop / (b) plain loop", 0.9)
-    ratio("specflow_copy", "limit", "(g) specflow copy / (a) limit", 0.7)
-    ratio("specflow_blend", "specflow_crop", "(f) blend / (e) crop", 0.0)
+    print("ratios:")
+    ratio("crop 64^3 vs bare loop (throughput)", "crop64", "loop", 1.0)
+    ratio(f"crop {USER_CHUNK}^3/64^3 vs bare loop (throughput)", "crop_user", "loop", 1.2)
+    ratio("blend time / crop time (64^3)", "blend", "crop64", 1.3, higher=False)
+    ratio("aligned copy vs read all + write all (throughput)", "copy", "limit", 0.9)
+    for codec in ("zstd", "blosc", "gzip", "precomputed-gzip"):
+        ratio(f"{codec} copy vs {codec} read all + write all", f"copy_{codec}",
+              f"limit_{codec}", 0.9)
+    if COMPARE:
+        ratio("@before: crop 64^3 vs bare loop", "crop64@before", "loop", 1.0)
+        ratio(f"@before: crop {USER_CHUNK}^3/64^3 vs bare loop", "crop_user@before", "loop", 1.2)
+        ratio("@before: blend time / crop time", "blend@before", "crop64@before", 1.3,
+              higher=False)
+        ratio("@before: aligned copy vs read all + write all", "copy@before", "limit", 0.9)
+        for codec in ("zstd", "blosc", "gzip"):
+            ratio(f"@before: {codec} copy vs {codec} read all + write all",
+                  f"copy_{codec}@before", f"limit_{codec}", 0.9)
+    ratio("crop 64^3 vs dask (throughput)", "crop64", "dask", 0.0)
+    ratio("crop 64^3 vs daisy (throughput)", "crop64", "daisy", 0.0)
+    ratio("bare loop vs compute only (throughput)", "loop", "compute", 0.0)
     if not args.dir:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -15,12 +15,14 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from specflow.flow.completion import collecting
 from specflow.flow.task import Task
 
 #: most characters of a task's error text that are kept (stored, printed)
@@ -311,9 +313,49 @@ def run_task(task: Task, *, check_value: bool = True, time_limit: bool = True) -
 _now = time.time
 
 
+#: deferred writes of a batch in flight at once: at most this many tasks' and this many bytes
+#: (the oldest are waited for first)
+MAX_DEFERRED_TASKS = 32
+MAX_DEFERRED_BYTES = 256 * 1024 * 1024
+
+
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
-    """Run tasks one after another; one outcome each, in order."""
-    return [run_task(t) for t in tasks]
+    """Run tasks one after another; one outcome each, in order. A task may leave its writes
+    in flight (:func:`specflow.flow.completion.defer`): they overlap the next tasks, and each
+    task's outcome is settled (done only once its writes are) before the batch returns."""
+    outcomes: list[Outcome] = []
+    pending: deque[tuple[int, list[Any]]] = deque()
+    held = 0
+    for t in tasks:
+        with collecting() as futures:
+            outcomes.append(run_task(t))
+        if futures:
+            pending.append((len(outcomes) - 1, futures))
+            held += sum(n for _, n in futures)
+            while len(pending) > MAX_DEFERRED_TASKS or (held > MAX_DEFERRED_BYTES
+                                                        and len(pending) > 1):
+                held -= _settle(outcomes, *pending.popleft())
+    while pending:
+        _settle(outcomes, *pending.popleft())
+    return outcomes
+
+
+def _settle(outcomes: list[Outcome], i: int, futures: list[Any]) -> int:
+    """Wait for task ``i``'s deferred futures (a failure makes its outcome a failure); the
+    bytes they held."""
+    o = outcomes[i]
+    for fut, _ in futures:
+        try:
+            fut.result()
+        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+            if o.ok:
+                o = Outcome(o.task_id, False, error=f"{type(exc).__name__}: {exc}",
+                            exc_types=_exc_types(exc), traceback=traceback.format_exc(),
+                            started=o.started, finished=_now(), worker=o.worker)
+    if o.ok:
+        o.finished = max(o.finished, _now())
+    outcomes[i] = o
+    return sum(n for _, n in futures)
 
 
 def task_header(task: Task) -> bytes:

@@ -217,7 +217,7 @@ class LocalBackend(Backend):
 
     def _batch_size(self) -> int:
         if self._samples == 0:
-            return 16
+            return 1  # until a task is timed: long tasks in a big first batch idle the rest
         per = max(self._mean_task_s, 1e-6)
         return max(1, min(self.max_batch, int(TARGET_BATCH_SECONDS / per)))
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from specflow.builder.provenance import get_spec
-from specflow.flow.ids import task_id, task_id_template
+from specflow.flow.ids import IdPrefix, task_id
 from specflow.flow.task import Task, TransientErrorCondition
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,20 +134,11 @@ class TaskableOperation:
             transient=o.transient,
         )
 
-    def task_maker(self, **common: Any) -> Callable[..., Task]:
-        """``maker(**rest)`` is ``make_task(**common, **rest)`` (the same task, the same id),
-        quicker when many tasks share large arguments: their canonical form is worked out
-        once. The ``common`` values must not change while the maker is used."""
-        ids = task_id_template(self.name, self._identity(), common)
-        name = self.name
-        o = self.options
-
-        def make(**rest: Any) -> Task:
-            return Task(fn=self, kwargs={**common, **rest}, id=ids(rest), operation=name,
-                        priority=o.priority, runtime_limit_sec=o.runtime_limit_sec,
-                        max_attempts=o.max_attempts, transient=o.transient)
-
-        return make
+    def task_maker(self, **common: Any) -> TaskMaker:
+        """A maker of many tasks of this operation that share the arguments ``common``: they
+        are hashed once, and each ``make_task(**own)`` hashes only its own arguments. The
+        tasks are those (and have the ids) ``make_task(**common, **own)`` gives."""
+        return TaskMaker(self, common)
 
     def with_options(self, **options: Any) -> TaskableOperation:
         """A copy with other task settings (``priority``, ``runtime_limit_sec``, ...)."""
@@ -174,6 +165,35 @@ class TaskableOperation:
 
     def __repr__(self) -> str:
         return f"<operation {self.name}>"
+
+
+class TaskMaker:
+    """Tasks of one operation sharing most of their arguments (see
+    :meth:`TaskableOperation.task_maker`)."""
+
+    __slots__ = ("op", "common", "_prefix", "_name")
+
+    def __init__(self, op: TaskableOperation, common: dict[str, Any]) -> None:
+        self.op = op
+        self.common = dict(common)
+        self._name = op.name
+        self._prefix = IdPrefix(self._name, op._identity(), self.common)
+
+    def __call__(self, **own: Any) -> Task:
+        return self.make_task(**own)
+
+    def make_task(self, **own: Any) -> Task:
+        o = self.op.options
+        return Task(
+            fn=self.op,
+            kwargs={**self.common, **own},
+            id=self._prefix.task_id(own),
+            operation=self._name,
+            priority=o.priority,
+            runtime_limit_sec=o.runtime_limit_sec,
+            max_attempts=o.max_attempts,
+            transient=o.transient,
+        )
 
 
 def _rebuild_operation(fn: Callable[..., Any], options: TaskOptions) -> TaskableOperation:

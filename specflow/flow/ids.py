@@ -32,10 +32,20 @@ def _qualname(obj: Any) -> str:
     return f"{mod}.{qn}"
 
 
+#: types found to hash through their ``__specflow_id__`` (the walk reaches that branch by type
+#: alone, so the next value of the type goes there directly)
+_CUSTOM: dict[type, tuple[bytes, Any]] = {}
+
+
 def _feed(h: Any, obj: Any, depth: int = 0) -> None:  # noqa: C901 - one dispatch table
     if depth > 200:
         raise UnhashableArgumentError("argument nesting too deep to hash")
     up = h.update
+    custom = _CUSTOM.get(type(obj))
+    if custom is not None:
+        up(custom[0])
+        _feed(h, custom[1](obj), depth + 1)
+        return
     if obj is None:
         up(b"N")
     elif obj is True:
@@ -108,7 +118,9 @@ def _feed_object(h: Any, obj: Any, depth: int) -> None:
             return
     custom = getattr(type(obj), "__specflow_id__", None)
     if custom is not None:
-        up(b"C" + _qualname(type(obj)).encode())
+        tag = b"C" + _qualname(type(obj)).encode()
+        _CUSTOM[type(obj)] = (tag, custom)
+        up(tag)
         _feed(h, custom(obj), depth + 1)
         return
     spec = get_spec(obj)
@@ -182,27 +194,112 @@ _dumps = json.JSONEncoder(
 ).encode
 
 
+def _digest(obj: Any) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    _feed(h, obj)
+    return h.digest()
+
+
 def task_id(operation: str, op_identity: Any, kwargs: Mapping[str, Any]) -> str:
     """The id of calling ``op_identity`` (registered name@version or qualified name, plus
     its spec when built) with ``kwargs``.
 
     Plain JSON data (str keys, no subclasses of builtins beyond what JSON prints the same)
-    takes a fast path through the C JSON encoder; anything else the canonical walk.
+    takes a fast path through the C JSON encoder. Anything else is hashed as the digests of
+    the identity and of each argument (by name), so that :class:`IdPrefix` can hash the
+    arguments many tasks share once and give the same ids.
     """
     if _plain_keys(kwargs):
-        try:
-            text = _dumps([operation, op_identity, kwargs])
-        except (TypeError, ValueError, RecursionError):
-            pass
-        else:
-            return hashlib.blake2b(b"J" + text.encode("utf-8", "surrogatepass"),
-                                   digest_size=16).hexdigest()
-    h = hashlib.blake2b(digest_size=16)
-    h.update(operation.encode())
-    h.update(b"\x00")
-    _feed(h, op_identity)
-    _feed(h, dict(kwargs))
+        text = _json_text(operation, op_identity, kwargs)
+        if text is not None:
+            return _json_id(text)
+    return _combine(operation, _digest(op_identity),
+                    {_key_bytes(k): _digest(v) for k, v in kwargs.items()})
+
+
+def _json_text(operation: str, op_identity: Any, kwargs: Mapping[str, Any]) -> str | None:
+    try:
+        return _dumps([operation, op_identity, kwargs])
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _json_id(text: str) -> str:
+    return hashlib.blake2b(b"J" + text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _head(operation: str, identity: bytes) -> bytes:
+    return b"M" + operation.encode("utf-8", "surrogatepass") + b"\x00" + identity
+
+
+def _combine(operation: str, identity: bytes, parts: dict[bytes, bytes]) -> str:
+    h = hashlib.blake2b(_head(operation, identity), digest_size=16)
+    h.update(b"%d{" % len(parts))
+    for key in sorted(parts):  # keys end in a NUL and digests have one length: unambiguous
+        h.update(key)
+        h.update(parts[key])
     return h.hexdigest()
+
+
+class IdPrefix:
+    """Ids of many calls of one operation that share most of their arguments (``common``):
+    the operation and the shared arguments are hashed once, each call's own arguments per
+    call. ``IdPrefix(op, identity, common).task_id(own)`` equals
+    ``task_id(op, identity, {**common, **own})``: the same work has the same id whichever way
+    it was made. The shared arguments are taken as they are now; changing them afterwards
+    does not change the ids."""
+
+    __slots__ = ("operation", "identity", "common", "_parts", "_head", "_layouts")
+
+    def __init__(self, operation: str, op_identity: Any, common: Mapping[str, Any]) -> None:
+        self.operation = operation
+        self.identity = op_identity
+        self.common = dict(common)
+        self._parts: dict[bytes, bytes] | None = None
+        self._head = b""
+        #: per tuple of own argument names: the bytes between their digests
+        self._layouts: dict[tuple[str, ...], tuple[list[bytes], list[str]]] = {}
+        if not (_plain_keys(self.common)
+                and _json_text(operation, op_identity, self.common) is not None):
+            # the shared arguments have no JSON form, so no call's arguments have one
+            self._head = _head(operation, _digest(op_identity))
+            self._parts = {_key_bytes(k): _digest(v) for k, v in self.common.items()}
+
+    def task_id(self, own: Mapping[str, Any]) -> str:
+        """The id of the call with the shared arguments and ``own`` (which win on a clash)."""
+        if self._parts is None:
+            return task_id(self.operation, self.identity, {**self.common, **own})
+        names = tuple(own)
+        layout = self._layouts.get(names)
+        if layout is None:
+            layout = self._layouts[names] = self._layout(names)
+        gaps, ordered = layout
+        pieces = [gaps[0]]
+        for name, gap in zip(ordered, gaps[1:], strict=True):
+            pieces.append(_digest(own[name]))
+            pieces.append(gap)
+        return hashlib.blake2b(b"".join(pieces), digest_size=16).hexdigest()
+
+    def _layout(self, names: tuple[str, ...]) -> tuple[list[bytes], list[str]]:
+        """What :func:`_combine` hashes for calls with own arguments ``names``: the bytes
+        between their digests, and the names in the order their digests go."""
+        assert self._parts is not None
+        own = {_key_bytes(n): n for n in names}
+        parts: dict[bytes, bytes | None] = {**self._parts, **dict.fromkeys(own)}
+        gaps: list[bytes] = []
+        ordered: list[str] = []
+        cur = [self._head, b"%d{" % len(parts)]
+        for key in sorted(parts):
+            cur.append(key)
+            digest = parts[key]
+            if digest is None:
+                gaps.append(b"".join(cur))
+                cur = []
+                ordered.append(own[key])
+            else:
+                cur.append(digest)
+        gaps.append(b"".join(cur))
+        return gaps, ordered
 
 
 def _plain_keys(obj: Any) -> bool:

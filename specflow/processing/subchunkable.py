@@ -45,11 +45,13 @@ import numpy.typing as npt
 import tensorstore as ts
 
 from specflow.builder.registry import register
+from specflow.flow.completion import defer
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.dry import dry_state
 from specflow.flow.ids import task_digest_of
 from specflow.processing.blending import Combiner, neighbours
 from specflow.processing.operations import FnOperation, as_operation, crop_pad
+from specflow.processing.order import local_order
 from specflow.processing.subchunkable_rules import (
     UNKNOWN,
     DstInfo,
@@ -64,7 +66,7 @@ from specflow.processing.subchunkable_rules import (
     raise_problems,
     region_bbox,
 )
-from specflow.resources import semaphore
+from specflow.resources import is_bounded, semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import (
     ScaleInfo,
@@ -287,10 +289,15 @@ def _process_chunk(
         return
     with semaphore("write"):
         if staging is not None:
-            staging.write(_slot(chunk, region, levels[0], stride or levels[0].chunk), data)
+            written = staging.write_async(_slot(chunk, region, levels[0], stride or levels[0].chunk),
+                                          data)
         else:
             assert dst is not None
-            dst.write(chunk, data)
+            written = dst.write_async(chunk, data)
+        # the worker waits for the write before it reports the task, or we do; a bounded
+        # write semaphore bounds writes in flight, so it is held until this one is durable
+        if is_bounded("write") or not defer(written, data.nbytes):
+            written.result()
 
 
 def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
@@ -335,7 +342,10 @@ def _reduce_chunk(
     if combiner.out is None:
         return
     with semaphore("write"):
-        dst.write(part, combiner.result())
+        out = combiner.result()
+        written = dst.write_async(part, out)
+        if is_bounded("write") or not defer(written, out.nbytes):
+            written.result()
 
 
 def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
@@ -373,11 +383,6 @@ prepare_dst = TaskableOperation(_prepare_dst, operation_name="subchunkable.prepa
                                 dry_run=_prepare_dst_dry, outputs=("dst",))
 
 
-def _staging_chunk(n: int) -> int:
-    d = _largest_divisor_at_most(n, 64)
-    return d if d >= 16 or d == n else n
-
-
 def _create_staging(
     path: str, grid: list[int], top: Level, resolution: list[float], dtype: str,
     num_channels: int, region: VolumetricIndex, gap: list[int] | None = None,
@@ -398,7 +403,7 @@ def _staging_layer(path: str, grid: list[int], top: Level, dtype: str, num_chann
         path, format="zarr3", info_dtype=dtype, info_num_channels=num_channels,
         info_resolution=resolution, info_voxel_offset=[0, 0, 0],
         info_size=[g * p for g, p in zip(grid, slot, strict=True)],
-        info_chunk_size=[_staging_chunk(p) for p in slot], info_overwrite=True,
+        info_chunk_size=list(slot), info_overwrite=True,
     )
 
 
@@ -585,11 +590,13 @@ class SubchunkableApplyFlow:
                   "region": region, "subchunk_threads": self.subchunk_threads}
         if any(geo.gap):
             common["stride"] = list(stride)
-        chunks = list(region.iter_chunks(top.chunk, stride=stride))
+        # spatially local order (lazy) where chunks tile the region; with gaps, raster order
+        chunks = (local_order(region, top.chunk) if tuple(stride) == tuple(top.chunk)
+                  else region.iter_chunks(top.chunk, stride=stride))
         if direct:
-            make = process_chunk.task_maker(dst=self.dst, **common)
+            maker = process_chunk.task_maker(dst=self.dst, **common)
             for chunk in chunks:
-                yield make(chunk=chunk)
+                yield maker.make_task(chunk=chunk)
             yield Dependency()
             return
         assert plan_.staging_dir is not None
@@ -601,9 +608,9 @@ class SubchunkableApplyFlow:
         yield create
         staged = yield Dependency(create)
         staging = TSLayer(staged or path)
-        make = process_chunk.task_maker(staging=staging, **common)
+        maker = process_chunk.task_maker(staging=staging, **common)
         for chunk in chunks:
-            yield make(chunk=chunk)
+            yield maker.make_task(chunk=chunk)
         yield Dependency()
         if top.mode == "defer":
             return
@@ -618,10 +625,10 @@ def _reduce(
     stored: IVec3, offset: IVec3, max_size: IVec3 | None, stride: Sequence[int] | None = None,
 ) -> Generator[Any, Any, None]:
     extra = {} if stride is None or tuple(stride) == top.chunk else {"stride": list(stride)}
-    make = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode,
-                                   **extra)
+    maker = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode,
+                                    **extra)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
-        yield make(part=part)
+        yield maker.make_task(part=part)
     yield Dependency()
 
 

@@ -217,6 +217,9 @@ class VolumetricIndex:
 
     @property
     def start(self) -> IVec3:
+        vox = self.__dict__.get("_voxels")
+        if vox is not None:
+            return vox[0]  # type: ignore[no-any-return]
         s = self.bbox.start
         r = self.resolution
         return (
@@ -227,6 +230,9 @@ class VolumetricIndex:
 
     @property
     def stop(self) -> IVec3:
+        vox = self.__dict__.get("_voxels")
+        if vox is not None:
+            return vox[1]  # type: ignore[no-any-return]
         e = self.bbox.end
         r = self.resolution
         return (
@@ -259,7 +265,22 @@ class VolumetricIndex:
                 slice(a[2] - o[2], b[2] - o[2]))
 
     def _new(self, start: Sequence[int], stop: Sequence[int]) -> VolumetricIndex:
-        return VolumetricIndex.from_voxels(start, stop, self.resolution)
+        # whole voxels at this (checked) resolution: the same floats from_voxels computes,
+        # without validating them again (chunk loops make millions of these)
+        r = self.resolution
+        s0, s1, s2 = start
+        e0, e1, e2 = stop
+        if not (type(s0) is type(s1) is type(s2) is type(e0) is type(e1) is type(e2) is int
+                and e0 >= s0 and e1 >= s1 and e2 >= s2):
+            return VolumetricIndex.from_voxels(start, stop, r)
+        box = object.__new__(BBox3D)
+        object.__setattr__(box, "start", (float(s0) * r[0], float(s1) * r[1], float(s2) * r[2]))
+        object.__setattr__(box, "end", (float(e0) * r[0], float(e1) * r[1], float(e2) * r[2]))
+        out = object.__new__(VolumetricIndex)
+        object.__setattr__(out, "resolution", r)
+        object.__setattr__(out, "bbox", box)
+        object.__setattr__(out, "_voxels", ((s0, s1, s2), (e0, e1, e2)))
+        return out
 
     def padded(self, pad: Sequence[int] | int) -> VolumetricIndex:
         """Grown by ``pad`` voxels on each side (negative shrinks)."""
@@ -383,8 +404,10 @@ class VolumetricIndex:
             yield self._new((x0, y0, z0), (x1, y1, z1))
 
     def __specflow_id__(self) -> Any:
-        return {"resolution": list(self.resolution), "start": list(self.start),
-                "stop": list(self.stop)}
+        # one string (floats by their shortest repr, the same on every machine): chunk tasks
+        # hash an index each, so its canonical form is kept small
+        (r0, r1, r2), (a0, a1, a2), (b0, b1, b2) = self.resolution, self.start, self.stop
+        return f"{r0!r},{r1!r},{r2!r};{a0},{a1},{a2};{b0},{b1},{b2}"
 
     def __specflow_summary__(self) -> str:
         """One line for failure messages and reports (read back by ``specflow report``):

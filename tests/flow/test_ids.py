@@ -88,3 +88,49 @@ def test_taskable_operation_cls_ids_follow_state() -> None:
     assert Mul(2)(3) == 6
     assert Mul(2).make_task(x=1).id == Mul(2).make_task(x=1).id
     assert Mul(2).make_task(x=1).id != Mul(3).make_task(x=1).id
+
+
+def _chunk_ids_code() -> str:
+    return (
+        "import sys, dataclasses; sys.path.insert(0, 'tests'); from user_ops import append; "
+        "from specflow.builder import build; "
+        "common = {'path': build({'@type': 'sleep', 'seconds': 0.5}), 'delay': 0.5}; "
+        "m = append.task_maker(**common); "
+        "print(' '.join(m.make_task(line=f'c{i}').id for i in range(3)))"
+    )
+
+
+def test_task_maker_ids_are_make_task_ids() -> None:
+    # shared arguments without a JSON form (a built object): the prefix path
+    common = {"path": build({"@type": "sleep", "seconds": 0.5}), "delay": 0.5}
+    maker = append.task_maker(**common)
+    for i in range(3):
+        fast = maker.make_task(line=f"c{i}")
+        assert fast.id == append.make_task(line=f"c{i}", **common).id
+        assert fast.kwargs == {**common, "line": f"c{i}"}
+    # a different own argument (another chunk) gives another id, and so do other shared ones
+    ids = {maker.make_task(line=f"c{i}").id for i in range(100)}
+    assert len(ids) == 100
+    other = append.task_maker(path=common["path"], delay=0.25)
+    assert other.make_task(line="c0").id != maker.make_task(line="c0").id
+    # own arguments win over shared ones, in any order and number
+    both = append.task_maker(line="shared", **common)
+    assert both.make_task(line="own").id == append.make_task(line="own", **common).id
+    few = append.task_maker(path=common["path"])
+    assert few.make_task(line="a", delay=1.0).id == few.make_task(delay=1.0, line="a").id \
+        == append.make_task(path=common["path"], line="a", delay=1.0).id
+    # plain JSON arguments take the JSON path, still the same ids as make_task
+    plain = append.task_maker(path="/tmp/x", delay=0.0)
+    assert plain.make_task(line="a").id == append.make_task(path="/tmp/x", line="a", delay=0.0).id \
+        != plain.make_task(line="b").id
+
+
+def test_task_maker_ids_are_stable_across_processes() -> None:
+    common = {"path": build({"@type": "sleep", "seconds": 0.5}), "delay": 0.5}
+    maker = append.task_maker(**common)
+    here = " ".join(maker.make_task(line=f"c{i}").id for i in range(3))
+    out = subprocess.run([sys.executable, "-c", _chunk_ids_code()], capture_output=True,
+                         text=True, check=True, env={"PYTHONHASHSEED": "7", "PATH": ""},
+                         cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    assert out.stdout.strip() == here
+    assert len(set(here.split())) == 3
