@@ -175,11 +175,14 @@ def test_keep_going_runs_what_does_not_depend_on_the_failure(name: str, tmp_path
 
 def test_worker_death_loses_only_its_own_tasks(name: str, tmp_path: Path) -> None:
     """A task kills the process it runs in; the others run exactly once and the run ends
-    done. For ``inline`` that process is the driver: the run stops and ``resume`` ends it."""
+    done (the dead task is retried: its death is declared transient, since by default a
+    worker's death fails the task it was running). For ``inline`` that process is the
+    driver: the run stops and ``resume`` ends it."""
     out, marker = tmp_path / "out.txt", tmp_path / "marker"
     spec = tmp_path / "spec.yaml"
-    spec.write_text(json.dumps({"@type": "test.death_among_others", "path": str(out),
-                                "marker": str(marker), "n": 6}))
+    spec.write_text(json.dumps({"@type": "execute", "transient_errors": ["WorkerDied"],
+                                "target": {"@type": "test.death_among_others",
+                                           "path": str(out), "marker": str(marker), "n": 6}}))
     ckpt = tmp_path / "run" / "checkpoint.db"
     try:
         r = cli("run", "-i", USER_OPS, str(spec), "--run-dir", "run", "--no-progress",
@@ -195,7 +198,11 @@ def test_worker_death_loses_only_its_own_tasks(name: str, tmp_path: Path) -> Non
     assert marker.read_text() == "died"
     counts = Counter(lines(out))
     assert set(counts) == {f"ok{i}" for i in range(6)}
-    if name != "inline":
+    if name == "local":
+        # a local worker gathers its outcomes for up to 20 ms before sending them: tasks it
+        # finished just before it died were still in flight, and may run once more
+        assert all(c <= 2 for c in counts.values()), counts
+    elif name != "inline":
         assert all(c == 1 for c in counts.values()), f"tasks beside the dead one ran again: {counts}"
     # inline: the dead process was the driver, and a driver's crash may lose the last
     # batch's bookkeeping (never a task's output), so those tasks may run again on resume
