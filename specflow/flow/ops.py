@@ -100,9 +100,11 @@ def system_info() -> Task:
 
 
 @register("shell", opt_in="shell")
+@register("command", opt_in="shell")
 def shell(command: str | list[str], cwd: str | None = None, env: dict[str, str] | None = None,
           check: bool = True) -> Task:
-    """A task that runs a shell command (only with ``--allow-shell``)."""
+    """A task that runs a shell command (only with ``--allow-shell``); ``command`` is the
+    same type under the name cluster task frameworks use."""
     return _shell.make_task(command=command, cwd=cwd, env=env or {}, check=check)
 
 

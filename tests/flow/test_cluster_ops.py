@@ -160,3 +160,15 @@ def test_http_request_connection_errors_are_retried_then_fail(workdir: Path) -> 
     assert report.status == "failed"
     assert report.counts["http_request"]["retried"] == 1
     assert "ConnectionError" in report.failures[0].error
+
+
+def test_command_is_shell_under_its_cluster_name(workdir: Path) -> None:
+    spec = workdir / "spec.yaml"
+    spec.write_text('"@type": command\ncommand: "echo ran > out.txt"\n')
+    r = cli("run", str(spec), "--backend", "inline", "--no-progress", cwd=workdir)
+    assert r.returncode == 2 and "--allow-shell" in r.stderr
+    assert not (workdir / "out.txt").exists()
+    r = cli("run", str(spec), "--backend", "inline", "--no-progress", "--allow-shell",
+            cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert (workdir / "out.txt").read_text() == "ran\n"
