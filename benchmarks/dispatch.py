@@ -106,7 +106,7 @@ def peak_rss_mb() -> float:
 
 
 def child(kind: str, n: int, work: Path, profile: str | None) -> dict[str, Any]:
-    from specflow.runs import count_tasks, execute
+    from specflow.run import count_tasks, execute
 
     result: dict[str, Any] = {}
     if kind == "engine":

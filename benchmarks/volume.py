@@ -199,9 +199,8 @@ def m_daisy(d: str, n: int, part: int, parts: int, codec: str) -> None:
 
 def _specflow(d: str, n: int, name: str, codec: str = "raw", fmt: str = "auto",
               **kw: Any) -> None:
-    from specflow.runs import execute
-
     from specflow.processing import build_subchunkable_apply_flow
+    from specflow.run import execute
     from specflow.volumes import BBox3D, build_ts_layer
 
     src = build_ts_layer(f"{d}/src", readonly=True, cache_bytes=CACHE_BYTES)

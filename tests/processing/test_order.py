@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 from processing_helpers import RES, dst_like, make_volume, whole
-from specflow.runs import execute
 
 from specflow.processing import build_subchunkable_apply_flow, mean_filter
 from specflow.processing.order import local_order
+from specflow.run import execute
 from specflow.volumes import VolumetricIndex
 
 
