@@ -846,8 +846,12 @@ def clean(
     include_all: AllOpt = False,
     dry_run: Annotated[bool, typer.Option(
         help="Only say which runs would be removed.")] = False,
+    cache: Annotated[bool, typer.Option(
+        "--cache", help="Also empty the cache of pure operations' values (.specflow/cache).")
+    ] = False,
 ) -> None:
-    """Remove old runs' folders. A run whose driver is alive is never removed."""
+    """Remove old runs' folders (and, with --cache, cached values). A run whose driver is
+    alive is never removed."""
 
     def body() -> int:
         import shutil
@@ -856,8 +860,20 @@ def clean(
         from specflow.run.index import forget
         from specflow.run.record import LIVE_STATUSES
 
+        if cache:
+            from specflow.execution.cache import clear_cache
+            from specflow.run.api import cache_dir
+
+            folder = cache_dir()
+            if dry_run:
+                _line(f"would empty the cache {folder}")
+            else:
+                n, size = clear_cache(folder)
+                _line(f"removed {n:,} cached value(s), {size:,} bytes, from {folder}")
+            if older_than is None and keep is None:
+                return EXIT_OK
         if older_than is None and keep is None:
-            _fail("say what to remove: --older-than AGE and/or --keep N")
+            _fail("say what to remove: --older-than AGE and/or --keep N (or --cache)")
         max_age = _age(older_than) if older_than is not None else None
         base = Path(root).absolute() if root else run_root()
         rows = _run_rows(base, include_all)

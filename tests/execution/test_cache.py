@@ -78,3 +78,19 @@ def test_types_shows_pure_operations(workdir: Path) -> None:
                         "test.square"], capture_output=True, text=True, timeout=120,
                        cwd=workdir, env={**os.environ, "COLUMNS": "300"})
     assert "(pure)" not in r.stdout
+
+
+def test_clean_cache_empties_it_and_the_next_run_computes_again(workdir: Path) -> None:
+    log, out = workdir / "ran.txt", workdir / "sum.txt"
+    execute(user_ops.sum_of_pure_squares(n=3, log=str(log), out=str(out)), backend="inline",
+            run_dir=workdir / "r1")
+    assert len(list((workdir / ".specflow" / "cache").rglob("*.json"))) == 3
+    r = subprocess.run([sys.executable, "-m", "specflow", "clean", "--cache"], cwd=workdir,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "removed 3 cached value(s)" in r.stdout
+    assert not list((workdir / ".specflow" / "cache").rglob("*.json"))
+    again = execute(user_ops.sum_of_pure_squares(n=3, log=str(log), out=str(out)),
+                    backend="inline", run_dir=workdir / "r2")
+    assert again.counts["test.pure_square"]["done"] == 3
+    assert len(lines(log)) == 6
