@@ -725,11 +725,16 @@ def _status_text(data: dict[str, Any]) -> None:
         _line(f"  {st['position']}: {st['name']} ({st['status']}){value}")
     if data["jobs"]:
         j = Table(title="jobs", title_justify="left")
-        for col in ("job_id", "state", "n_tasks", "log_path"):
+        for col in ("job_id", "state", "n_tasks", "efficiency", "log_path"):
             j.add_column(col, overflow="fold")
         for job in data["jobs"]:
-            j.add_row(str(job["job_id"]), job["state"], str(job["n_tasks"]),
+            busy, alloc = job.get("busy_s"), job.get("allocated_s")
+            eff = (f"{busy / alloc:.0%} ({busy:.0f}/{alloc:.0f} s)"
+                   if busy is not None and alloc else "-")
+            j.add_row(str(job["job_id"]), job["state"], str(job["n_tasks"]), eff,
                       job["log_path"] or "")
+            if job.get("note"):
+                j.add_row("", f"  {job['note']}", "", "", "")
         out.print(j)
 
 

@@ -42,7 +42,8 @@ BAD: dict[str, tuple[str, list[str]]] = {
     "unknown backend": ('"@type": execute\nbackend: lokal\ntarget: {"@type": noop}\n',
                         ["unknown backend 'lokal'", "s.yaml:2"]),
     "negative sleep": ('"@type": sleep\nseconds: -1\n', ["seconds must be >= 0", "s.yaml:1"]),
-    "divisibility": (SUBCHUNKABLE + "processing_chunk_sizes: [[32, 32, 32], [10, 10, 10]]\n",
+    "divisibility": (SUBCHUNKABLE + "processing_chunk_sizes: [[32, 32, 32], [10, 10, 10]]\n"
+                     "level_intermediaries_dirs: [tmp, tmp]\n",
                      ["must divide the padded chunk", "[8, 8, 8]", "s.yaml:2"]),
 }
 
@@ -77,16 +78,21 @@ stages:
   - {"@type": synthetic_volume, path: src.zarr, size: [64, 64, 32], chunk_size: [32, 32, 32]}
   - """ + SUBCHUNKABLE.strip().replace("\n", "\n    ") + """
     processing_chunk_sizes: [[24, 32, 32]]
+    skip_intermediaries: true
 """)
     r = sf("validate", "s.yaml", cwd=workdir)
-    assert_clean(r, ["the run would fail", "level_intermediaries_dirs"])
+    assert_clean(r, ["the run would fail", "skip_intermediaries"])
     assert sorted(p.name for p in workdir.iterdir()) == ["s.yaml"]
 
 
 def test_validate_says_which_opt_ins_the_run_needs(workdir: Path) -> None:
     write(workdir / "s.yaml", '"@type": sequential_flow\nstages:\n'
           '  - {"@type": shell, command: "touch made.txt"}\n')
+    # without the flag validate refuses the spec, naming the flag the run will need
     r = sf("validate", "s.yaml", cwd=workdir)
+    assert r.returncode == 2 and "--allow-shell" in r.stderr
+    # with it the spec passes, and validate still says what the run will need
+    r = sf("validate", "s.yaml", "--allow-shell", cwd=workdir)
     assert r.returncode == 0, r.stderr
     assert "--allow-shell" in r.stdout
     assert not (workdir / "made.txt").exists()

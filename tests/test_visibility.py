@@ -61,6 +61,7 @@ target:
       bbox: {"@type": BBox3D.from_coords, start_coord: [0, 0, 0], end_coord: [64, 48, 16],
              resolution: [1, 1, 1]}
       processing_chunk_sizes: [[16, 16, 16]]
+      level_intermediaries_dirs: [vol/tmp]
 """
 
 

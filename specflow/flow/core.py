@@ -183,6 +183,9 @@ class TaskMaker:
         return self.make_task(**own)
 
     def make_task(self, **own: Any) -> Task:
+        twice = self.common.keys() & own.keys()
+        if twice:
+            raise TypeError(f"argument(s) given twice: {', '.join(sorted(twice))}")
         o = self.op.options
         return Task(
             fn=self.op,

@@ -267,14 +267,15 @@ def volume_spec(root: Path) -> Path:
          "processing_crop_pads": [[0, 0, 0], [3, 3, 3]],
          "processing_blend_pads": [[4, 4, 4], [0, 0, 0]],
          "processing_blend_modes": "quadratic",
-         "level_intermediaries_dirs": [str(root / "tmp")]},
+         "level_intermediaries_dirs": [str(root / "tmp")] * 2},
         {"@type": "build_subchunkable_apply_flow",
          "fn": {"@type": "threshold", "@mode": "partial", "value": 0.5},
          "op_kwargs": {"src": {"@type": "build_ts_layer", "path": blurred}},
          "dst": {"@type": "build_ts_layer", "path": mask, "info_reference_path": raw,
                  "info_dtype": "uint8", "info_layer_type": "segmentation"},
          "dst_resolution": [1, 1, 1], "start_coord": [0, 0, 0], "end_coord": SHAPE,
-         "coord_resolution": [1, 1, 1], "processing_chunk_sizes": [[16, 16, 16]]},
+         "coord_resolution": [1, 1, 1], "processing_chunk_sizes": [[16, 16, 16]],
+         "skip_intermediaries": True},
     ]}
     path = root / "volume.json"
     path.write_text(json.dumps(doc))

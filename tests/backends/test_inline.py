@@ -114,10 +114,13 @@ def test_outcomes_finished_before_an_interrupt_are_kept(workdir: Path) -> None:
         backend.submit([backend_ops.square.make_task(x=2), backend_ops.square.make_task(x=3),
                         Task(fn=stop, kwargs={}, id="stop", operation="stop"),
                         backend_ops.square.make_task(x=4)])
+        # each outcome comes back as its task ends, before the next task starts
+        assert [o.value for o in backend.wait(0)] == [4]
+        assert [o.value for o in backend.wait(0)] == [9]
         with pytest.raises(DriverInterrupt):
             backend.wait(0)
         backend.cancel()
-        assert [o.value for o in backend.wait(0)] == [4, 9]
+        assert backend.wait(0) == [] and backend.finished() == []
         assert backend.in_flight() == 0
     finally:
         backend.close()

@@ -65,7 +65,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         processing_chunk_sizes=[[12, 20, 16]], processing_crop_pads=[[2, 2, 2]]),
     "one level, blend, bounded reduction": dict(
         processing_chunk_sizes=[[16, 20, 16]], processing_blend_pads=[[4, 5, 8]],
-        processing_blend_modes="linear", max_reduction_chunk_size=[16, 16, 16]),
+        processing_blend_modes="linear", max_reduction_chunk_size=[16, 20, 16]),
     "one level, max blend": dict(
         processing_chunk_sizes=[[16, 20, 16]], processing_blend_pads=[[3, 3, 3]],
         processing_blend_modes="max"),
@@ -87,7 +87,8 @@ def test_subchunkable_counts_equal_the_real_run(tmp_path: Path, name: str) -> No
     src, _ = make_volume(tmp_path / "src")
     kw = dict(CONFIGS[name])
     if not kw.get("skip_intermediaries"):
-        kw["level_intermediaries_dirs"] = [str(tmp_path / "tmp")]
+        kw["level_intermediaries_dirs"] = [str(tmp_path / "tmp")] * len(
+            kw["processing_chunk_sizes"])
     flow = build_subchunkable_apply_flow(
         dst=dst_like(tmp_path / "dst", src), dst_resolution=list(RES),
         fn=functools.partial(gaussian_filter, sigma=1.0), op_kwargs={"src": src},
@@ -114,7 +115,7 @@ def test_a_whole_job_in_stages_sees_what_earlier_stages_create(tmp_path: Path) -
         processing_chunk_sizes=[[32, 24, 16], [20, 16, 12]],
         processing_blend_pads=[[4, 4, 4], [0, 0, 0]],
         processing_blend_modes=["defer", "linear"],
-        level_intermediaries_dirs=[str(tmp_path / "tmp")])
+        level_intermediaries_dirs=[str(tmp_path / "tmp")] * 2)
     staging = defer.fn.__self__.staging_path()
     reduce = build_reduce_staged_flow(staging, blurred, mode="quadratic")
     half = build_ts_layer(str(tmp_path / "half.zarr"), info_reference_path=raw,
@@ -123,7 +124,7 @@ def test_a_whole_job_in_stages_sees_what_earlier_stages_create(tmp_path: Path) -
         dst=half, dst_resolution=[2, 2, 1],
         op=DownsampleOp(factor=[2, 2, 1], mode="average"), op_kwargs={"src": blurred},
         bbox=VolumetricIndex.from_voxels((0, 0, 0), [32, 24, 32], [2, 2, 1]).bbox,
-        processing_chunk_sizes=[[8, 8, 8]])
+        processing_chunk_sizes=[[8, 8, 8]], level_intermediaries_dirs=[str(tmp_path / "t2")])
     job = sequential_flow([synth, defer, reduce, down])
     real = same_as_real(tmp_path, job)
     assert real["subchunkable.read_staging_record"] == 1
@@ -181,7 +182,7 @@ def test_pure_values_are_computed_and_unknown_values_stop_only_their_flow() -> N
 def test_repeat_is_lazy_and_counted_exactly() -> None:
     tracemalloc.start()
     try:
-        copies = specflow.build({"@type": "repeat", "task": {"@type": "noop"},
+        copies = specflow.build({"@type": "specflow.repeat", "task": {"@type": "noop"},
                                  "count": 1_000_000})
         built = tracemalloc.get_traced_memory()[1]
     finally:
