@@ -151,8 +151,14 @@ def test_a_job_that_fails_outside_its_tasks_fails_them_honestly(
     tmp_path: Path, job_name: str
 ) -> None:
     """A user module that does not import in the job is no task's own error, but retrying
-    would fail the same way: the tasks fail (not lost) with the job's traceback."""
+    would fail the same way: the tasks fail (not lost) with the job's traceback. (The module
+    imports in the driver, which checks its imports first, and fails on the node.)"""
     missing = str(tmp_path / "not_there.py")
+    Path(missing).write_text(
+        "import os\n"
+        "if os.environ.get('SLURM_JOB_ID'):\n"
+        "    raise ImportError('not_there.py cannot be imported on this node')\n"
+    )
     report = execute(user_ops.square.make_task(x=3), backend=SlurmBackend(job_name=job_name),
                      run_dir=tmp_path / "run", imports=[USER_OPS, missing], max_attempts=1)
     assert report.status == "failed"
@@ -295,48 +301,67 @@ def test_backend_chosen_on_the_command_line(tmp_path: Path, cluster: None) -> No
 
 
 def test_sigkill_of_the_driver_then_resume(tmp_path: Path, cluster: None) -> None:
-    out = tmp_path / "out.txt"
+    out, gate, started = tmp_path / "out.txt", tmp_path / "gate", tmp_path / "started.txt"
     run_dir = tmp_path / "run"
     job_name = f"specflow-{run_dir.name}"
     spec = tmp_path / "spec.json"
+    # two free tasks, then gated ones: the jobs left by the killed driver block on the gate,
+    # so they are still alive when the resumed driver cancels them (no race with the clock)
     spec.write_text(json.dumps({
         "@type": "execute_on_slurm",
         "tasks_per_job": 4,
-        "target": {"@type": "test.append_many", "path": str(out), "n": 16, "delay": 0.5},
+        "target": {"@type": "test.free_then_gated", "path": str(out), "gate": str(gate),
+                   "started": str(started), "n_free": 2, "n_gated": 8},
     }))
     driver = subprocess.Popen(
         [sys.executable, "-m", "specflow", "run", str(spec), "-i", USER_OPS, "--run-dir",
          str(run_dir), "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    resumed: subprocess.Popen[str] | None = None
     try:
-        deadline = time.monotonic() + 60
-        while len(lines(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        deadline = time.monotonic() + 120
+        while not lines(started) and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
-        assert len(lines(out)) >= 2, "the run never got going"
+        assert lines(started), "the run never got going"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=10)
         # the jobs outlive their driver, and the checkpoint knows them
         orphans = [j for j, s in slurm_cluster.squeue(job_name).items()
                    if s in ("PENDING", "RUNNING")]
-        assert orphans, "every job had already finished: the kill came too late"
+        assert orphans, "the gated jobs should still be alive"
         recorded = {j["job_id"] for j in jobs_of(run_dir)}
         assert set(orphans) <= recorded
 
-        resumed = cli("resume", str(run_dir / "checkpoint.db"), "--no-progress")
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert set(lines(out)) == {f"t{i}" for i in range(16)}
-        # the resumed driver cancelled what the killed one had left running
+        resumed = subprocess.Popen(
+            [sys.executable, "-m", "specflow", "resume", str(run_dir / "checkpoint.db"),
+             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the resumed driver cancels what the killed one had left running ...
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = slurm_cluster.sacct_states(orphans)
+            if states and all(s.startswith("CANCELLED") for s in states.values()):
+                break
+            assert resumed.poll() is None, resumed.communicate()
+            time.sleep(0.1)
         states = slurm_cluster.sacct_states(orphans)
         assert states and all(s.startswith("CANCELLED") for s in states.values()), states
+        # ... then runs the rest itself
+        gate.write_text("open")
+        stdout, stderr = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, stdout + stderr
+        assert set(lines(out)) == {"free0", "free1"} | {f"gated{i}" for i in range(8)}
         # ... and the checkpoint says so: no job of the run is left looking alive
         recorded_states = {j["job_id"]: j["state"] for j in jobs_of(run_dir)}
         assert all(recorded_states[j] == "CANCELLED" for j in orphans), recorded_states
         with Checkpoint(run_dir / "checkpoint.db") as ckpt:
             assert ckpt.live_jobs() == []
     finally:
+        gate.write_text("open")
         if driver.poll() is None:
             driver.kill()
+        if resumed is not None and resumed.poll() is None:
+            resumed.kill()
         slurm_cluster.cancel_all(job_name)
 
 

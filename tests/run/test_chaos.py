@@ -113,6 +113,23 @@ def kill_somewhere(proc: subprocess.Popen[bytes], run_id: str, rng: random.Rando
     return how
 
 
+def finish(proc: subprocess.Popen[bytes], run_dir: Path, workdir: Path,
+           history: list[str]) -> None:
+    """Wait for the last driver; resume once more when the run is not done. A killed worker
+    fails the task it was running (the run then ends failed and a resume runs that task
+    again); a killed driver leaves the run to resume."""
+    code = proc.wait(600)
+    if code != 0:
+        text = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        assert {"SIGKILL", "SIGTERM", "worker"} & set(history), text[-4000:]
+    if status_of(run_dir, workdir) != "done":
+        final = start(["resume", str(run_dir)], workdir)
+        if final.wait(600) != 0:
+            text = final.stderr.read().decode(errors="replace") if final.stderr else ""
+            raise AssertionError(f"the final resume failed after kills {history}:\n"
+                                 f"{text[-4000:]}")
+
+
 def check_no_orphans(run_id: str) -> None:
     assert wait(lambda: not processes_of(run_id), limit=30), (
         f"processes of run {run_id} survived their driver: {processes_of(run_id)}")
@@ -137,10 +154,7 @@ def chaos(workdir: Path, run_args: list[str], run_dir: Path, total: int, backend
             break
         assert state in ("crashed", "interrupted")
         proc = start(["resume", str(run_dir)], workdir)
-    code = proc.wait(600)
-    assert code == 0 or history[-1] in ("SIGKILL", "SIGTERM"), proc.stderr.read() if proc.stderr else ""
-    if status_of(run_dir, workdir) != "done":
-        assert start(["resume", str(run_dir)], workdir).wait(600) == 0
+    finish(proc, run_dir, workdir, history)
     check_no_orphans(run_dir.name)
     assert status_of(run_dir, workdir) == "done"
     return history
@@ -177,10 +191,7 @@ def test_chaos_2000_task_flow(workdir: Path, backend: str, seed: int) -> None:
             break
         assert state in ("crashed", "interrupted")
         proc = start(["resume", str(run_dir)], workdir)
-    code = proc.wait(600)
-    assert code == 0 or history[-1] in ("SIGKILL", "SIGTERM"), proc.stderr.read() if proc.stderr else ""
-    if status_of(run_dir, workdir) != "done":
-        assert start(["resume", str(run_dir)], workdir).wait(600) == 0
+    finish(proc, run_dir, workdir, history)
     check_no_orphans(run_dir.name)
     assert status_of(run_dir, workdir) == "done"
     counts = Counter(int(x) for x in out.read_text().split())
