@@ -44,7 +44,7 @@ BAD: dict[str, tuple[str, list[str]]] = {
     "negative sleep": ('"@type": sleep\nseconds: -1\n', ["seconds must be >= 0", "s.yaml:1"]),
     "divisibility": (SUBCHUNKABLE + "processing_chunk_sizes: [[32, 32, 32], [10, 10, 10]]\n"
                      "level_intermediaries_dirs: [tmp, tmp]\n",
-                     ["must divide the padded chunk", "[8, 8, 8]", "s.yaml:2"]),
+                     ["processing_chunk_sizes[1]", "auto_divisibility", "s.yaml:"]),
 }
 
 

@@ -535,8 +535,12 @@ class SubchunkableApplyFlow:
         return Flow(self.flow, name="subchunkable_apply_flow",
                     expected={process_chunk.name: n})
 
-    def staging_path(self, plan: Plan) -> str:
-        assert plan.staging_dir is not None
+    def staging_path(self, plan: Plan | None = None) -> str:
+        """Where this flow stages its top-level chunks (with ``plan``, or the build's)."""
+        plan = plan or self.plan
+        if plan is None or plan.staging_dir is None:
+            raise SubchunkableConfigError(
+                "this flow's staging area is decided when it runs (its dst is not known yet)")
         digest = task_digest_of([self.dst, plan, self.op, self.op_kwargs])
         return plan.staging_dir.rstrip("/") + f"/staging-{digest[:20]}"
 

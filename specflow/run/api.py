@@ -243,9 +243,10 @@ def execute(
                 spec_file_hash=None, overrides=[], imports=records, settings=settings,
             )
     try:
+        # a run without a checkpoint keeps nothing: no cached values either
         return drive(target, settings, run=run, backend=be, listeners=listeners,
                      progress=progress, imports=abs_imports, quiet=not progress,
-                     final_table=True)
+                     final_table=True, cache=run is not None)
     finally:
         if run is not None:
             run.close()

@@ -113,9 +113,10 @@ def test_task_maker_ids_are_make_task_ids() -> None:
     assert len(ids) == 100
     other = append.task_maker(path=common["path"], delay=0.25)
     assert other.make_task(line="c0").id != maker.make_task(line="c0").id
-    # own arguments win over shared ones, in any order and number
+    # an argument both shared and own is a mistake, refused; own ones in any order and number
     both = append.task_maker(line="shared", **common)
-    assert both.make_task(line="own").id == append.make_task(line="own", **common).id
+    with pytest.raises(TypeError, match="given twice"):
+        both.make_task(line="own")
     few = append.task_maker(path=common["path"])
     assert few.make_task(line="a", delay=1.0).id == few.make_task(delay=1.0, line="a").id \
         == append.make_task(path=common["path"], line="a", delay=1.0).id

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,10 @@ def check_no_orphans(run_id: str) -> None:
 
 
 def chaos(workdir: Path, run_args: list[str], run_dir: Path, total: int, backend: str,
-          kills: int, seed: int) -> list[str]:
+          kills: int, seed: int, on_kill: Callable[[], None] | None = None) -> list[str]:
+    """Run, kill something ``kills`` times (resuming after each driver kill), finish; the
+    run must end done with no process of it left. ``on_kill`` looks at the record after
+    each driver kill."""
     rng = random.Random(seed)
     db = run_dir / "checkpoint.db"
     proc = start(run_args, workdir)
@@ -149,6 +153,8 @@ def chaos(workdir: Path, run_args: list[str], run_dir: Path, total: int, backend
         if how == "worker":
             continue
         check_no_orphans(run_dir.name)
+        if on_kill is not None:
+            on_kill()
         state = status_of(run_dir, workdir)
         if state == "done":  # the signal came as the run ended
             break
@@ -168,32 +174,18 @@ def test_chaos_2000_task_flow(workdir: Path, backend: str, seed: int) -> None:
     spec.write_text(f'"@type": it.gated_many\ngate: {workdir / "gate"}\nout: {out}\n'
                     f'n: {N_TASKS}\n')
     run_dir = workdir / "r"
-    rng = random.Random(seed)
     db = run_dir / "checkpoint.db"
-    proc = start(["run", "-i", OPS, str(spec), "--run-dir", str(run_dir), "--backend", backend,
-                  "--workers", "2"], workdir)
-    history = []
     # effects seen of each task on record at a kill: none may be added later
     frozen: dict[int, int] = {}
-    for _ in range(4):
-        how = kill_somewhere(proc, run_dir.name, rng, db, N_TASKS, backend)
-        history.append(how)
-        if how == "finished":
-            break
-        if how == "worker":
-            continue
-        check_no_orphans(run_dir.name)
+
+    def remember() -> None:
         effects = Counter(int(x) for x in out.read_text().split())
         for v in recorded_values(db, "it.gated"):
             frozen.setdefault(int(v), effects[int(v)])
-        state = status_of(run_dir, workdir)
-        if state == "done":  # the signal came as the run ended
-            break
-        assert state in ("crashed", "interrupted")
-        proc = start(["resume", str(run_dir)], workdir)
-    finish(proc, run_dir, workdir, history)
-    check_no_orphans(run_dir.name)
-    assert status_of(run_dir, workdir) == "done"
+
+    history = chaos(workdir, ["run", "-i", OPS, str(spec), "--run-dir", str(run_dir),
+                              "--backend", backend, "--workers", "2"],
+                    run_dir, N_TASKS, backend, 4, seed, on_kill=remember)
     counts = Counter(int(x) for x in out.read_text().split())
     assert set(counts) == set(range(N_TASKS)), "no task is missing"
     again = {i for i, n in frozen.items() if counts[i] != n}
