@@ -157,7 +157,13 @@ def test_cancel_and_resume_a_long_run(workdir: Path) -> None:
         # resumed through the API: the finished sleep is skipped, the long one starts again
         code, body = server.call("POST", f"/api/runs/{rid}/resume")
         assert code == 202, body
-        run = server.until_status(rid, {"resuming", "running"})
+        deadline = time.monotonic() + 180
+        while True:  # the resumed driver has taken the run (its second attempt)
+            _, run = server.call("GET", f"/api/runs/{rid}")
+            if run.get("attempt") == 2:
+                break
+            assert time.monotonic() < deadline, run
+            time.sleep(0.1)
         code, body = server.call("POST", f"/api/runs/{rid}/cancel")
         assert code == 200, body
         run = server.until_status(rid, {"interrupted"})
