@@ -16,7 +16,7 @@ import json
 import math
 import pathlib
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from specflow.builder.provenance import get_spec
@@ -341,45 +341,3 @@ def _stream(obj: Any, depth: int = 0) -> bytes:
     return b"".join(r.parts)
 
 
-def task_id_template(
-    operation: str, op_identity: Any, common: Mapping[str, Any]
-) -> Callable[[Mapping[str, Any]], str]:
-    """``ids(rest)`` == ``task_id(operation, op_identity, {**common, **rest})``, with the
-    canonical form of ``op_identity`` and of the ``common`` values worked out once: for many
-    tasks that share large arguments. The common values must not change while it is used."""
-    common = dict(common)
-    json_ok = _plain_keys(common)
-    if json_ok:
-        try:
-            _dumps(common)
-        except (TypeError, ValueError, RecursionError):
-            json_ok = False
-    if json_ok or any(type(k) is not str for k in common):
-        # plain data takes task_id's JSON path, which is quick already
-        def plain(rest: Mapping[str, Any]) -> str:
-            return task_id(operation, op_identity, {**common, **rest})
-
-        return plain
-    # a common value JSON cannot encode sends every task of this template down the canonical
-    # walk: replay its bytes instead of walking the common values again
-    prefix = operation.encode() + b"\x00" + _stream(op_identity)
-    fixed = {_key_bytes(k): _stream(v, 1) for k, v in common.items()}
-
-    def ids(rest: Mapping[str, Any]) -> str:
-        if any(k in common for k in rest):
-            raise TypeError(f"arguments given twice: {sorted(set(rest) & set(common))}")
-        h = hashlib.blake2b(prefix, digest_size=16)
-        keys = sorted([*fixed, *(_key_bytes(k) for k in rest)])
-        by_key = {_key_bytes(k): v for k, v in rest.items()}
-        h.update(b"D%d{" % len(keys))
-        for kb in keys:
-            h.update(kb)
-            stream = fixed.get(kb)
-            if stream is not None:
-                h.update(stream)
-            else:
-                _feed(h, by_key[kb], 1)
-        h.update(b"}")
-        return h.hexdigest()
-
-    return ids
