@@ -636,8 +636,16 @@ def status(
     task: Annotated[str | None, typer.Option(
         "--task", help="One task in full, by its id or an id prefix: input, value, log and "
         "traceback.")] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        "--state", help="With --tasks: only tasks in this state (pending, queued, running, "
+        "done, failed, cancelled, timeout, skipped, reused); may be repeated.")] = None,
 ) -> None:
     """Counts and times per operation, values, failures with their inputs, and jobs of a run."""
+    from specflow.execution.checkpoint import TASK_STATUSES
+
+    for st in state or ():
+        if st not in TASK_STATUSES:
+            _fail(f"--state {st}: expected one of {', '.join(TASK_STATUSES)}")
 
     def body() -> int:
         from specflow.run import Run
@@ -646,7 +654,7 @@ def status(
         with Run.open(checkpoint, drive=False) as run:
             ck_path = run.checkpoint.path
             if task is not None:
-                found = [r for r in run.checkpoint.task_rows() if r.id.startswith(task)]
+                found = [r for r in run.task_rows() if r.id.startswith(task)]
                 if not found:
                     _fail(f"--task {task}: no task of this run has an id starting so")
                 if len(found) > 1:
@@ -668,7 +676,7 @@ def status(
                 if one["traceback"]:
                     _line(one["traceback"].rstrip())
                 return EXIT_OK
-            data = run_data(run, tasks=tasks, operation=op, limit=limit)
+            data = run_data(run, tasks=tasks, operation=op, limit=limit, states=state)
         if as_json:
             sys.stdout.write(dumps(data) + "\n")
             return EXIT_OK
@@ -708,12 +716,17 @@ def _status_text(data: dict[str, Any]) -> None:
         _line(f"spec: {data['spec_file']}")
     t = Table(title_justify="left")
     t.add_column("operation")
-    for c in ("done", "failed", "retries", "mean s", "p95 s", "max s"):
+    # done and failed always; the other statuses where some task has them
+    from specflow.execution.checkpoint import TASK_STATUSES
+
+    shown = [k for k in TASK_STATUSES
+             if k in ("done", "failed") or data["totals"].get(k, 0)]
+    for c in (*shown, "retries", "mean s", "p95 s", "max s"):
         t.add_column(c, justify="right")
     for op, c in sorted(data["counts"].items()):
         tm = data["timings"].get(op, {})
         n = tm.get("n", 0)
-        t.add_row(op, f"{c.get('done', 0):,}", f"{c.get('failed', 0):,}",
+        t.add_row(op, *(f"{c.get(k, 0):,}" for k in shown),
                   f"{tm.get('retries', 0):,}",
                   f"{tm['mean_s']:.3f}" if n else "-", f"{tm['p95_s']:.3f}" if n else "-",
                   f"{tm['max_s']:.3f}" if n else "-")
@@ -723,6 +736,10 @@ def _status_text(data: dict[str, Any]) -> None:
     for st in data["stages"]:
         value = "" if st["value"] is None else f" → {_short(st['value'], 200)}"
         _line(f"  {st['position']}: {st['name']} ({st['status']}){value}")
+    if data["skipped_flows"]:
+        names = sorted(set(data["skipped_flows"]))
+        _line(f"skipped: {len(data['skipped_flows']):,} flow(s) that depend on failed work "
+              f"({', '.join(names[:5])}{', …' if len(names) > 5 else ''})")
     if data["jobs"]:
         j = Table(title="jobs", title_justify="left")
         for col in ("job_id", "state", "n_tasks", "efficiency", "log_path"):
@@ -764,9 +781,9 @@ def _run_rows(base: Path, include_indexed: bool) -> list[dict[str, Any]]:
             with Run.open(cpath, drive=False) as opened:
                 info = opened.info()
                 state = opened.status()
-                counts = opened.checkpoint.counts()
-            done = sum(c.get("done", 0) for c in counts.values())
-            failed = sum(c.get("failed", 0) for c in counts.values())
+                counts = opened.counts()
+            done = sum(c.get("done", 0) + c.get("reused", 0) for c in counts.values())
+            failed = sum(c.get("failed", 0) + c.get("timeout", 0) for c in counts.values())
             rows.append({"run": info.id, "status": state, "created": info.created,
                          "updated": info.updated,
                          "duration": max(0.0, info.updated - info.created),

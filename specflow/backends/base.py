@@ -135,6 +135,11 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers and resources."""
 
+    def running_ids(self) -> set[str] | None:
+        """Ids of the tasks handed over that have started (the rest are queued); ``None``
+        when the backend cannot tell the two apart."""
+        return None
+
     def job_updates(self) -> list[JobRecord]:
         """Jobs whose state changed since the last call (backends without jobs: none)."""
         return []

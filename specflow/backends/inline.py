@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -34,9 +35,13 @@ from specflow.flow.task import Task
 
 class InlineBackend(Backend):
     name = "inline"
+    #: tasks run inside wait(), in the driving thread
+    runs_in_wait = True
 
     def __init__(self, batch_size: int = 1024, capture: bool = True) -> None:
         self.batch_size = batch_size
+        #: the task wait() is running now: (id, operation, when it started)
+        self.current: tuple[str, str, float] | None = None
         self.capture = capture
         self._queue: deque[Task] = deque()
         self._log_fd = -1
@@ -76,10 +81,18 @@ class InlineBackend(Backend):
         if not queue:
             return []
         task = queue[0]
+        self.current = (task.id, task.operation, time.time())
+        try:
+            return [self._run(task)]
+        finally:
+            self.current = None
+
+    def _run(self, task: Task) -> Outcome:
+        queue = self._queue
         if self._saved is None:
             outcome = run_task(task)
             queue.popleft()
-            return [outcome]
+            return outcome
         log_fd = self._log_fd
         saved_out, saved_err = self._saved
         # fds 1 and 2 (and sys.stdout, sys.stderr, whatever they were) point at the log
@@ -103,7 +116,12 @@ class InlineBackend(Backend):
             sys.stdout, sys.stderr = streams
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
-        return [outcome]
+        return outcome
+
+    def running_ids(self) -> set[str] | None:
+        # between calls of wait() nothing runs: what was handed over is queued (the task
+        # wait() runs is in ``current`` meanwhile)
+        return set()
 
     def finished(self) -> list[Outcome]:
         return []  # every outcome was returned as its task ended

@@ -462,6 +462,15 @@ class LocalBackend(Backend):
     def recent_output(self) -> list[str]:
         return self._tail.read()
 
+    def running_ids(self) -> set[str] | None:
+        out = set()
+        for w in self._pool.values():
+            seq, _ = w.running()
+            task = w.tasks.get(seq) if seq else None
+            if task is not None:
+                out.add(task.id)
+        return out
+
     def cancel(self) -> None:
         """Keep what already finished (the next :meth:`wait` returns it), drop the queue,
         and kill the workers; fresh ones start if more work comes."""

@@ -947,6 +947,16 @@ class SlurmBackend(Backend):
         rec.note = job.drained
         self._updates[job.job_id] = rec
 
+    def running_ids(self) -> set[str] | None:
+        # a job runs its tasks one after another: the first without an outcome is running
+        out = set()
+        for job in self._jobs.values():
+            if job.state == "RUNNING" or job.began is not None:
+                first = next(iter(job.tasks), None)
+                if first is not None:
+                    out.add(first)
+        return out
+
     # -- introspection (tests, benchmarks) ------------------------------------------------
     @property
     def folder_in_use(self) -> Path | None:

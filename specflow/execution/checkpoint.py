@@ -112,6 +112,28 @@ flows_table = sa.Table(
     sa.Column("task_id", sa.String),
 )
 
+# The tasks of a live run that have no final state yet (pending, queued, running): a
+# snapshot the driver replaces about once a second, so it stays as small as the work in
+# flight. Rows left behind by a driver that died are read as ``cancelled``.
+live_table = sa.Table(
+    "live",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("operation", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("since", sa.Float),
+    sa.Column("args", sa.Text),
+)
+
+#: every status a task can have, in the order a task goes through them
+TASK_STATUSES = ("pending", "queued", "running", "done", "failed", "cancelled", "timeout",
+                 "skipped", "reused")
+#: statuses of tasks that have not reached a final state (kept in the ``live`` table)
+LIVE_STATUSES = ("pending", "queued", "running")
+#: final statuses of tasks that did not succeed and were tried
+FAILED_STATUSES = ("failed", "timeout")
+
 jobs_table = sa.Table(
     "jobs",
     metadata,
@@ -248,6 +270,7 @@ class Checkpoint:
                 )
                 self.conn.commit()
             self._check_format()
+            self._has_live = "live" in set(sa.inspect(self.conn).get_table_names())
         except CheckpointError:
             self.engine.dispose()
             raise
@@ -412,6 +435,10 @@ class Checkpoint:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
+            if self._live_table():
+                # a task with a final state is no longer pending, queued or running
+                self.conn.exec_driver_sql("DELETE FROM live WHERE id = ?",
+                                          [(r[0],) for r in rows])
             self.conn.commit()
         except sa.exc.OperationalError as exc:
             try:
@@ -463,24 +490,99 @@ class Checkpoint:
                 f"{self.path}: damaged checkpoint ({_short_db_error(exc)})"
             ) from None
 
-    def task_rows(self, status: str | None = None, *, operation: str | None = None,
-                  limit: int | None = None) -> Iterator[TaskRow]:
-        """The newest row of each task (optionally only those with ``status``, of
-        ``operation``, the first ``limit``), in the order they finished."""
+    def task_rows(self, status: str | Iterable[str] | None = None, *,
+                  operation: str | None = None, limit: int | None = None,
+                  live: bool = False) -> Iterator[TaskRow]:
+        """The newest state of each task (optionally only those with ``status`` — one or
+        several — of ``operation``, the first ``limit``): finished tasks in the order they
+        finished, then those without a final state. ``live`` says the run's driver is
+        alive, so its snapshot of pending/queued/running tasks is current; otherwise tasks
+        it left without a final state are ``cancelled``."""
+        wanted = None if status is None else (
+            {status} if isinstance(status, str) else set(status))
         conds, params = [], []
-        for col, val in (("status", status), ("operation", operation)):
-            if val is not None:
-                conds.append(f"{col} = ?")
-                params.append(val)
+        if wanted is not None:
+            conds.append(f"status IN ({','.join('?' * len(wanted))})")
+            params.extend(sorted(wanted))
+        if operation is not None:
+            conds.append("operation = ?")
+            params.append(operation)
+        has_live = self._live_table()
+        if live and has_live:
+            conds.append("id NOT IN (SELECT id FROM live)")
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
-        tail = f" LIMIT {int(limit)}" if limit is not None else ""
         cols = ", ".join(c.name for c in tasks_table.columns if c.name != "seq")
+        left = None if limit is None else int(limit)
         with self._lock, self._reading():
             rows = self.conn.exec_driver_sql(
-                f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq{tail}", tuple(params)
+                f"SELECT {cols} FROM {LATEST}{where} ORDER BY seq"
+                + (f" LIMIT {left}" if left is not None else ""), tuple(params)
             ).mappings().all()
-        for row in rows:
-            yield TaskRow(**dict(row))
+            out = [TaskRow(**dict(row)) for row in rows]
+            if has_live and (left is None or len(out) < left):
+                out.extend(self._live_rows(wanted, operation, live,
+                                           None if left is None else left - len(out)))
+        yield from out
+
+    def _live_table(self) -> bool:
+        return bool(getattr(self, "_has_live", False))
+
+    def _live_rows(self, wanted: set[str] | None, operation: str | None, live: bool,
+                   limit: int | None) -> list[TaskRow]:
+        sql = "SELECT id, operation, status, attempts, since, args FROM live"
+        conds, params = [], []
+        if not live:
+            # left by a driver that is gone: cancelled, unless the task has a final row
+            if wanted is not None and "cancelled" not in wanted:
+                return []
+            conds.append("id NOT IN (SELECT id FROM tasks)")
+        elif wanted is not None:
+            conds.append(f"status IN ({','.join('?' * len(wanted))})")
+            params.extend(sorted(wanted))
+        if operation is not None:
+            conds.append("operation = ?")
+            params.append(operation)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        sql += " ORDER BY since, id" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        rows = self.conn.exec_driver_sql(sql, tuple(params)).all()
+        return [TaskRow(id=tid, operation=op, status=st if live else "cancelled",
+                        attempts=int(att or 0), started=since if st == "running" else None,
+                        finished=None, error=None, traceback=None, value_json=None,
+                        worker=None, log_path=None, args=args)
+                for tid, op, st, att, since, args in rows]
+
+    def _ensure_live(self) -> None:
+        if not self._live_table():
+            self.conn.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS live (id VARCHAR PRIMARY KEY, operation VARCHAR "
+                "NOT NULL, status VARCHAR NOT NULL, attempts INTEGER NOT NULL, since FLOAT, "
+                "args TEXT)")
+            self._has_live = True
+
+    @_locked
+    def record_live(self, rows: Iterable[tuple[str, str, str, int, float | None, str | None]]
+                    ) -> None:
+        """Replace the record of tasks without a final state: (id, operation, status,
+        attempts, since, args) each."""
+        self._ensure_live()
+        self.conn.exec_driver_sql("DELETE FROM live")
+        self.update_live(rows, ())
+
+    @_locked
+    def update_live(self, rows: Iterable[tuple[str, str, str, int, float | None, str | None]],
+                    gone: Iterable[str]) -> None:
+        """Insert or change the live rows ``rows``; remove those of the ids ``gone``."""
+        self._ensure_live()
+        values = list(rows)
+        if values:
+            self.conn.exec_driver_sql(
+                "INSERT OR REPLACE INTO live (id, operation, status, attempts, since, args) "
+                "VALUES (?,?,?,?,?,?)", values)
+        removed = [(tid,) for tid in gone]
+        if removed:
+            self.conn.exec_driver_sql("DELETE FROM live WHERE id = ?", removed)
+        self.conn.commit()
 
     # -- flows -------------------------------------------------------------------------
     @_locked
@@ -504,15 +606,25 @@ class Checkpoint:
         return [FlowRow(*r) for r in rows]
 
     @_locked
-    def counts(self) -> dict[str, dict[str, int]]:
-        """``{operation: {status: n}}`` over the newest row of each task."""
+    def counts(self, *, live: bool = False) -> dict[str, dict[str, int]]:
+        """``{operation: {status: n}}`` over the newest state of each task (``live``: see
+        :meth:`task_rows`)."""
         out: dict[str, dict[str, int]] = {}
+        has_live = self._live_table()
+        final = f"SELECT operation, status, COUNT(*) FROM {LATEST}"
+        if live and has_live:
+            final += " WHERE id NOT IN (SELECT id FROM live)"
+        queries = [final + " GROUP BY operation, status"]
+        if has_live:
+            queries.append(
+                "SELECT operation, status, COUNT(*) FROM live GROUP BY operation, status" if live
+                else "SELECT operation, 'cancelled', COUNT(*) FROM live "
+                     "WHERE id NOT IN (SELECT id FROM tasks) GROUP BY operation")
         with self._reading():
-            rows = self.conn.exec_driver_sql(
-                f"SELECT operation, status, COUNT(*) FROM {LATEST} GROUP BY operation, status"
-            ).all()
-        for op, status, n in rows:
-            out.setdefault(op, {})[status] = n
+            for q in queries:
+                for op, status, n in self.conn.exec_driver_sql(q).all():
+                    c = out.setdefault(op, {})
+                    c[status] = c.get(status, 0) + n
         return out
 
     @_locked

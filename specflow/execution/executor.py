@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Generator, Iterable
@@ -32,6 +33,8 @@ from specflow.flow.task import Task, TransientErrorCondition
 SUMMARY_SAMPLE = 1000
 #: items of the root flow whose values are kept as the run's stages
 MAX_STAGES = 50
+#: how often (seconds) the checkpoint's snapshot of unfinished tasks is refreshed
+LIVE_INTERVAL = 0.5
 
 
 class FlowError(Exception):
@@ -134,13 +137,16 @@ class _FlowRun:
 
 
 class _TaskState:
-    __slots__ = ("task", "attempts", "parents", "lost")
+    __slots__ = ("task", "attempts", "parents", "lost", "since", "args")
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self.attempts = 0
         self.lost = 0
         self.parents: list[_FlowRun] = []
+        #: when it was last handed to the backend (None: waiting to be)
+        self.since: float | None = None
+        self.args: str | None = None
 
 
 _OK = 0
@@ -193,6 +199,15 @@ class Executor:
         self._stop = False
         self._summaries_left: dict[str, int] = {}
         self._recent_output = getattr(backend, "recent_output", None)
+        self._runs_in_wait = bool(getattr(backend, "runs_in_wait", False))
+        self._watch_lock = threading.Lock()
+        #: tasks the watcher thread recorded as running (see _watch_current)
+        self._watch_written: set[str] = set()
+        self._live_changed = True
+        self._live_next = 0.0
+        self._live_running: set[str] | None = None
+        #: what the checkpoint's live record says now, by task id
+        self._live_written: dict[str, str] = {}
 
     # -- public ------------------------------------------------------------------------
     def run(self, target: Any) -> RunReport:
@@ -207,7 +222,9 @@ class Executor:
                 # resuming a run that reuses: what it executed itself still bars reuse below
                 self._preloaded_reused = self.checkpoint.reused_ids()
             self.checkpoint.set_status("running")
+            self.checkpoint.record_live(())  # what an earlier driver left is not live
             self.checkpoint.start_autoflush()
+            watch_stop = self._start_watch()
         self.backend.start(self.context or BackendContext(run_dir=_cwd(), run_id="adhoc"))
         if self.progress is not None:
             stream = getattr(self.backend, "console_stream", None)
@@ -253,12 +270,15 @@ class Executor:
                     self.backend.close()
                 finally:
                     if self.checkpoint is not None:
+                        watch_stop.set()
                         self.checkpoint.stop_autoflush()
                         try:
                             self._record_jobs()
                             self._record_flows()
+                            self._record_cancelled()
                         finally:
                             self.checkpoint.flush()
+                            self.checkpoint.record_live(())
                             self.checkpoint.set_status(self.report.status)
                     self._emit("run_finished", data={"status": self.report.status})
         return self.report
@@ -286,6 +306,8 @@ class Executor:
             timeout = 0.2
             if self._delayed:
                 timeout = max(0.0, min(timeout, self._delayed[0][0] - time.monotonic()))
+            if ckpt is not None:
+                self._record_live()
             outcomes = backend.wait(timeout)
             for outcome in outcomes:
                 self._on_outcome(outcome)
@@ -592,8 +614,11 @@ class Executor:
             n = min(room, len(ready))
             batch = [heapq.heappop(ready)[2] for _ in range(n)]
             tasks = []
+            now = time.time()
+            self._live_changed = True
             for st in batch:
                 st.attempts += 1
+                st.since = now
                 tasks.append(st.task)
                 self._count(st.task.operation, "submitted")
                 if want_event:
@@ -604,6 +629,8 @@ class Executor:
         st = self._active.get(o.task_id)
         if st is None:
             return  # a late duplicate outcome
+        self._live_changed = True
+        st.since = None
         task = st.task
         if o.ok:
             self._succeed(st, o)
@@ -664,6 +691,9 @@ class Executor:
         del self._active[tid]
         self._failed[tid] = o.error or "failed"
         self._count(task.operation, "failed")
+        timed_out = "TaskTimeoutError" in {t.rsplit(".", 1)[-1] for t in o.exc_types}
+        if timed_out:
+            self._count(task.operation, "timeout")
         attempts = st.attempts + st.lost
         args = summarise(task)
         self.report.failures.append(
@@ -672,7 +702,8 @@ class Executor:
         )
         if self.checkpoint is not None:
             self.checkpoint.record(
-                tid, task.operation, "failed", attempts, o.started, o.finished,
+                tid, task.operation, "timeout" if timed_out else "failed", attempts,
+                o.started, o.finished,
                 error=o.error, traceback=o.traceback, worker=o.worker, log_path=o.log_path,
                 args=args,
             )
@@ -805,6 +836,80 @@ class Executor:
         except Exception:  # noqa: BLE001 - showing output never stops a run
             return []
 
+    def _record_live(self, force: bool = False) -> None:
+        """Bring the checkpoint's record of the tasks without a final state up to date:
+        pending (not handed to the backend yet, or waiting to be retried), queued (handed
+        over, not started) and running (backends that cannot tell started from queued: all
+        handed over are running). Only what changed since the last time is written."""
+        now = time.monotonic()
+        if self.checkpoint is None or not (force or now >= self._live_next):
+            return
+        self._live_next = now + LIVE_INTERVAL
+        running = self.backend.running_ids()
+        if not (self._live_changed or running != self._live_running):
+            return  # nothing was handed over, finished or started since the last time
+        self._live_changed = False
+        self._live_running = running
+        written = self._live_written
+        with self._watch_lock:
+            for tid in self._watch_written:
+                written[tid] = "watched"  # differs from every status: rewritten or removed
+            self._watch_written.clear()
+        now_status: dict[str, str] = {}
+        upserts: list[tuple[str, str, str, int, float | None, str | None]] = []
+        for tid, st in self._active.items():
+            if st.since is None:
+                status = "pending"
+            else:
+                status = "running" if running is None or tid in running else "queued"
+            now_status[tid] = status
+            if written.get(tid) != status:
+                if status == "running" and st.args is None:
+                    st.args = summarise(st.task)
+                upserts.append((tid, st.task.operation, status, st.attempts, st.since, st.args))
+        gone = [tid for tid in written if tid not in now_status]
+        if upserts or gone:
+            self.checkpoint.update_live(upserts, gone)
+        self._live_written = now_status
+
+    def _start_watch(self) -> threading.Event:
+        """For a backend that runs each task inside ``wait()`` (inline), where the driver's
+        thread is busy with the task: a thread that records the task as running once it
+        has run for :data:`LIVE_INTERVAL`."""
+        stop = threading.Event()
+        ckpt = self.checkpoint
+        if not self._runs_in_wait or ckpt is None:
+            return stop
+
+        def watch() -> None:
+            shown = None
+            while not stop.wait(LIVE_INTERVAL / 2):
+                current = getattr(self.backend, "current", None)
+                if current is None or current[0] == shown:
+                    continue
+                tid, op, started = current
+                if time.time() - started < LIVE_INTERVAL:
+                    continue
+                with self._watch_lock:
+                    self._watch_written.add(tid)
+                try:
+                    ckpt.update_live([(tid, op, "running", 1, started, None)], ())
+                except Exception:  # noqa: BLE001 - showing progress never stops a run
+                    return
+                shown = tid
+
+        threading.Thread(target=watch, name="specflow-live", daemon=True).start()
+        return stop
+
+    def _record_cancelled(self) -> None:
+        """Tasks a stopped run leaves without an outcome are on record as cancelled (a
+        resume runs them)."""
+        assert self.checkpoint is not None
+        for tid, st in self._active.items():
+            self.checkpoint.record(tid, st.task.operation, "cancelled", st.attempts, None, None,
+                                   args=st.args)
+            self._count(st.task.operation, "cancelled")
+
     def _record_flows(self) -> None:
         root = self._root
         if root is None or self.checkpoint is None:
@@ -830,6 +935,8 @@ class Executor:
             else:
                 rows.append(FlowRow(pos, item.name, flow_status(item),
                                     store.store(f"flow-{item.flow.seq}", item.result), None))
+        for name in self.report.skipped_flows:
+            rows.append(FlowRow("skipped", name, "skipped", None, None))
         self.checkpoint.record_flows(rows)
 
     def _count(self, op: str, key: str) -> None:
@@ -837,7 +944,7 @@ class Executor:
         if c is None:
             c = self.report.counts[op] = {
                 "submitted": 0, "done": 0, "failed": 0, "retried": 0, "cached": 0,
-                "reused": 0,
+                "reused": 0, "timeout": 0, "cancelled": 0,
             }
         c[key] += 1
 

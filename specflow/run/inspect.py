@@ -8,7 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from specflow.execution.checkpoint import LATEST, Checkpoint, TaskRow
+from specflow.execution.checkpoint import (
+    FAILED_STATUSES,
+    LATEST,
+    TASK_STATUSES,
+    Checkpoint,
+    TaskRow,
+)
 from specflow.execution.values import ValueNotStored
 from specflow.run.record import Run
 
@@ -95,6 +101,11 @@ def operation_stats(ck: Checkpoint) -> dict[str, dict[str, Any]]:
     return out
 
 
+def totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Tasks per status over all operations (every status, zero where none)."""
+    return {k: sum(c.get(k, 0) for c in counts.values()) for k in TASK_STATUSES}
+
+
 def run_data(
     run: Run,
     *,
@@ -102,12 +113,13 @@ def run_data(
     failures: bool = True,
     operation: str | None = None,
     limit: int | None = None,
+    states: list[str] | None = None,
 ) -> dict[str, Any]:
     """Everything ``status --json`` says of a run (with ``tasks``: every task)."""
     ck = run.checkpoint
     info = run.info()
     state = run.status()
-    counts = ck.counts()
+    counts = run.counts()
     stats = operation_stats(ck)
     timings = ck.timings()
     for op, tm in timings.items():
@@ -122,7 +134,7 @@ def run_data(
         "backend": info.settings.get("backend"), "settings": info.settings,
         "overrides": info.overrides,
         "counts": counts, "timings": timings,
-        "totals": {k: sum(c.get(k, 0) for c in counts.values()) for k in ("done", "failed")},
+        "totals": totals(counts),
     }
     rows = ck.flows()
     run_row = next((r for r in rows if r.position == "run"), None)
@@ -130,16 +142,19 @@ def run_data(
     data["stages"] = [
         {"position": r.position, "name": r.name, "status": r.status, "task_id": r.task_id,
          "value": shown_value(ck, r.value_json)}
-        for r in rows if r.position != "run"
+        for r in rows if r.position.startswith("stage")
     ]
+    data["skipped_flows"] = [r.name for r in rows if r.status == "skipped"]
     if failures:
         data["failures"] = [
-            task_dict(ck, r) for r in ck.task_rows("failed", operation=operation, limit=limit)
+            task_dict(ck, r)
+            for r in run.task_rows(FAILED_STATUSES, operation=operation, limit=limit)
         ]
     data["jobs"] = ck.jobs()
     if tasks:
         data["tasks"] = [task_dict(ck, r, traceback=False)
-                         for r in ck.task_rows(operation=operation, limit=limit)]
+                         for r in run.task_rows(states or None, operation=operation,
+                                                limit=limit)]
     return data
 
 

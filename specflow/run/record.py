@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 
 from specflow import __version__
-from specflow.execution.checkpoint import Checkpoint, CheckpointError, RunInfo
+from specflow.execution.checkpoint import Checkpoint, CheckpointError, RunInfo, TaskRow
 from specflow.run.lease import Lease, LeaseHeld, driver_gone
 from specflow.run.settings import RunSettings
 from specflow.spec import SpecError
@@ -154,6 +155,21 @@ class Run:
 
     def status(self) -> str:
         return honest_status(self.info(), self.checkpoint)
+
+    def is_live(self) -> bool:
+        """Whether a driver is running this run now (its snapshot of unfinished tasks is
+        current)."""
+        return self.status() in LIVE_STATUSES
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{operation: {status: n}}``, with pending/queued/running while the run is live."""
+        return self.checkpoint.counts(live=self.is_live())
+
+    def task_rows(self, status: str | Iterable[str] | None = None, *,
+                  operation: str | None = None, limit: int | None = None) -> Iterator[TaskRow]:
+        """Each task's newest state (see :meth:`Checkpoint.task_rows`)."""
+        return self.checkpoint.task_rows(status, operation=operation, limit=limit,
+                                         live=self.is_live())
 
     def close(self) -> None:
         try:

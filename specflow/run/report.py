@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specflow.execution.checkpoint import LATEST
+from specflow.execution.checkpoint import FAILED_STATUSES, LATEST, TASK_STATUSES
 from specflow.run.inspect import log_excerpt, run_data
 from specflow.run.record import Run
 
@@ -105,7 +105,7 @@ def _timeline(tasks: list[_Task], colours: dict[str, str]) -> str:
             assert t.started is not None
             x = label_w + (t.started - t0) * scale
             w_px = max(0.8, t.duration * scale)
-            colour = FAILED_COLOUR if t.status == "failed" else colours[t.operation]
+            colour = FAILED_COLOUR if t.status in FAILED_STATUSES else colours[t.operation]
             title = f"{t.operation} {t.id[:12]} · {t.status} · {_fmt_s(t.duration)} s"
             if t.args:
                 title += f" · {t.args}"
@@ -124,7 +124,7 @@ def _timeline(tasks: list[_Task], colours: dict[str, str]) -> str:
             a = (t.started - t0) / bin_s
             b = (t.finished - t0) / bin_s
             first, last = int(a), min(bins - 1, int(b))
-            if t.status == "failed":
+            if t.status in FAILED_STATUSES:
                 key = (li, min(bins - 1, first))
                 fails[key] = fails.get(key, 0) + 1
             for k in range(first, last + 1):
@@ -198,7 +198,7 @@ def _volume_maps(tasks: list[_Task]) -> str:
         cells: dict[tuple[tuple[int, int], tuple[int, int]], _Cell] = {}
         for b, t in items:
             c = cells.setdefault(((b[0], b[1]), (b[2], b[3])), _Cell())
-            if t.status == "failed":
+            if t.status in FAILED_STATUSES:
                 c.failed += 1
             else:
                 c.done += 1
@@ -312,12 +312,17 @@ def render(run: Run) -> str:
         return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
     totals = data["totals"]
+    n_failed = totals["failed"] + totals["timeout"]
+    # done and failed always; the other statuses where some task has them
+    extra = [k for k in TASK_STATUSES if k not in ("done", "failed") and totals.get(k, 0)]
+    by_status = ", ".join(f"{k} {totals[k]:,}" for k in TASK_STATUSES if totals.get(k, 0))
     head = [
         f"<h1>specflow run {_e(data['run'])} · <span id=\"run-status\" "
         f"class=\"status-{_e(data['status'])}\">{_e(data['status'])}</span></h1>",
         '<div id="js-errors"></div>',
         _kv([
-            ("tasks done", f"{totals['done']:,}"), ("tasks failed", f"{totals['failed']:,}"),
+            ("tasks done", f"{totals['done']:,}"), ("tasks failed", f"{n_failed:,}"),
+            ("tasks by status", by_status or "-"),
             ("started", when(data["created"])), ("last update", when(data["updated"])),
             ("duration", f"{_fmt_s(data['duration'])} s"), ("backend", data["backend"]),
             ("attempts", data["attempt"]), ("spec file", data["spec_file"] or "-"),
@@ -353,6 +358,7 @@ def render(run: Run) -> str:
             f"height:10px\"></i> {_e(op)}</td>"
             + cell("done", f"{c.get('done', 0):,}", c.get("done", 0))
             + cell("failed", f"{c.get('failed', 0):,}", c.get("failed", 0))
+            + "".join(cell(k, f"{c.get(k, 0):,}", c.get(k, 0)) for k in extra)
             + cell("retries", f"{tm.get('retries', 0):,}", tm.get("retries", 0))
             + "".join(cell(k, _fmt_s(tm[k]) if n else "-", tm.get(k, 0) if n else -1)
                       for k in ("mean_s", "p50_s", "p95_s", "max_s"))
@@ -360,7 +366,8 @@ def render(run: Run) -> str:
             + "</tr>")
     op_table = (
         "<h2>Operations</h2><table id=\"ops\" class=\"sortable\"><thead><tr><th>operation</th>"
-        "<th>done</th><th>failed</th><th>retries</th><th>mean s</th><th>p50 s</th>"
+        "<th>done</th><th>failed</th>" + "".join(f"<th>{k}</th>" for k in extra)
+        + "<th>retries</th><th>mean s</th><th>p50 s</th>"
         "<th>p95 s</th><th>max s</th><th>total s</th></tr></thead><tbody>"
         + "".join(op_rows) + "</tbody></table>")
     legend = "".join(f'<span><i style="background:{colours[op]}"></i>{_e(op)}</span>'
@@ -370,7 +377,7 @@ def render(run: Run) -> str:
                 "<p class=\"note\">drawn: <span id=\"timeline-count\"></span> marks</p>")
     # failures
     fails = data["failures"]
-    fparts = [f"<h2>Failures ({totals['failed']:,})</h2>"]
+    fparts = [f"<h2>Failures ({n_failed:,})</h2>"]
     if not fails:
         fparts.append("<p>None.</p>")
     for f in fails:
@@ -386,8 +393,8 @@ def render(run: Run) -> str:
             + (f"<details><summary>log excerpt</summary><pre>{_e(excerpt)}</pre></details>"
                if excerpt else "")
             + "</div>")
-    if totals["failed"] > len(fails):
-        fparts.append(f"<p>… and {totals['failed'] - len(fails):,} more "
+    if n_failed > len(fails):
+        fparts.append(f"<p>… and {n_failed - len(fails):,} more "
                       f"(<code>specflow status {_e(data['checkpoint'])} --failures</code>)</p>")
     spec = (f"<h2>Resolved spec</h2><pre>{_e(json.dumps(info.spec, indent=2)[:200_000])}</pre>"
             f"<h2>Settings</h2><pre>{_e(json.dumps(info.settings, indent=2))}</pre>")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specflow.execution.checkpoint import TASK_STATUSES
 from specflow.serve.runs import Refused, RunManager, read_events
 
 #: the largest request body accepted (a spec's text and a few settings)
@@ -101,6 +102,8 @@ def create_app(config: ServeConfig) -> Any:
     async def get_tasks(request: Request) -> Response:
         rid = request.path_params["run_id"]
         status = request.query_params.get("status") or None
+        if status is not None and status not in TASK_STATUSES:
+            raise Refused(400, f"status must be one of {', '.join(TASK_STATUSES)}")
         raw = request.query_params.get("limit", "1000")
         if not raw.isdigit():
             raise Refused(400, "limit must be a whole number")

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from specflow.builder.registry import lookup
-from specflow.execution.checkpoint import CheckpointError
+from specflow.execution.checkpoint import FAILED_STATUSES, CheckpointError
 from specflow.run import Run
 from specflow.run.api import new_run_id, spec_hash
+from specflow.run.inspect import totals
 from specflow.run.settings import BACKEND_NAMES, OPT_INS
 from specflow.spec import SpecError
 
@@ -202,12 +203,12 @@ class RunManager:
             info = run.info()
             status = run.status()
             ck = run.checkpoint
-            counts = ck.counts()
+            counts = run.counts()
             timings = ck.timings()
             failures = [
                 {"id": r.id, "operation": r.operation, "attempts": r.attempts,
                  "error": r.error, "args": getattr(r, "args", None), "log_path": r.log_path}
-                for r in ck.task_rows("failed")
+                for r in run.task_rows(FAILED_STATUSES)
             ][:100]
         live = run_id in self._live and self._live[run_id].proc.poll() is None
         return {
@@ -215,8 +216,9 @@ class RunManager:
             "updated": info.updated, "attempt": info.attempt, "spec_file": info.spec_file,
             "settings": info.settings, "counts": counts, "timings": timings,
             "failures": failures,
+            "totals": totals(counts),
             "done": sum(c.get("done", 0) for c in counts.values()),
-            "failed": sum(c.get("failed", 0) for c in counts.values()),
+            "failed": sum(c.get("failed", 0) + c.get("timeout", 0) for c in counts.values()),
         }
 
     def tasks(self, run_id: str, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -225,7 +227,7 @@ class RunManager:
         if not (d / "checkpoint.db").exists():
             return out
         with Run.open(d, drive=False) as run:
-            for r in run.checkpoint.task_rows(status):
+            for r in run.task_rows(status, limit=limit):
                 out.append({
                     "id": r.id, "operation": r.operation, "status": r.status,
                     "attempts": r.attempts, "started": r.started, "finished": r.finished,

@@ -150,10 +150,24 @@ def test_cancel_and_resume_a_long_run(workdir: Path) -> None:
                 break
             assert time.monotonic() < deadline, run
             time.sleep(0.1)
+        # the long sleep shows as running (inline: once it has run a moment)
+        deadline = time.monotonic() + 120
+        while True:
+            code, running = server.call("GET", f"/api/runs/{rid}/tasks?status=running")
+            assert code == 200, running
+            if running:
+                break
+            assert time.monotonic() < deadline, running
+            time.sleep(0.1)
+        assert [t["operation"] for t in running] == ["sleep"]
+        assert running[0]["status"] == "running"
+        code, body = server.call("GET", f"/api/runs/{rid}/tasks?status=finished")
+        assert code == 400 and "pending" in body["error"]
         code, body = server.call("POST", f"/api/runs/{rid}/cancel")
         assert code == 200, body
         run = server.until_status(rid, {"interrupted"})
         assert run["counts"]["sleep"]["done"] == 1
+        assert run["counts"]["sleep"].get("cancelled") == 1
         # resumed through the API: the finished sleep is skipped, the long one starts again
         code, body = server.call("POST", f"/api/runs/{rid}/resume")
         assert code == 202, body
