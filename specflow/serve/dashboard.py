@@ -83,7 +83,8 @@ async function detail(id) {
     esc(op) + '" data-done="' + esc(c.done || 0) + '" data-failed="' + esc(c.failed || 0) +
     '"><td>' + esc(op) + '</td><td>' + esc(c.done || 0) + '</td><td>' + esc(c.failed || 0) +
     '</td></tr>');
-  const fails = (r.failures || []).map(f => '<li><b>' + esc(f.operation) + '</b> ' +
+  const fails = (r.failures || []).map(f => '<li class="failure" data-operation="' +
+    esc(f.operation) + '" data-id="' + esc(f.id) + '"><b>' + esc(f.operation) + '</b> ' +
     esc(f.args || "") + '<pre>' + esc(f.error) + '</pre></li>');
   document.getElementById("detail").innerHTML = '<h3 id="detail-run" data-id="' + esc(r.run_id) +
     '">' + esc(r.run_id) + '</h3><p>status <b class="st-' + esc(r.status) +
@@ -94,7 +95,7 @@ async function detail(id) {
     (token ? "?token=" + encodeURIComponent(token) : "") + '">report</a></p>' +
     '<table id="operations"><thead><tr><th>operation</th><th>done</th><th>failed</th></tr>' +
     '</thead><tbody>' +
-    ops.join("") + '</tbody></table>' + (fails.length ? '<h4>failures</h4><ul>' +
+    ops.join("") + '</tbody></table>' + (fails.length ? '<h4>failures</h4><ul id="failures">' +
     fails.join("") + '</ul>' : "");
   document.getElementById("cancel").onclick = () =>
     api("/api/runs/" + encodeURIComponent(id) + "/cancel", "POST").then(refresh, showError);

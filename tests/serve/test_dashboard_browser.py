@@ -182,3 +182,23 @@ def test_the_cancel_button_interrupts_a_long_run(server: Server, browser: Any) -
     assert code == 200 and run["status"] == "interrupted"
     assert run["counts"]["sleep"]["done"] == 1
     assert browser.execute_script("return window.__sameDocument;") == "yes", "the page reloaded"
+
+
+def test_a_failed_run_shows_its_failure_with_its_input(server: Server, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{server.port}/")
+    code, body = server.call("POST", "/api/runs", {
+        "spec": '"@type": python_eval\nexpression: "1 // 0"\n', "backend": "inline"})
+    assert code == 201, body
+    rid = body["run_id"]
+    wait_for(browser, lambda d: row_status(d, rid) == "failed", f"{rid} failed")
+    select_run(browser, rid)
+
+    def failure(d: Any) -> Any:
+        items = d.find_elements(By.CSS_SELECTOR, '#failures li.failure[data-operation="python_eval"]')
+        return items[0].text if items else None
+
+    text = wait_for(browser, failure, "the failure in the detail")
+    assert "ZeroDivisionError" in text and "1 // 0" in text
+    assert operation_done(browser, "python_eval") == 0
