@@ -246,6 +246,10 @@ class DryRun:
                     parent_node.add_flow(node)
                 return
             except Exception as exc:  # the flow's function raised before its first yield
+                if parent_node is not None:
+                    node = FlowNode(name, stopped=f"would fail: {type(exc).__name__}: {exc}")
+                    node.close()
+                    parent_node.add_flow(node)
                 self._fail(name, _error_text(name, exc), exc)
                 return
             frame = _Frame(name, gen, True)

@@ -185,3 +185,26 @@ def test_subchunkable_levels_are_the_calls_a_real_run_makes(tmp_path: Path, name
     text = render_text(result.graph)
     for lvl, total in levels:
         assert f"{lvl.name}: {total:,} {lvl.label}" in text
+
+
+def test_a_flow_that_would_fail_is_marked_where_the_walk_stopped() -> None:
+    def broken(n: int) -> Generator[Any, Any, None]:
+        raise ValueError(f"no flow for {n}")
+
+    @specflow.flow_schema
+    def outer() -> Generator[Any, Any, None]:
+        yield record.make_task(x="before")
+        yield specflow.Dependency()
+        yield specflow.Flow(broken, (3,), name="broken")
+        yield record.make_task(x="never")
+
+    result = dry_run(outer(), graph=True)
+    assert result.failure is not None and "no flow for 3" in result.failure.reason
+    assert result.graph is not None
+    assert render_text(result.graph).splitlines() == [
+        "outer  (1 task)",
+        "├─ record × 1",
+        "├─ ◇ wait for all above",
+        "└─ broken  (0 tasks)  [counting stopped: would fail: ValueError: no flow for 3]",
+        "   └─ (no tasks)",
+    ]
