@@ -170,6 +170,15 @@ def run(
     ] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="With --dry-run: print the counts as JSON.")] = False,
+    graph: Annotated[bool, typer.Option(
+        "--graph", help="With --dry-run: show the flow graph (flows, waits, operations with "
+        "their counts) instead of the counts table.")] = False,
+    graph_format: Annotated[str | None, typer.Option(
+        "--graph-format", metavar="text|dot|json",
+        help="With --graph: a text tree (default), Graphviz DOT, or JSON.")] = None,
+    graph_out: Annotated[str | None, typer.Option(
+        "--graph-out", metavar="FILE",
+        help="With --graph: write the graph to FILE and print the counts as usual.")] = None,
     allow_shell: AllowShellOpt = False,
     allow_eval: AllowEvalOpt = False,
     progress: ProgressOpt = True,
@@ -192,6 +201,7 @@ def run(
         opt_ins = runs.opt_ins_of(allow_shell=allow_shell, allow_eval=allow_eval)
         if as_json and not dry_run:
             _fail("--json goes with --dry-run (a run's JSON is `specflow status RUN --json`)")
+        fmt = _check_graph_options(graph, graph_format, graph_out, dry_run, as_json, reuse)
         if explain and not reuse:
             _fail("--explain compares with an earlier run: give it with --reuse EARLIER")
         if reuse and (dry_run or explain):
@@ -201,6 +211,9 @@ def run(
             sys.dont_write_bytecode = True  # not even the imported modules' caches
             loaded, source, _ = runs.load(spec, set_ or [], imports or [])
             prepared = runs.prepare(loaded, source, opt_ins=opt_ins)
+            if graph:
+                return _print_graph(spec, runs.count_tasks(prepared.target, graph=True), fmt,
+                                    graph_out)
             return _print_dry_run(spec, runs.count_tasks(prepared.target), as_json)
         cli_settings = {"backend": backend, "workers": workers, "keep_going": keep_going,
                         "max_attempts": max_attempts,
@@ -214,6 +227,72 @@ def run(
         return report.exit_code
 
     raise typer.Exit(_guard(body))
+
+
+GRAPH_FORMATS = ("text", "dot", "json")
+
+
+def _check_graph_options(graph: bool, fmt: str | None, out_path: str | None, dry_run: bool,
+                         as_json: bool, reuse: list[str] | None) -> str:
+    """The graph format, once the graph options are known to go together (else exit 2)."""
+    if not graph:
+        if fmt is not None or out_path is not None:
+            given = "--graph-format" if fmt is not None else "--graph-out"
+            _fail(f"{given} goes with --graph (and --dry-run): "
+                  "specflow run SPEC --dry-run --graph ...")
+        return "text"
+    if not dry_run:
+        _fail("--graph shows the flows a dry run walks, running nothing: add --dry-run "
+              "(specflow run SPEC --dry-run --graph)")
+    if as_json:
+        _fail("--graph with --json: use --graph-format json (it holds the counts too)")
+    if reuse:
+        _fail("--graph does not tell reused tasks apart: drop --reuse (a dry run with "
+              "--reuse counts them)")
+    fmt = fmt or "text"
+    if fmt not in GRAPH_FORMATS:
+        _fail(f"--graph-format {fmt}: expected one of {', '.join(GRAPH_FORMATS)}")
+    return fmt
+
+
+def _print_graph(spec: str, result: Any, fmt: str, out_path: str | None) -> int:
+    """Print (or write to ``out_path``) the flow graph of a dry run; the exit status as for
+    :func:`_print_dry_run`."""
+    from specflow.execution.flowgraph import render_dot, render_json, render_text
+
+    at_least = "" if result.exact else "at least "
+    title = f"{spec}: {at_least}{result.total:,} tasks (dry run)"
+    if fmt == "dot":
+        text = render_dot(result.graph, title)
+    elif fmt == "json":
+        text = render_json(result.graph, result.as_dict())
+    else:
+        text = f"{title}\n" + render_text(result.graph)
+    if out_path is not None:
+        try:
+            Path(out_path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--graph-out {out_path}: cannot write it ({exc.strerror or exc})")
+        code = _print_dry_run(spec, result, False)
+        out.print(f"flow graph ({fmt}) written to {out_path}", markup=False, highlight=False,
+                  soft_wrap=True)
+        return code
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    notes = err if fmt != "text" else out  # DOT and JSON keep stdout for themselves
+    if result.duplicates and fmt == "text":
+        notes.print(f"{result.duplicates:,} duplicate task(s) would run once", highlight=False)
+    if result.unknown:
+        notes.print(f"at least {result.total:,} tasks: the rest depends on values only a run "
+                    "produces", highlight=False)
+        for u in result.unknown[:10]:
+            notes.print(f"  counting stopped in flow {u.flow!r}: {u.reason}", markup=False,
+                        highlight=False, soft_wrap=True)
+    if result.failure is not None:
+        err.print("[bold red]error:[/] the run would fail: ", end="")
+        err.print(result.failure.reason, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _print_dry_run(spec: str, result: Any, as_json: bool) -> int:

@@ -24,13 +24,22 @@ flows being walked, never the task list.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from specflow.execution.flowgraph import FlowGraph, FlowNode
 from specflow.flow.core import Dependency, Flow, FlowSchema, dry_behaviour
-from specflow.flow.dry import Unknown, UnknownValueUsed, contains_unknown, dry_scope
+from specflow.flow.dry import (
+    InnerLevel,
+    Unknown,
+    UnknownValueUsed,
+    contains_unknown,
+    dry_scope,
+    graph_scope,
+)
 from specflow.flow.task import Task
 
 
@@ -57,6 +66,8 @@ class DryRunResult:
     duplicates: int = 0
     unknown: list[NotCounted] = field(default_factory=list)
     failure: NotCounted | None = None
+    #: the flow graph, when the dry run was asked to draw it
+    graph: FlowGraph | None = None
 
     @property
     def total(self) -> int:
@@ -87,7 +98,7 @@ class DryRunFailure(Exception):
 
 
 class _Frame:
-    __slots__ = ("name", "items", "send", "fed_unknown", "is_gen", "taken", "owner")
+    __slots__ = ("name", "items", "send", "fed_unknown", "is_gen", "taken", "owner", "node")
 
     def __init__(self, name: str, items: Iterator[Any] | Generator[Any, Any, Any],
                  is_gen: bool) -> None:
@@ -98,16 +109,21 @@ class _Frame:
         self.is_gen = is_gen
         self.taken = 0  # tasks yielded (by a flow, and by the lists it yielded)
         self.owner: _Frame = self
+        self.node: FlowNode | None = None  # in the flow graph (flows, when it is drawn)
 
 
 class DryRun:
     """One dry run of one target (see the module doc).
 
     ``tasks_per_flow`` stops walking each flow after it yielded that many tasks (for checks
-    that want every flow started, not every task counted): the counts are then partial."""
+    that want every flow started, not every task counted): the counts are then partial.
+    ``graph=True`` also draws the flow graph (:mod:`specflow.execution.flowgraph`) in the
+    result's ``graph``."""
 
-    def __init__(self, *, tasks_per_flow: int | None = None) -> None:
+    def __init__(self, *, tasks_per_flow: int | None = None, graph: bool = False) -> None:
         self.result = DryRunResult()
+        self._graph = FlowGraph() if graph else None
+        self.result.graph = self._graph
         self.tasks_per_flow = tasks_per_flow
         self.cut_short = 0
         self._seen: set[int] = set()
@@ -115,7 +131,8 @@ class DryRun:
         self._stack: list[_Frame] = []
 
     def run(self, target: Any) -> DryRunResult:
-        with dry_scope():
+        notes = graph_scope(_Notes(self)) if self._graph is not None else _no_scope()
+        with dry_scope(), notes:
             try:
                 self._push_item(None, target)
                 self._walk()
@@ -123,12 +140,33 @@ class DryRun:
                 self.result.failure = exc.where
         return self.result
 
+    # -- the flow graph ------------------------------------------------------------------
+    def _node(self, fr: _Frame | None) -> FlowNode | None:
+        """The graph node tasks of frame ``fr`` go to (None: no graph is drawn)."""
+        graph = self._graph
+        if graph is None:
+            return None
+        node = fr.owner.node if fr is not None else None
+        return node if node is not None else graph.root
+
+    def _closed(self, fr: _Frame) -> None:
+        """A flow's frame left the stack: its node joins its parent's."""
+        node = fr.node
+        if node is None:
+            return
+        node.close()
+        parent = node.parent
+        if parent is not None:
+            parent.add_flow(node)
+        fr.node = None
+
     # -- walking -------------------------------------------------------------------------
     def _walk(self) -> None:
         stack = self._stack
         counts = self.result.counts
         seen = self._seen
         limit = self.tasks_per_flow
+        graph = self._graph
         while stack:
             fr = stack[-1]
             if limit is not None and fr.owner.taken >= limit:
@@ -136,6 +174,7 @@ class DryRun:
                 if fr.is_gen:
                     _close(fr.items)
                     self.cut_short += 1
+                    self._closed(fr)
                 continue
             try:
                 if fr.is_gen:
@@ -145,6 +184,8 @@ class DryRun:
                     item = next(fr.items)
             except StopIteration:
                 stack.pop()
+                if fr.node is not None:
+                    self._closed(fr)
                 continue
             except UnknownValueUsed as exc:
                 stack.pop()
@@ -158,12 +199,16 @@ class DryRun:
                 # the hot path: a plain task (most flows yield little else)
                 fr.owner.taken += 1
                 key = int(item.id, 16)
+                op = item.operation
                 if key in seen:
                     self.result.duplicates += 1
+                    if graph is not None:
+                        self._node(fr).add_duplicate(op)  # type: ignore[union-attr]
                     continue
                 seen.add(key)
-                op = item.operation
                 counts[op] = counts.get(op, 0) + 1
+                if graph is not None:
+                    self._node(fr).add_task(op)  # type: ignore[union-attr]
                 self._complete(item, key, fr)
                 continue
             self._item(fr, item)
@@ -172,6 +217,9 @@ class DryRun:
         if isinstance(item, Task):
             self._take(fr, item)
         elif isinstance(item, Dependency) and fr.is_gen:
+            node = self._node(fr)
+            if node is not None:
+                node.add_wait(_waits_on(item.target))
             fr.send = self._dependency(fr, item.target)
         elif isinstance(item, (Flow, FlowSchema, list, tuple)):
             self._push_item(fr, item)
@@ -187,16 +235,27 @@ class DryRun:
         if isinstance(item, Flow):
             name = str(item.name)
             held = contains_unknown([list(item.args), item.kwargs])
+            parent_node = self._node(parent)
             try:
                 gen = item.generator()
             except UnknownValueUsed as exc:
                 self._stopped_named(name, exc.operation)
+                if parent_node is not None:
+                    node = FlowNode(name, stopped=f"uses the value of {exc.operation}")
+                    node.close()
+                    parent_node.add_flow(node)
                 return
             except Exception as exc:  # the flow's function raised before its first yield
+                if parent_node is not None:
+                    node = FlowNode(name, stopped=f"would fail: {type(exc).__name__}: {exc}")
+                    node.close()
+                    parent_node.add_flow(node)
                 self._fail(name, _error_text(name, exc), exc)
                 return
             frame = _Frame(name, gen, True)
             frame.fed_unknown = held
+            if parent_node is not None:
+                frame.node = FlowNode(name, parent=parent_node)
             self._stack.append(frame)
         elif isinstance(item, (list, tuple)):
             name = parent.name if parent is not None else "target"
@@ -226,12 +285,17 @@ class DryRun:
     def _take(self, fr: _Frame, task: Task) -> None:
         fr.owner.taken += 1
         key = int(task.id, 16)
+        node = self._node(fr)
         if key in self._seen:
             self.result.duplicates += 1
+            if node is not None:
+                node.add_duplicate(task.operation)
             return
         self._seen.add(key)
         counts = self.result.counts
         counts[task.operation] = counts.get(task.operation, 0) + 1
+        if node is not None:
+            node.add_task(task.operation)
         self._complete(task, key, fr)
 
     def _complete(self, task: Task, key: int, fr: _Frame) -> None:
@@ -286,6 +350,9 @@ class DryRun:
         if exc is not None:
             why += f" (it raised {type(exc).__name__}: {exc} on the stand-in value)"
         self.result.unknown.append(NotCounted(fr.name, why, op))
+        if fr.node is not None:
+            fr.node.stopped = f"uses the value of {op}" if op else "uses a value of the run"
+            self._closed(fr)
 
     def _stopped_named(self, name: str, operation: str) -> None:
         self.result.unknown.append(NotCounted(
@@ -300,7 +367,13 @@ class DryRun:
             self.result.unknown.append(NotCounted(
                 fr.name, f"raised {type(exc).__name__}: {exc} (after counting stopped "
                 "elsewhere, so the dry run cannot tell whether a real run would)"))
+            if fr.node is not None:
+                fr.node.stopped = f"raised {type(exc).__name__} after counting stopped elsewhere"
+                self._closed(fr)
             return
+        if fr.node is not None:
+            fr.node.stopped = f"would fail: {type(exc).__name__}: {exc}"
+            self._closed(fr)
         self._fail(fr.name, _error_text(fr.name, exc), exc)
 
     def _fail(self, flow: str, reason: str, exc: BaseException | None = None,
@@ -308,11 +381,57 @@ class DryRun:
         for fr in reversed(self._stack):
             if fr.is_gen:
                 _close(fr.items)
+                self._closed(fr)  # the graph shows what was walked up to here
         self._stack.clear()
         where = NotCounted(flow, reason, operation)
         if exc is not None:
             where.reason += _origin(exc)
         raise DryRunFailure(where)
+
+
+class _Notes:
+    """Takes what the walked flow tells the graph (:func:`specflow.flow.dry.describe_levels`,
+    :func:`~specflow.flow.dry.describe_flow`): the flow running is the top of the stack."""
+
+    def __init__(self, walk: DryRun) -> None:
+        self.walk = walk
+
+    def _current(self) -> FlowNode | None:
+        stack = self.walk._stack
+        return self.walk._node(stack[-1] if stack else None)
+
+    def levels(self, operation: str, levels: Sequence[InnerLevel]) -> None:
+        node = self._current()
+        if node is not None:
+            node.add_levels(operation, levels)
+
+    def detail(self, text: str) -> None:
+        node = self._current()
+        if node is not None:
+            node.detail = text
+
+
+@contextlib.contextmanager
+def _no_scope() -> Iterator[None]:
+    yield
+
+
+def _waits_on(target: Any) -> tuple[str, ...]:
+    """What a ``Dependency(target)`` waits for, by operation / flow name (empty: all)."""
+    if target is None:
+        return ()
+    if isinstance(target, Task):
+        return (target.operation,)
+    if isinstance(target, Flow):
+        return (f"flow {target.name}",)
+    if isinstance(target, (list, tuple)):
+        out: list[str] = []
+        for t in target:
+            for name in _waits_on(t):
+                if name not in out:
+                    out.append(name)
+        return tuple(out) if out else ("nothing",)
+    return (type(target).__name__,)
 
 
 def _error_text(flow: str, exc: BaseException) -> str:
@@ -335,7 +454,7 @@ def _close(gen: Any) -> None:
         pass
 
 
-def dry_run(target: Any) -> DryRunResult:
+def dry_run(target: Any, *, graph: bool = False) -> DryRunResult:
     """Count the tasks a real run of ``target`` executes, per operation (see the module
-    doc)."""
-    return DryRun().run(target)
+    doc); with ``graph``, draw the flow graph too (the result's ``graph``)."""
+    return DryRun(graph=graph).run(target)

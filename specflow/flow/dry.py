@@ -19,9 +19,10 @@ dry run's count becomes "at least N", naming the flow.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
 
 
 class UnknownValueUsed(BaseException):  # noqa: N818 - a signal, not an error of the flow
@@ -130,3 +131,52 @@ def dry_scope() -> Iterator[dict[str, Any]]:
         yield state
     finally:
         _STATE.reset(token)
+
+
+# -- what flows tell the flow graph of a dry run (``specflow run --dry-run --graph``) --------
+@dataclass(frozen=True)
+class InnerLevel:
+    """A level of work inside each task of an operation, which the task does itself (no
+    task of its own): e.g. the sub-chunks a subchunkable task computes in its memory.
+    ``per_parent`` is how many of this level each unit of the level above holds (the first
+    level's units are the tasks themselves)."""
+
+    name: str
+    label: str
+    per_parent: int
+
+
+class GraphNotes(Protocol):
+    """Where a dry run that draws the flow graph takes the notes of the flow it walks."""
+
+    def levels(self, operation: str, levels: Sequence[InnerLevel]) -> None: ...
+
+    def detail(self, text: str) -> None: ...
+
+
+_GRAPH: ContextVar[GraphNotes | None] = ContextVar("specflow_dry_graph", default=None)
+
+
+def describe_levels(operation: str, levels: Sequence[InnerLevel]) -> None:
+    """Tell the flow graph the levels inside each task of ``operation`` that the calling
+    flow yields next (nothing happens outside a dry run drawing the graph)."""
+    notes = _GRAPH.get()
+    if notes is not None:
+        notes.levels(operation, levels)
+
+
+def describe_flow(text: str) -> None:
+    """A short description of the calling flow for the flow graph (e.g. what it writes)."""
+    notes = _GRAPH.get()
+    if notes is not None:
+        notes.detail(text)
+
+
+@contextlib.contextmanager
+def graph_scope(notes: GraphNotes) -> Iterator[None]:
+    """Take the flows' notes while a dry run draws the flow graph (the walker enters this)."""
+    token = _GRAPH.set(notes)
+    try:
+        yield
+    finally:
+        _GRAPH.reset(token)

@@ -33,6 +33,7 @@ import difflib
 import inspect
 import itertools
 import json
+import math
 import shutil
 import sys
 from collections.abc import Generator, Sequence
@@ -47,7 +48,7 @@ import tensorstore as ts
 from specflow.builder.registry import register
 from specflow.flow.completion import defer
 from specflow.flow.core import Dependency, Flow, TaskableOperation
-from specflow.flow.dry import dry_state
+from specflow.flow.dry import InnerLevel, describe_flow, describe_levels, dry_state
 from specflow.flow.ids import task_digest_of
 from specflow.processing.blending import Combiner, neighbours
 from specflow.processing.operations import FnOperation, as_operation, crop_pad
@@ -549,10 +550,21 @@ class SubchunkableApplyFlow:
         them, or not know them at all)."""
         return _make_plan(self.args, plan(self.args, _bbox_for(self.args, self.bbox, info), info))
 
+    def _describe(self, geo: Geometry) -> None:
+        """Tell a dry run's flow graph what this flow writes and its levels of chunks."""
+        op = self.op.op if isinstance(self.op, WriteProcs) else self.op
+        op = getattr(op, "fn", None) or getattr(op, "op", None) or op
+        op = getattr(op, "func", op)  # a partial: its function
+        name = getattr(op, "__name__", None) or type(op).__name__
+        where = _layer_name(self.dst) if self.dst is not None else "no dst"
+        describe_flow(f"{name} → {where}")
+        describe_levels(process_chunk.name, level_notes(geo))
+
     def flow(self) -> Generator[Any, Any, None]:
         if self.dst is None:
             assert self.plan is not None
             geo = self.plan.geometry
+            self._describe(geo)
             for chunk in geo.region.iter_chunks(geo.levels[0].chunk, stride=geo.stride):
                 yield process_chunk.make_task(
                     op=self.op, op_kwargs=self.op_kwargs, levels=geo.levels, chunk=chunk,
@@ -590,6 +602,7 @@ class SubchunkableApplyFlow:
                 f"a multiple of the stored chunk such as {fit} and a region starting on that "
                 "grid, or give level_intermediaries_dirs instead",
                 ("skip_intermediaries", "processing_chunk_sizes"))
+        self._describe(geo)
         common = {"op": self.op, "op_kwargs": self.op_kwargs, "levels": geo.levels,
                   "region": region, "subchunk_threads": self.subchunk_threads}
         if any(geo.gap):
@@ -622,6 +635,27 @@ class SubchunkableApplyFlow:
                            plan_.max_reduction_chunk_size, stride)
         yield delete_staging.make_task(path=path)
         yield Dependency()
+
+
+def _x(v: Sequence[int]) -> str:
+    return "×".join(str(int(c)) for c in v)
+
+
+def level_notes(geo: Geometry) -> list[InnerLevel]:
+    """The levels of chunks inside each top-level task, for a dry run's flow graph: level 0
+    is the task's own chunk; each level below splits the grown chunk of the level above."""
+    out = []
+    for i, lvl in enumerate(geo.levels):
+        label = f"chunks of {_x(lvl.chunk)}"
+        pads = [f"{k} {_x(v)}" for k, v in (("crop", lvl.crop), ("blend", lvl.blend)) if any(v)]
+        if any(lvl.blend):
+            pads[-1] += f" {lvl.mode}"
+        if pads:
+            label += " (" + ", ".join(pads) + ")"
+        per = 1 if i == 0 else math.prod(
+            p // c for p, c in zip(geo.levels[i - 1].grown, lvl.chunk, strict=True))
+        out.append(InnerLevel(f"level {i}", label, per))
+    return out
 
 
 def _reduce(

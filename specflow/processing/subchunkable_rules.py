@@ -182,7 +182,8 @@ def parameter_problems(args: Mapping[str, Any],
     if n is not None:
         for k in ("processing_crop_pads", "processing_blend_pads", "processing_blend_modes"):
             v = a.get(k)
-            if _is_nested(v) and len(v) != n:
+            per = k == "processing_blend_modes" or _is_nested(v)  # modes: a list of str
+            if per and isinstance(v, (list, tuple)) and len(v) != n:
                 bad(f"{k} has {len(v)} entries but processing_chunk_sizes has {n} levels; give "
                     "one entry per level (top level first), or one value for all levels", k,
                     "processing_chunk_sizes")
@@ -405,7 +406,14 @@ def plan(
              for i, c in enumerate(per_level(args.get("processing_crop_pads", (0, 0, 0)), n))]
     blends = [_vec(b, f"processing_blend_pads[{i}]")
               for i, b in enumerate(per_level(args.get("processing_blend_pads", (0, 0, 0)), n))]
-    modes = [str(m) for m in per_level(args.get("processing_blend_modes", "quadratic"), n)]
+    given_modes = args.get("processing_blend_modes", "quadratic")
+    modes = [str(m) for m in (list(given_modes) if isinstance(given_modes, (list, tuple))
+                              else [given_modes] * n)]
+    if len(modes) != n:
+        raise SubchunkableConfigError(
+            f"processing_blend_modes has {len(modes)} entries but processing_chunk_sizes has "
+            f"{n} levels; give one mode per level (top level first), or one mode for all",
+            ("processing_blend_modes", "processing_chunk_sizes"))
     gap = _vec(args.get("processing_gap") or (0, 0, 0), "processing_gap")
 
     if args.get("auto_divisibility") is True:

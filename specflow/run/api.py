@@ -278,9 +278,10 @@ class CountingBackend(Backend):
         return len(self._done)
 
 
-def count_tasks(target: Any) -> DryRunResult:
-    """The tasks per operation a real run of ``target`` executes, running none."""
-    return dry_run(target)
+def count_tasks(target: Any, *, graph: bool = False) -> DryRunResult:
+    """The tasks per operation a real run of ``target`` executes, running none (with
+    ``graph``, the flow graph too: the result's ``graph``)."""
+    return dry_run(target, graph=graph)
 
 
 def count_with_reuse(target: Any, reuse: ReuseSource) -> dict[str, tuple[int, int]]:

@@ -2,7 +2,7 @@
 polls the JSON API and updates in place."""
 
 DASHBOARD = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>specflow</title>
+<html lang="en"><head><meta charset="utf-8"><title>specflow</title><link rel="icon" href="data:,">
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
 header{background:#1d232a;color:#fff;padding:10px 18px;font-weight:600}
@@ -16,7 +16,8 @@ tr.run{cursor:pointer} tr.run:hover{background:#eef3fb} tr.sel{background:#dde8f
 .st-done{color:#207a3c}.st-failed,.st-crashed,.st-damaged{color:#b3261e}
 .st-running,.st-resuming{color:#3d7be0}.st-interrupted{color:#9a6700}
 button{margin-right:6px} pre{white-space:pre-wrap;background:#f6f7f9;padding:6px}
-#error{color:#b3261e}
+#error{color:#b3261e} textarea{width:100%;box-sizing:border-box;font:12px monospace}
+form p{margin:6px 0}
 </style></head><body>
 <header>specflow <span id="error"></span></header>
 <main>
@@ -25,6 +26,15 @@ button{margin-right:6px} pre{white-space:pre-wrap;background:#f6f7f9;padding:6px
 </tr></thead><tbody id="runs"></tbody></table></section>
 <section id="detail"><h3>run</h3><p>select a run</p></section>
 </main>
+<main><section><h3>submit a spec</h3>
+<form id="submit-form"><textarea id="spec-text" rows="8" spellcheck="false"
+placeholder='"@type": echo&#10;message: hello'></textarea>
+<p><label>format <select id="spec-format"><option>yaml</option><option>json</option>
+<option>cue</option></select></label>
+<label>backend <select id="spec-backend"><option value="">the spec's</option>
+<option>local</option><option>inline</option></select></label>
+<button id="submit" type="submit">submit</button> <span id="submitted"></span></p>
+</form></section></main>
 <script>
 "use strict";
 const token = new URLSearchParams(location.search).get("token");
@@ -34,11 +44,16 @@ function esc(s) {
   return String(s == null ? "" : s).replace(/[&<>"]/g,
     c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 }
-async function api(path, method) {
-  const r = await fetch(path, {method: method || "GET", headers: headers});
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.error || r.statusText);
-  return body;
+async function api(path, method, body) {
+  const init = {method: method || "GET", headers: Object.assign({}, headers)};
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, init);
+  const answer = await r.json();
+  if (!r.ok) throw new Error(answer.error || r.statusText);
+  return answer;
 }
 function progress(run) {
   const total = (run.done || 0) + (run.failed || 0);
@@ -64,17 +79,23 @@ async function refresh() {
 }
 async function detail(id) {
   const r = await api("/api/runs/" + encodeURIComponent(id));
-  const ops = Object.entries(r.counts || {}).map(([op, c]) => '<tr><td>' + esc(op) +
-    '</td><td>' + esc(c.done || 0) + '</td><td>' + esc(c.failed || 0) + '</td></tr>');
-  const fails = (r.failures || []).map(f => '<li><b>' + esc(f.operation) + '</b> ' +
+  const ops = Object.entries(r.counts || {}).map(([op, c]) => '<tr class="op" data-operation="' +
+    esc(op) + '" data-done="' + esc(c.done || 0) + '" data-failed="' + esc(c.failed || 0) +
+    '"><td>' + esc(op) + '</td><td>' + esc(c.done || 0) + '</td><td>' + esc(c.failed || 0) +
+    '</td></tr>');
+  const fails = (r.failures || []).map(f => '<li class="failure" data-operation="' +
+    esc(f.operation) + '" data-id="' + esc(f.id) + '"><b>' + esc(f.operation) + '</b> ' +
     esc(f.args || "") + '<pre>' + esc(f.error) + '</pre></li>');
-  document.getElementById("detail").innerHTML = '<h3>' + esc(r.run_id) + '</h3><p>status <b class="st-' +
-    esc(r.status) + '" id="detail-status">' + esc(r.status) + '</b> · attempt ' + esc(r.attempt) +
+  document.getElementById("detail").innerHTML = '<h3 id="detail-run" data-id="' + esc(r.run_id) +
+    '">' + esc(r.run_id) + '</h3><p>status <b class="st-' + esc(r.status) +
+    '" id="detail-status" data-status="' + esc(r.status) + '">' + esc(r.status) +
+    '</b> · attempt ' + esc(r.attempt) +
     '</p><p><button id="cancel">cancel</button><button id="resume">resume</button>' +
     '<a href="/api/runs/' + encodeURIComponent(r.run_id) + '/report' +
     (token ? "?token=" + encodeURIComponent(token) : "") + '">report</a></p>' +
-    '<table><thead><tr><th>operation</th><th>done</th><th>failed</th></tr></thead><tbody>' +
-    ops.join("") + '</tbody></table>' + (fails.length ? '<h4>failures</h4><ul>' +
+    '<table id="operations"><thead><tr><th>operation</th><th>done</th><th>failed</th></tr>' +
+    '</thead><tbody>' +
+    ops.join("") + '</tbody></table>' + (fails.length ? '<h4>failures</h4><ul id="failures">' +
     fails.join("") + '</ul>' : "");
   document.getElementById("cancel").onclick = () =>
     api("/api/runs/" + encodeURIComponent(id) + "/cancel", "POST").then(refresh, showError);
@@ -82,6 +103,24 @@ async function detail(id) {
     api("/api/runs/" + encodeURIComponent(id) + "/resume", "POST").then(refresh, showError);
 }
 function showError(e) { document.getElementById("error").textContent = String(e.message || e); }
+document.getElementById("submit-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const body = {spec: document.getElementById("spec-text").value,
+                format: document.getElementById("spec-format").value};
+  const backend = document.getElementById("spec-backend").value;
+  if (backend) body.backend = backend;
+  const shown = document.getElementById("submitted");
+  try {
+    const r = await api("/api/runs", "POST", body);
+    selected = r.run_id;
+    shown.textContent = "submitted " + r.run_id;
+    shown.dataset.id = r.run_id;
+    refresh();
+  } catch (e) {
+    shown.textContent = "";
+    showError(e);
+  }
+};
 refresh();
 setInterval(refresh, 1000);
 </script></body></html>

@@ -51,6 +51,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
       "level_intermediaries_dirs": None}, r'"defer" stages the outputs.*skip_intermediaries'),
     ({"processing_chunk_sizes": TWO, "processing_blend_modes": ["linear", "defer"],
       "level_intermediaries_dirs": ["a", "b"]}, r"only the top level"),
+    ({"processing_chunk_sizes": TWO, "processing_blend_modes": ["linear"],
+      "level_intermediaries_dirs": ["a", "b"]},
+     r"processing_blend_modes has 1 entries but processing_chunk_sizes has 2 levels"),
     ({"max_reduction_chunk_size": [16, 64, 64]},
      r"max_reduction_chunk_size \[16, 64, 64\] must be at least the top-level"),
     ({"max_reduction_chunk_size": [32, 16, 32], "processing_chunk_sizes": [[16, 16, 16]]},
@@ -160,3 +163,14 @@ def test_spec_errors_name_the_field(tmp_path: Path) -> None:
                                                       "end_coord": [64, 64, 64]}}
     with pytest.raises(SpecError, match="level_intermediaries_dirs is required"):
         build({"target": spec})
+
+
+def test_a_list_of_blend_modes_gives_one_mode_per_level(tmp_path: Path) -> None:
+    built = flow(tmp_path, processing_chunk_sizes=TWO, processing_blend_pads=[[8, 8, 8], [0, 0, 0]],
+                 processing_blend_modes=["linear", "quadratic"],
+                 level_intermediaries_dirs=[str(tmp_path / "a"), str(tmp_path / "b")])
+    levels = built.fn.__self__.plan.geometry.levels
+    assert [lvl.mode for lvl in levels] == ["linear", "quadratic"]
+    one = flow(tmp_path, processing_chunk_sizes=TWO, processing_blend_modes="bump",
+               level_intermediaries_dirs=[str(tmp_path / "a"), str(tmp_path / "b")])
+    assert [lvl.mode for lvl in one.fn.__self__.plan.geometry.levels] == ["bump", "bump"]
