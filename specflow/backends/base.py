@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -134,6 +135,11 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers and resources."""
+
+    def unmet(self, task: Task) -> str | None:
+        """Why no worker of this backend can run ``task`` (its ``requirements`` and
+        ``worker_type``), or None when one can."""
+        return None
 
     def running_ids(self) -> set[str] | None:
         """Ids of the tasks handed over that have started (the rest are queued); ``None``
@@ -427,3 +433,70 @@ def import_modules(imports: Sequence[str]) -> None:
 
     for name in imports:
         import_user_module(name)
+
+
+# ------------------------------------------------------------------- requirements on this host
+def machine_resources() -> dict[str, Any]:
+    """What this machine offers a task: CPUs it may use, memory, GPUs, platform."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    mem_gb = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    mem_gb = int(line.split()[1]) / 1024 / 1024
+                    break
+    except OSError:
+        pass
+    if mem_gb is None:
+        try:
+            mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
+        except (ValueError, OSError, AttributeError):
+            mem_gb = None
+    return {"cpus": cpus, "mem_gb": mem_gb, "gpus": _gpu_count(), "platform": sys.platform}
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:
+        return 0
+
+
+def _tags(raw: Any) -> tuple[str, ...]:
+    """A backend's ``worker_tags`` setting checked: a name or a list of names."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(t, str) and t for t in raw):
+        raise ValueError(f"worker_tags must be a list of names, got {raw!r}")
+    return tuple(raw)
+
+
+def machine_unmet(task: Task, worker_tags: Sequence[str] = (),
+                  have: dict[str, Any] | None = None) -> str | None:
+    """Why this machine cannot run ``task`` (naming the requirement and what the machine
+    has), or None."""
+    req = task.requirements
+    if req is None:
+        return None
+    have = have if have is not None else machine_resources()
+    if req.cpus is not None and req.cpus > have["cpus"]:
+        return f"it requires cpus={req.cpus:g}; this machine has {have['cpus']} CPU(s)"
+    if req.mem_gb is not None and have["mem_gb"] is not None and req.mem_gb > have["mem_gb"]:
+        return f"it requires mem_gb={req.mem_gb:g}; this machine has {have['mem_gb']:.1f} GB"
+    if req.gpus and req.gpus > have["gpus"]:
+        return f"it requires gpus={req.gpus}; this machine has {have['gpus']} GPU(s)"
+    if req.platform is not None and not have["platform"].startswith(req.platform):
+        return f"it requires platform={req.platform}; this machine is {have['platform']}"
+    missing = sorted(set(req.tags) - set(worker_tags))
+    if missing:
+        offered = ", ".join(sorted(worker_tags)) or "none"
+        return (f"it requires tag(s) {', '.join(missing)}; this machine's workers carry "
+                f"{offered} (the backend's worker_tags setting)")
+    return None

@@ -118,11 +118,24 @@ def run_remote(imports: tuple[str, ...], semaphores: Mapping[str, tuple[str, int
 
 # ------------------------------------------------------------------------------- driver side
 def _requirements(task: Task) -> tuple[tuple[str, float], ...]:
-    out = []
+    """The dask worker resources ``task`` asks for: its ``requires.NAME`` tags, and its
+    requirements as resources ``cpus``, ``mem_gb``, ``gpus``, ``tag:NAME`` (1 each) and
+    ``worker_type:NAME`` (1)."""
+    out: dict[str, float] = {}
     for k, v in task.tags.items():
         if k.startswith(REQUIRES_TAG):
-            out.append((k[len(REQUIRES_TAG):], float(v)))
-    return tuple(sorted(out))
+            out[k[len(REQUIRES_TAG):]] = float(v)
+    req = task.requirements
+    if req is not None:
+        for name in ("cpus", "mem_gb", "gpus"):
+            value = getattr(req, name)
+            if value:
+                out[name] = float(value)
+        for tag in req.tags:
+            out[f"tag:{tag}"] = 1.0
+    if task.worker_type is not None:
+        out[f"worker_type:{task.worker_type}"] = 1.0
+    return tuple(sorted(out.items()))
 
 
 class DaskBackend(Backend):
@@ -158,6 +171,20 @@ class DaskBackend(Backend):
         self._width_at = 0.0
         self._stream_dir: Path | None = None
 
+    def _embedded_resources(self) -> dict[str, float]:
+        """Resources of each worker of the embedded cluster: its share of this machine's
+        CPUs and memory (so that requirements can be met), then what ``resources`` says."""
+        from specflow.backends.base import machine_resources
+
+        have = machine_resources()
+        out: dict[str, float] = {"cpus": float(max(1, have["cpus"] // self.workers))}
+        if have["mem_gb"]:
+            out["mem_gb"] = round(have["mem_gb"] / self.workers, 2)
+        if have["gpus"]:
+            out["gpus"] = float(have["gpus"] // self.workers)
+        out.update(self.worker_resources)
+        return out
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, ctx: BackendContext) -> None:
         dist = _distributed()
@@ -182,7 +209,7 @@ class DaskBackend(Backend):
                 self._cluster = LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL,
-                    resources=self.worker_resources or None,
+                    resources=self._embedded_resources(),
                     memory_limit=self.memory_limit if self.memory_limit is not None else "auto",
                 )
             self._client = Client(self._cluster, set_as_default=False)
@@ -254,6 +281,23 @@ class DaskBackend(Backend):
 
     def in_flight(self) -> int:
         return self._in_flight
+
+    def unmet(self, task: Task) -> str | None:
+        wanted = dict(_requirements(task))
+        if not wanted or self._client is None:
+            return None
+        try:
+            workers = self._client.scheduler_info().get("workers", {})
+        except Exception:  # noqa: BLE001 - the scheduler answers later; dask waits
+            return None
+        offered = [dict(w.get("resources") or {}) for w in workers.values()]
+        if any(all(have.get(k, 0) >= v for k, v in wanted.items()) for have in offered):
+            return None
+        need = ", ".join(f"{k}={v:g}" for k, v in sorted(wanted.items()))
+        kinds = sorted({", ".join(f"{k}={v:g}" for k, v in sorted(o.items())) or "none"
+                        for o in offered})
+        return (f"it asks dask for worker resources {need}; the cluster's "
+                f"{len(offered)} worker(s) offer {'; '.join(kinds) or 'nothing'}")
 
     # -- submitting ------------------------------------------------------------------------
     def submit(self, tasks: Sequence[Task]) -> None:

@@ -25,7 +25,9 @@ from specflow.backends.base import (
     DriverInterrupt,
     LogTail,
     Outcome,
+    _tags,
     import_modules,
+    machine_unmet,
     run_task,
     task_footer,
     task_header,
@@ -38,8 +40,10 @@ class InlineBackend(Backend):
     #: tasks run inside wait(), in the driving thread
     runs_in_wait = True
 
-    def __init__(self, batch_size: int = 1024, capture: bool = True) -> None:
+    def __init__(self, batch_size: int = 1024, capture: bool = True,
+                 worker_tags: Sequence[str] = ()) -> None:
         self.batch_size = batch_size
+        self.worker_tags = _tags(worker_tags)
         #: the task wait() is running now: (id, operation, when it started)
         self.current: tuple[str, str, float] | None = None
         self.capture = capture
@@ -117,6 +121,9 @@ class InlineBackend(Backend):
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
         return outcome
+
+    def unmet(self, task: Task) -> str | None:
+        return machine_unmet(task, self.worker_tags)
 
     def running_ids(self) -> set[str] | None:
         # between calls of wait() nothing runs: what was handed over is queued (the task

@@ -55,7 +55,9 @@ from specflow.backends.base import (
     Outcome,
     TaskTimeoutError,
     _exc_types,
+    _tags,
     bounded,
+    machine_unmet,
     worker_name,
 )
 from specflow.flow.task import Task
@@ -138,12 +140,14 @@ class _Worker:
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, workers: int | None = None, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, workers: int | None = None, max_batch: int = MAX_BATCH,
+                 worker_tags: Sequence[str] = ()) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
             raise ValueError(f"workers: needs a positive integer, got {workers!r}")
         self.workers = workers or os.cpu_count() or 1
         self.max_batch = max_batch
+        self.worker_tags = _tags(worker_tags)
         self._ctx: BackendContext | None = None
         self._pool: dict[int, _Worker] = {}
         self._backlog: deque[Task] = deque()
@@ -461,6 +465,10 @@ class LocalBackend(Backend):
 
     def recent_output(self) -> list[str]:
         return self._tail.read()
+
+    def unmet(self, task: Task) -> str | None:
+        # every worker is this machine: one pool serves every worker type
+        return machine_unmet(task, self.worker_tags)
 
     def running_ids(self) -> set[str] | None:
         out = set()

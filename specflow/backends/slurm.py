@@ -374,6 +374,50 @@ def partition_cpus(partition: str | None) -> int:
     return 0
 
 
+def partition_names() -> set[str]:
+    """The partitions of this cluster (empty when sinfo cannot tell)."""
+    proc = _run(["sinfo", "-h", "-o", "%P"])
+    if proc.returncode != 0:
+        return set()
+    return {line.strip().rstrip("*") for line in proc.stdout.splitlines() if line.strip()}
+
+
+def partition_node_cpus(partition: str | None) -> int:
+    """CPUs of the largest node of ``partition`` (the default one when None); 0 if unknown."""
+    proc = _run(["sinfo", "-h", "-N", "-o", "%P|%c"])
+    if proc.returncode != 0:
+        return 0
+    most = 0
+    for line in proc.stdout.splitlines():
+        name, _, cpus = line.partition("|")
+        is_default = name.endswith("*")
+        if (partition is None and is_default) or name.rstrip("*") == partition:
+            try:
+                most = max(most, int(cpus.strip()))
+            except ValueError:
+                continue
+    return most
+
+
+def _check_worker_types(raw: Any) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError("worker_types must map a worker type's name to its job settings, "
+                         "such as {gpu: {partition: gpu, gres: 'gpu:1'}}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"worker_types.{name}: expected a mapping of job settings, "
+                             f"got {type(entry).__name__}")
+        unknown = sorted(set(entry) - _WORKER_TYPE_KEYS)
+        if unknown:
+            raise ValueError(f"worker_types.{name}: unknown setting(s) {', '.join(unknown)}; "
+                             f"expected {', '.join(sorted(_WORKER_TYPE_KEYS))}")
+        out[str(name)] = dict(entry)
+    return out
+
+
 class SlurmBackend(Backend):
     """Runs tasks on a SLURM cluster through submitit job arrays.
 
@@ -415,6 +459,7 @@ class SlurmBackend(Backend):
         job_name: str | None = None,
         min_job_minutes: float | None = None,
         walltime_margin_s: float | None = None,
+        worker_types: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         if mem_gb is not None and mem is not None:
             raise ValueError("give mem_gb or mem, not both")
@@ -449,6 +494,11 @@ class SlurmBackend(Backend):
         self.use_srun = use_srun
         self.poll_interval = poll_interval
         self.job_name = job_name
+        self.worker_types = _check_worker_types(worker_types)
+        # per (requirements, worker type): the job parameters of such tasks
+        self._placements: dict[Any, tuple[tuple[str, Any], ...]] = {}
+        self._executors: dict[tuple[tuple[str, Any], ...], Any] = {}
+        self._partition_cpus: dict[str | None, int] = {}
 
         self._ctx: BackendContext | None = None
         self._name = job_name or "specflow"
@@ -492,7 +542,7 @@ class SlurmBackend(Backend):
         if ctx.previous_jobs:
             self._cancel_previous(ctx.previous_jobs)
 
-    def _make_executor(self) -> Any:
+    def _make_executor(self, resources: tuple[tuple[str, Any], ...] = ()) -> Any:
         import submitit
 
         assert self._dir is not None
@@ -518,6 +568,15 @@ class SlurmBackend(Backend):
         if self.setup:
             params["setup"] = list(self.setup)
         extra = dict(self.sbatch_options)
+        for key, value in resources:  # what the tasks of this array need
+            if key == "sbatch_options":
+                extra.update(dict(value))
+            elif key == "constraint":
+                extra["constraint"] = value
+            elif key == "setup":
+                params["setup"] = [*params.get("setup", []), *value]
+            else:
+                params[key] = value
         if self.time_limit_s % 60:  # a limit in seconds: SLURM reads MM:SS
             extra.setdefault("time", f"{self.time_limit_s // 60}:{self.time_limit_s % 60:02d}")
         if extra:
@@ -621,12 +680,12 @@ class SlurmBackend(Backend):
             total += known[0] * k
         return total / max(1, len(tasks))
 
-    def _job_size(self, tasks: Sequence[Task]) -> int:
+    def _job_size(self, tasks: Sequence[Task], slots: int | None = None) -> int:
         n = len(tasks)
         if self.tasks_per_job:
             return self.tasks_per_job
         # one job per slot of the cluster: as wide as it gets with the fewest job starts
-        size = math.ceil(n / self._slots)
+        size = math.ceil(n / (slots or self._slots))
         cap = self._auto_cap
         per = self._estimate(tasks)
         if per is not None:
@@ -641,23 +700,116 @@ class SlurmBackend(Backend):
         return max(1, min(size, cap, n))
 
     def _flush(self) -> None:
-        free = self.max_jobs_in_flight - len(self._jobs)
-        if free <= 0 or not self._buffer:
+        if not self._buffer:
             return
-        n = len(self._buffer)
-        size = self._job_size(self._buffer)
+        # tasks with different requirements go to different arrays, each with its resources
+        by_resources: dict[tuple[tuple[str, Any], ...], list[Task]] = {}
+        for t in self._buffer:
+            by_resources.setdefault(self._resources_of(t), []).append(t)
+        left: list[Task] = []
+        for res, buffered in by_resources.items():
+            left.extend(self._flush_group(res, buffered))
+        self._buffer = left
+
+    def _flush_group(self, res: tuple[tuple[str, Any], ...], buffered: list[Task]) -> list[Task]:
+        """Submit what fits of ``buffered`` (tasks needing ``res``); returns the rest."""
+        free = self.max_jobs_in_flight - len(self._jobs)
+        if free <= 0:
+            return buffered
+        n = len(buffered)
+        size = self._job_size(buffered, self._slots_for(res))
         n_jobs = min(math.ceil(n / size), free)
         take = min(n, n_jobs * size)
-        tasks, self._buffer = self._buffer[:take], self._buffer[take:]
+        tasks, rest = buffered[:take], buffered[take:]
         # spread evenly: job sizes differ by one at most
         groups = [tasks[i * take // n_jobs : (i + 1) * take // n_jobs] for i in range(n_jobs)]
         for start in range(0, len(groups), self._max_array):
-            self._submit_array(groups[start : start + self._max_array])
+            self._submit_array(groups[start : start + self._max_array], res)
+        return rest
 
-    def _submit_array(self, groups: list[list[Task]]) -> None:
+    # -- requirements ---------------------------------------------------------------------
+    def _resources_of(self, task: Task) -> tuple[tuple[str, Any], ...]:
+        """The job parameters ``task`` needs beyond the backend's own (empty: none)."""
+        if task.requirements is None and task.worker_type is None:
+            return ()
+        key = (task.requirements, task.worker_type)
+        found = self._placements.get(key)
+        if found is None:
+            found = self._placements[key] = self._placement(task)
+        return found
+
+    def _placement(self, task: Task) -> tuple[tuple[str, Any], ...]:
+        out: dict[str, Any] = {}
+        if task.worker_type is not None:
+            entry = self.worker_types.get(task.worker_type)
+            if entry is None:  # a partition of that name
+                out["partition"] = task.worker_type
+            else:
+                for k, v in entry.items():
+                    if k == "mem_gb":
+                        out["mem"] = _mem_text(float(v))
+                    elif k in ("sbatch_options", "setup"):
+                        out[k] = tuple(sorted(dict(v).items())) if k == "sbatch_options" \
+                            else tuple(v)
+                    else:
+                        out[k] = v
+        req = task.requirements
+        if req is not None:
+            if req.cpus is not None:
+                out["cpus_per_task"] = max(int(out.get("cpus_per_task") or 1),
+                                           math.ceil(req.cpus))
+            if req.mem_gb is not None:
+                out["mem"] = _mem_text(req.mem_gb)
+            if req.gpus:
+                out["gres"] = f"gpu:{req.gpus}"
+            if req.tags:
+                out["constraint"] = "&".join(req.tags)
+        return tuple(sorted(out.items(), key=lambda kv: kv[0]))
+
+    def _slots_for(self, res: tuple[tuple[str, Any], ...]) -> int:
+        if not res:
+            return self._slots
+        d = dict(res)
+        partition = d.get("partition", self.partition)
+        cpus = self._cpus_of(partition)
+        per = int(d.get("cpus_per_task") or self.cpus_per_task or 1)
+        slots = max(1, cpus // per) if cpus else 1
+        if self.array_parallelism:
+            slots = min(slots, self.array_parallelism)
+        return max(1, min(slots, self.max_jobs_in_flight))
+
+    def _cpus_of(self, partition: str | None) -> int:
+        if partition not in self._partition_cpus:
+            self._partition_cpus[partition] = partition_cpus(partition)
+        return self._partition_cpus[partition]
+
+    def unmet(self, task: Task) -> str | None:
+        if task.worker_type is not None and task.worker_type not in self.worker_types:
+            known = partition_names()
+            if known and task.worker_type not in known:
+                listed = ", ".join(sorted(self.worker_types)) or "none"
+                return (f"worker_type {task.worker_type!r} is neither one of the backend's "
+                        f"worker_types ({listed}) nor a partition of this cluster "
+                        f"({', '.join(sorted(known))})")
+        req = task.requirements
+        if req is not None and req.cpus is not None:
+            partition = dict(self._resources_of(task)).get("partition", self.partition)
+            most = partition_node_cpus(partition)
+            if most and req.cpus > most:
+                return (f"it requires cpus={req.cpus:g}; the largest node of partition "
+                        f"{partition or '(default)'} has {most} CPU(s)")
+        return None
+
+    def _submit_array(self, groups: list[list[Task]],
+                      resources: tuple[tuple[str, Any], ...] = ()) -> None:
         assert self._dir is not None and self._ctx is not None
         import cloudpickle
 
+        executor = self._executor
+        if resources:
+            executor = self._executors.get(resources)
+            if executor is None:
+                executor = self._executors[resources] = self._make_executor(resources)
         imports = tuple(self._ctx.imports)
         streams: list[Path] = []
         payloads: list[bytes] = []
@@ -666,7 +818,7 @@ class SlurmBackend(Backend):
             payloads.append(cloudpickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
         plans = [self._plan(group) for group in groups]
         try:
-            submitted = self._executor.map_array(
+            submitted = executor.map_array(
                 run_job, [str(s) for s in streams], [imports] * len(groups), payloads, plans
             )
         except Exception as exc:  # noqa: BLE001 - sbatch refused: the tasks come back lost
@@ -980,7 +1132,11 @@ _SETTINGS = {
     "partition", "time_limit", "cpus_per_task", "mem_gb", "mem", "gres", "tasks_per_job",
     "array_parallelism", "max_jobs_in_flight", "setup", "sbatch_options", "folder", "python",
     "use_srun", "poll_interval", "job_name", "min_job_minutes", "walltime_margin_s",
+    "worker_types",
 }
+#: what a ``worker_types`` entry may set for the jobs of its tasks
+_WORKER_TYPE_KEYS = {"partition", "cpus_per_task", "mem_gb", "mem", "gres", "constraint",
+                     "sbatch_options", "setup"}
 _ALIASES = {"additional_parameters": "sbatch_options", "slurm_additional_parameters":
             "sbatch_options", "extra": "sbatch_options", "slurm_setup": "setup"}
 

@@ -16,7 +16,9 @@ from specflow.builder.registry import DEFAULT_VERSION, Entry, check_opt_in, look
 from specflow.spec.errors import SpecError, join_path
 from specflow.spec.source import SourceMap
 
-META_KEYS = ("@type", "@mode", "@version")
+META_KEYS = ("@type", "@mode", "@version", "@requirements", "@worker_type")
+#: keys any typed node may carry to say where the work it makes runs
+PLACEMENT_KEYS = ("@requirements", "@worker_type")
 
 
 class _Unbuilt:
@@ -125,8 +127,48 @@ def _build(spec: Any, path: str, version: str, opt_ins: frozenset[str]) -> Any:
             raise BuildError(
                 f"{entry.name}: {type(exc).__name__}: {exc}", path=path or None
             ) from exc
+    if any(k in spec for k in PLACEMENT_KEYS):
+        result = _placed(result, spec, path)
     set_spec(result, resolved_spec)
     return result
+
+
+def _placed(result: Any, spec: Mapping[str, Any], path: str) -> Any:
+    """``result`` with the node's ``@requirements`` and ``@worker_type``: a task gets them,
+    an operation gives them to its tasks, a flow to every task under it that states none."""
+    from specflow.flow.core import Flow, TaskableOperation
+    from specflow.flow.task import Requirements, Task, with_requirements
+
+    req = None
+    if spec.get("@requirements") is not None:
+        try:
+            req = Requirements.of(spec["@requirements"])
+        except ValueError as exc:
+            raise SpecError(str(exc), path=join_path(path, "@requirements")) from None
+    wtype = spec.get("@worker_type")
+    if wtype is not None and (not isinstance(wtype, str) or not wtype):
+        raise SpecError(f"@worker_type must be a name, got {wtype!r}",
+                        path=join_path(path, "@worker_type"))
+    if isinstance(result, Task):
+        # the node's own settings win over what its operation says
+        own = Task.__new__(Task)
+        own.__dict__.update(result.__dict__)
+        own.requirements, own.worker_type = None, None
+        return with_requirements(own, req or result.requirements, wtype or result.worker_type)
+    if isinstance(result, TaskableOperation):
+        changes: dict[str, Any] = {}
+        if req is not None:
+            changes["requirements"] = req
+        if wtype is not None:
+            changes["worker_type"] = wtype
+        return result.with_options(**changes)
+    if isinstance(result, Flow):
+        result.placement = (req, wtype)
+        return result
+    raise SpecError(
+        f"@requirements and @worker_type apply to an operation, a task or a flow; "
+        f"{spec['@type']} gives a {type(result).__name__}",
+        path=join_path(path, "@requirements" if "@requirements" in spec else "@worker_type"))
 
 
 def _no_cycles(spec: Any, path: str, stack: list[int]) -> None:

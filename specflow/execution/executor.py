@@ -26,7 +26,8 @@ from specflow.execution.reuse import MISSING as _REUSE_MISSING
 from specflow.execution.values import ValueNotStored
 from specflow.flow.core import Dependency, Flow, FlowSchema, TaskableOperation
 from specflow.flow.summary import summarise
-from specflow.flow.task import Task, TransientErrorCondition
+from specflow.flow.task import Task, TransientErrorCondition, with_requirements
+from specflow.spec import SpecError
 
 #: tasks per operation whose argument summary is recorded when the operation has no summariser
 #: of its own (failures always get one): summaries cost a few microseconds each
@@ -114,7 +115,7 @@ class RunReport:
 class _FlowRun:
     __slots__ = (
         "flow", "gen", "parent", "pending", "waiting", "wait_target", "exhausted",
-        "failed", "closed", "result", "name", "stages", "executed", "tainted",
+        "failed", "closed", "result", "name", "stages", "executed", "tainted", "placement",
     )
 
     def __init__(self, flow: Flow, parent: _FlowRun | None) -> None:
@@ -134,6 +135,10 @@ class _FlowRun:
         # barrier on such work, nothing below the flow is reused
         self.executed = False
         self.tainted: bool = parent.tainted if parent is not None else False
+        #: requirements and worker type for tasks under it that state none (the nearest
+        #: flow's that says)
+        self.placement: tuple[Any, str | None] | None = (
+            flow.placement or (parent.placement if parent is not None else None))
 
 
 class _TaskState:
@@ -151,6 +156,11 @@ class _TaskState:
 
 _OK = 0
 _FAILED = 1
+_UNCHECKED = object()
+
+
+class RequirementError(SpecError):
+    """A task states requirements (or a worker type) no worker of the backend meets."""
 
 
 class Executor:
@@ -200,6 +210,7 @@ class Executor:
         self._summaries_left: dict[str, int] = {}
         self._recent_output = getattr(backend, "recent_output", None)
         self._runs_in_wait = bool(getattr(backend, "runs_in_wait", False))
+        self._placement_checked: dict[Any, Any] = {}
         self._watch_lock = threading.Lock()
         #: tasks the watcher thread recorded as running (see _watch_current)
         self._watch_written: set[str] = set()
@@ -436,6 +447,10 @@ class Executor:
             )
 
     def _take_task(self, fr: _FlowRun, task: Task) -> None:
+        if fr.placement is not None:
+            task = with_requirements(task, *fr.placement)
+        if task.requirements is not None or task.worker_type is not None:
+            self._check_placement(task)
         tid = task.id
         if tid in self._done:
             self.report.duplicates += 1
@@ -481,6 +496,18 @@ class Executor:
         self._active[tid] = st
         fr.pending.add(tid)
         heapq.heappush(self._ready, (-task.priority, next(self._seq), st))
+
+    def _check_placement(self, task: Task) -> None:
+        """Refuse, before it runs, a task no worker of the backend can take."""
+        key = (task.requirements, task.worker_type)
+        problem = self._placement_checked.get(key, _UNCHECKED)
+        if problem is _UNCHECKED:
+            problem = self.backend.unmet(task)
+            self._placement_checked[key] = problem
+        if problem is not None:
+            raise RequirementError(
+                f"{task.operation} task {task.id[:12]} cannot run on the {self.backend.name} "
+                f"backend: {problem}")
 
     # -- reuse of earlier runs' work -----------------------------------------------------
     def _reused(self, task: Task) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from specflow.builder.provenance import get_spec
 from specflow.flow.ids import IdPrefix, task_id
-from specflow.flow.task import Task, TransientErrorCondition
+from specflow.flow.task import Requirements, Task, TransientErrorCondition, with_requirements
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -68,12 +68,23 @@ class TaskOptions:
     #: the value depends only on the arguments and the task writes nothing: its value may
     #: be cached across runs
     pure: bool = False
+    #: what a worker needs to run the tasks, and which kind of worker runs them
+    requirements: Requirements | None = None
+    worker_type: str | None = None
 
     @classmethod
     def of(cls, **options: Any) -> TaskOptions:
         options["transient"] = _as_conditions(options.get("transient"))
         options["outputs"] = tuple(options.get("outputs") or ())
+        if options.get("requirements") is not None:
+            options["requirements"] = Requirements.of(options["requirements"])
         return cls(**options)
+
+    def place(self, task: Task) -> Task:
+        """``task`` with these options' requirements and worker type, if any."""
+        if self.requirements is None and self.worker_type is None:
+            return task
+        return with_requirements(task, self.requirements, self.worker_type)
 
 
 class TaskableOperation:
@@ -123,7 +134,7 @@ class TaskableOperation:
     def make_task(self, **kwargs: Any) -> Task:
         name = self.name
         o = self.options
-        return Task(
+        return o.place(Task(
             fn=self,
             kwargs=kwargs,
             id=task_id(name, self._identity(), kwargs),
@@ -132,7 +143,7 @@ class TaskableOperation:
             runtime_limit_sec=o.runtime_limit_sec,
             max_attempts=o.max_attempts,
             transient=o.transient,
-        )
+        ))
 
     def task_maker(self, **common: Any) -> TaskMaker:
         """A maker of many tasks of this operation that share the arguments ``common``: they
@@ -144,6 +155,8 @@ class TaskableOperation:
         """A copy with other task settings (``priority``, ``runtime_limit_sec``, ...)."""
         if "transient" in options:
             options["transient"] = _as_conditions(options["transient"])
+        if options.get("requirements") is not None:
+            options["requirements"] = Requirements.of(options["requirements"])
         return TaskableOperation(self.fn, dataclasses.replace(self.options, **options),
                                  dry_run=self.dry_run, pure=self.pure)
 
@@ -187,7 +200,7 @@ class TaskMaker:
         if twice:
             raise TypeError(f"argument(s) given twice: {', '.join(sorted(twice))}")
         o = self.op.options
-        return Task(
+        return o.place(Task(
             fn=self.op,
             kwargs={**self.common, **own},
             id=self._prefix.task_id(own),
@@ -196,7 +209,7 @@ class TaskMaker:
             runtime_limit_sec=o.runtime_limit_sec,
             max_attempts=o.max_attempts,
             transient=o.transient,
-        )
+        ))
 
 
 def _rebuild_operation(fn: Callable[..., Any], options: TaskOptions) -> TaskableOperation:
@@ -217,6 +230,8 @@ def taskable_operation(
     pure: bool = False,
     summary: Callable[..., str] | None = None,
     outputs: Iterable[str] = (),
+    requirements: Requirements | Mapping[str, Any] | None = None,
+    worker_type: str | None = None,
 ) -> Any:
     """Make ``fn`` an operation (usable bare or with options).
 
@@ -226,11 +241,12 @@ def taskable_operation(
     ``fn`` would return (for dry runs); without either, a dry run does not know the task's
     value. ``summary(**kwargs)`` gives a short description of a task's arguments for failure
     lines and reports. ``outputs`` names the arguments it writes to (a reused task needs them
-    to still exist)."""
+    to still exist). ``requirements`` (cpus, mem_gb, gpus, platform, tags,
+    timeout_seconds, max_retries) and ``worker_type`` say where its tasks may run."""
     options = TaskOptions.of(
         operation_name=operation_name, priority=priority, runtime_limit_sec=runtime_limit_sec,
         max_attempts=max_attempts, transient=transient, summary=summary, outputs=outputs,
-        pure=pure,
+        pure=pure, requirements=requirements, worker_type=worker_type,
     )
 
     def deco(f: Callable[..., Any]) -> TaskableOperation:
@@ -333,7 +349,7 @@ class Flow:
     knows (a subchunkable flow knows its chunks): progress then shows totals and ETAs.
     """
 
-    __slots__ = ("fn", "args", "kwargs", "name", "seq", "expected")
+    __slots__ = ("fn", "args", "kwargs", "name", "seq", "expected", "placement")
 
     def __init__(
         self,
@@ -349,6 +365,8 @@ class Flow:
         self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.seq = next(_flow_counter)
         self.expected: dict[str, int] = dict(expected) if expected else {}
+        #: requirements and worker type for the tasks under this flow that state none
+        self.placement: tuple[Requirements | None, str | None] | None = None
 
     def expect(self, operation: str, count: int) -> Flow:
         """Declare that this flow yields ``count`` tasks of ``operation`` (adds up)."""

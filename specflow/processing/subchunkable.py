@@ -50,6 +50,7 @@ from specflow.flow.completion import defer
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.dry import InnerLevel, describe_flow, describe_levels, dry_state
 from specflow.flow.ids import task_digest_of
+from specflow.flow.task import Task, with_requirements
 from specflow.processing.blending import Combiner, neighbours
 from specflow.processing.operations import FnOperation, as_operation, crop_pad
 from specflow.processing.order import local_order
@@ -610,10 +611,11 @@ class SubchunkableApplyFlow:
         # spatially local order (lazy) where chunks tile the region; with gaps, raster order
         chunks = (local_order(region, top.chunk) if tuple(stride) == tuple(top.chunk)
                   else region.iter_chunks(top.chunk, stride=stride))
+        op_type = self.args.get("op_worker_type")
         if direct:
             maker = process_chunk.task_maker(dst=self.dst, **common)
             for chunk in chunks:
-                yield maker.make_task(chunk=chunk)
+                yield _typed(maker.make_task(chunk=chunk), op_type)
             yield Dependency()
             return
         assert plan_.staging_dir is not None
@@ -627,14 +629,20 @@ class SubchunkableApplyFlow:
         staging = TSLayer(staged or path)
         maker = process_chunk.task_maker(staging=staging, **common)
         for chunk in chunks:
-            yield maker.make_task(chunk=chunk)
+            yield _typed(maker.make_task(chunk=chunk), op_type)
         yield Dependency()
         if top.mode == "defer":
             return
         yield from _reduce(staging, self.dst, region, top, top.mode, stored, offset,
-                           plan_.max_reduction_chunk_size, stride)
+                           plan_.max_reduction_chunk_size, stride,
+                           self.args.get("reduction_worker_type"))
         yield delete_staging.make_task(path=path)
         yield Dependency()
+
+
+def _typed(task: Task, worker_type: str | None) -> Task:
+    """``task`` run by workers of ``worker_type`` (zetta's op_worker_type), when given."""
+    return task if worker_type is None else with_requirements(task, None, worker_type)
 
 
 def _x(v: Sequence[int]) -> str:
@@ -661,12 +669,13 @@ def level_notes(geo: Geometry) -> list[InnerLevel]:
 def _reduce(
     staging: TSLayer, dst: Any, region: VolumetricIndex, top: Level, mode: str,
     stored: IVec3, offset: IVec3, max_size: IVec3 | None, stride: Sequence[int] | None = None,
+    worker_type: str | None = None,
 ) -> Generator[Any, Any, None]:
     extra = {} if stride is None or tuple(stride) == top.chunk else {"stride": list(stride)}
     maker = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode,
                                     **extra)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
-        yield maker.make_task(part=part)
+        yield _typed(maker.make_task(part=part), worker_type)
     yield Dependency()
 
 
@@ -832,8 +841,10 @@ def _summary(args: dict[str, Any], geometry: Geometry, dst: Any, op: Any) -> str
     for i, (lvl, n) in enumerate(zip(g.levels, counts, strict=True)):
         lines.append(f"  level {i}: {n} chunk(s) of {list(lvl.chunk)}, crop {list(lvl.crop)}, "
                      f"blend {list(lvl.blend)} ({lvl.mode})")
-    for k in ("op_worker_type", "reduction_worker_type", "allow_cache_up_to_level",
-              "task_stack_size"):
+    for k in ("op_worker_type", "reduction_worker_type"):
+        if args.get(k) is not None:
+            lines.append(f"  {k}: {args[k]}")
+    for k in ("allow_cache_up_to_level", "task_stack_size"):
         if args.get(k) is not None:
             lines.append(f"  {k}: {args[k]} (recorded; specflow schedules without it)")
     return "\n".join(lines)

@@ -156,6 +156,8 @@ def drive(
         bs = dict(settings.backend_settings)
         if settings.backend in ("local", "dask") and settings.workers:
             bs["workers"] = settings.workers
+        if settings.backend not in ("local", "inline"):
+            bs.pop("worker_tags", None)  # a cluster's workers say what they carry
         try:
             backend = make_backend(settings.backend, **bs)
         except (ValueError, DaskUnavailable) as exc:

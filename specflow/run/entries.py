@@ -41,14 +41,17 @@ def execute_spec(
     transient_errors: list[Any] | None = None,
     semaphores: dict[str, int] | None = None,
     batch_size: int | None = None,
+    worker_tags: list[str] | None = None,
 ) -> ExecutionRequest:
-    """Run ``target`` with these execution settings (command-line flags override them)."""
+    """Run ``target`` with these execution settings (command-line flags override them).
+    ``worker_tags``: the tags this machine's workers carry (for tasks whose requirements
+    name tags; local and inline backends)."""
     return request(target, {
         "backend": backend, "workers": workers, "keep_going": keep_going,
         "max_attempts": max_attempts, "retry_backoff": retry_backoff,
         "transient_errors": transient_errors, "semaphores": semaphores,
         "batch_size": batch_size,
-    })
+    }, {"worker_tags": worker_tags})
 
 
 @register("execute_on_slurm")
@@ -69,8 +72,13 @@ def execute_on_slurm(
     max_jobs_in_flight: int | None = None,
     setup: list[str] | None = None,
     sbatch_options: dict[str, Any] | None = None,
+    worker_types: dict[str, dict[str, Any]] | None = None,
+    job_name: str | None = None,
 ) -> ExecutionRequest:
-    """Run ``target`` on a SLURM cluster through submitit."""
+    """Run ``target`` on a SLURM cluster through submitit. ``worker_types`` maps a worker
+    type's name (a task's ``@worker_type``, zetta's ``op_worker_type``) to the job settings
+    of its tasks (``partition``, ``cpus_per_task``, ``mem_gb``, ``gres``, ``constraint``,
+    ``sbatch_options``, ``setup``); a worker type not listed is taken as a partition."""
     return request(target, {
         "backend": "slurm", "keep_going": keep_going, "max_attempts": max_attempts,
         "retry_backoff": retry_backoff, "transient_errors": transient_errors,
@@ -79,7 +87,8 @@ def execute_on_slurm(
         "partition": partition, "time_limit": time_limit, "cpus_per_task": cpus_per_task,
         "mem_gb": mem_gb, "gres": gres, "tasks_per_job": tasks_per_job,
         "array_parallelism": array_parallelism, "max_jobs_in_flight": max_jobs_in_flight,
-        "setup": setup, "sbatch_options": sbatch_options,
+        "setup": setup, "sbatch_options": sbatch_options, "worker_types": worker_types,
+        "job_name": job_name,
     })
 
 

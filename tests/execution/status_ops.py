@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Generator
@@ -66,8 +67,31 @@ def _write(out: str) -> str:
 _write_op = specflow.taskable_operation(_write, operation_name="st.write")
 
 
+@specflow.register("st.write")
+def write(out: str) -> specflow.Task:
+    """A task that writes a file."""
+    return _write_op.make_task(out=out)
+
+
 @specflow.register("st.failing_branch")
 @specflow.flow_schema
 def failing_branch(out: str) -> Generator[Any, Any, None]:
     """A flow whose first stage fails (so the rest is skipped) next to one that succeeds."""
     yield [_fail_then_more(2), _write_op.make_task(out=out)]
+
+
+def _where(out: str) -> dict[str, str]:
+    env = {k: os.environ.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
+                                              "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK",
+                                              "SLURM_JOB_PARTITION")}
+    Path(out).write_text(json.dumps(env))
+    return env
+
+
+_where_op = specflow.taskable_operation(_where, operation_name="st.where")
+
+
+@specflow.register("st.where")
+def where(out: str) -> specflow.Task:
+    """A task that writes the SLURM job it ran in (its id, CPUs, partition) to ``out``."""
+    return _where_op.make_task(out=out)
