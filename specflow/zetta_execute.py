@@ -242,7 +242,7 @@ def _array_parallelism(array: Any) -> int:
     return max(1, int(text)) if text.isdigit() else 1
 
 
-@register("mazepa.execute_on_slurm")
+@register("mazepa.execute_on_slurm", opt_in_args={"init_command": "shell"})
 def execute_on_slurm(
     target: Any,
     worker_replicas: int,

@@ -106,7 +106,7 @@ def _build(spec: Any, path: str, version: str, opt_ins: frozenset[str]) -> Any:
                 for k, v in spec.items() if k != "@version" or path}
     mode = node_mode(spec, path)
     entry = node_entry(spec, path, version)
-    check_opt_in(entry, opt_ins, path=join_path(path, "@type"))
+    check_opt_in(entry, opt_ins, path=join_path(path, "@type"), node=spec)
     kwargs = {
         k: _build(v, join_path(path, _key(k)), version, opt_ins)
         for k, v in spec.items()

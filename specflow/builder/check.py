@@ -65,7 +65,7 @@ def _walk(
     try:
         entry = node_entry(spec, path, version)
         if opt_ins is not None:
-            check_opt_in(entry, opt_ins, path=join_path(path, "@type"))
+            check_opt_in(entry, opt_ins, path=join_path(path, "@type"), node=spec)
         kwargs = {k: _placeholder(v) for k, v in spec.items() if k not in META_KEYS}
         problems.extend(argument_problems(entry, kwargs, path, partial=(mode == "partial")))
     except SpecError as exc:

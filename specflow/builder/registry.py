@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from specflow.builder.versions import VersionSpec, parse_version
@@ -37,6 +37,8 @@ class Entry:
     module: str
     #: what the user must grant on the command line before a spec may build this type
     opt_in: str | None = None
+    #: arguments that need a grant when a spec gives them (e.g. shell lines run in a job)
+    opt_in_args: dict[str, str] = field(default_factory=dict)
 
     def signature(self) -> inspect.Signature | None:
         target: Any = self.fn
@@ -70,24 +72,29 @@ def _run_loaders() -> bool:
     return ran
 
 
-def register(name: str, versions: str = ">=0", *, opt_in: str | None = None) -> Callable[[T], T]:
+def register(name: str, versions: str = ">=0", *, opt_in: str | None = None,
+             opt_in_args: dict[str, str] | None = None) -> Callable[[T], T]:
     """Register a function or class under ``name`` for the ``versions`` range.
 
     Several constructors may share a name when their version ranges differ; a spec picks one
     with ``"@version"``. Registering the same name and range again replaces the entry (so a
     re-imported module does not fail). ``opt_in`` (one of :data:`OPT_IN_FLAGS`) marks a type
     that a spec may only build when the run grants it (``build(..., opt_ins=...)``; on the
-    command line ``--allow-eval`` or ``--allow-shell``).
+    command line ``--allow-eval`` or ``--allow-shell``). ``opt_in_args`` does the same for
+    single arguments: ``{"setup": "shell"}`` refuses a spec that gives ``setup`` (non-empty)
+    without ``--allow-shell``.
     """
     spec = VersionSpec(versions)
-    if opt_in is not None and opt_in not in OPT_IN_FLAGS:
-        raise ValueError(f"unknown opt_in {opt_in!r}; expected one of {', '.join(OPT_IN_FLAGS)}")
+    for grant in (opt_in, *(opt_in_args or {}).values()):
+        if grant is not None and grant not in OPT_IN_FLAGS:
+            raise ValueError(f"unknown opt_in {grant!r}; expected one of "
+                             f"{', '.join(OPT_IN_FLAGS)}")
 
     def deco(fn: T) -> T:
         entries = _REGISTRY.setdefault(name, [])
         entries[:] = [e for e in entries if e.versions.text != spec.text]
         entries.append(Entry(name, fn, spec, getattr(fn, "__module__", "?"),  # type: ignore[arg-type]
-                             opt_in=opt_in))
+                             opt_in=opt_in, opt_in_args=dict(opt_in_args or {})))
         try:
             if getattr(fn, "__specflow_type__", None) is None:
                 fn.__specflow_type__ = name  # type: ignore[attr-defined]
@@ -142,8 +149,21 @@ def lookup(name: str, version: str = DEFAULT_VERSION, *, path: str | None = None
     )
 
 
-def check_opt_in(entry: Entry, opt_ins: frozenset[str], *, path: str | None = None) -> None:
-    """Refuse ``entry`` unless its opt-in (if it needs one) is among ``opt_ins``."""
+def check_opt_in(entry: Entry, opt_ins: frozenset[str], *, path: str | None = None,
+                 node: Any = None) -> None:
+    """Refuse ``entry`` unless its opt-in (if it needs one) is among ``opt_ins``; with the
+    spec ``node``, also an argument it gives that needs one."""
+    if isinstance(node, dict):
+        for arg, grant in entry.opt_in_args.items():
+            if node.get(arg) and grant not in opt_ins:
+                flag = OPT_IN_FLAGS[grant]
+                base = path[: -len(".@type")] if path and path.endswith(".@type") else ""
+                raise SpecError(
+                    f"{entry.name}: {arg} {_OPT_IN_WHAT[grant]}: refused unless the run is "
+                    f"started with {flag}",
+                    path=f"{base}.{arg}" if base else arg,
+                    hint=f"pass {flag} to `specflow run` (and again to `specflow resume`) if "
+                    "you trust this spec")
     if entry.opt_in is None or entry.opt_in in opt_ins:
         return
     flag = OPT_IN_FLAGS[entry.opt_in]
@@ -154,3 +174,27 @@ def check_opt_in(entry: Entry, opt_ins: frozenset[str], *, path: str | None = No
         hint=f"pass {flag} to `specflow run` (and again to `specflow resume`) if you trust "
         "this spec",
     )
+
+
+def required_opt_ins(spec: Any) -> set[str]:
+    """The opt-ins building ``spec`` needs: of the registered types it names, and of the
+    arguments it gives that need one (unknown types are left to validation)."""
+    need: set[str] = set()
+    stack = [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            t = node.get("@type")
+            if isinstance(t, str):
+                try:
+                    entry: Entry | None = lookup(t)
+                except SpecError:
+                    entry = None
+                if entry is not None:
+                    if entry.opt_in:
+                        need.add(entry.opt_in)
+                    need.update(g for a, g in entry.opt_in_args.items() if node.get(a))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return need

@@ -54,7 +54,7 @@ def execute_spec(
     }, {"worker_tags": worker_tags})
 
 
-@register("execute_on_slurm")
+@register("execute_on_slurm", opt_in_args={"setup": "shell"})
 def execute_on_slurm(
     target: Any,
     keep_going: bool | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specflow.builder.registry import lookup
+from specflow.builder.registry import required_opt_ins
 from specflow.execution.checkpoint import FAILED_STATUSES, CheckpointError
 from specflow.run import Run
 from specflow.run.api import new_run_id, spec_hash
@@ -32,28 +32,6 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def required_opt_ins(spec: Any) -> set[str]:
-    """Opt-ins the registered types named in ``spec`` need (shell, eval)."""
-    need: set[str] = set()
-    stack = [spec]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            t = node.get("@type")
-            if isinstance(t, str):
-                try:
-                    entry = lookup(t)
-                except Exception:  # noqa: BLE001 - unknown types are validate's to report
-                    entry = None
-                opt = getattr(entry, "opt_in", None)
-                if opt:
-                    need.add(str(opt))
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return need
 
 
 @dataclass

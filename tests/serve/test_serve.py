@@ -198,6 +198,11 @@ def test_token_opt_ins_and_bad_specs(workdir: Path) -> None:
             "spec": '"@type": shell\ncommand: "touch pwned"\n'})
         assert code == 403 and "--allow-shell" in body["error"]
         assert not (workdir / "pwned").exists()
+        # shell lines for every SLURM job are shell too
+        code, body = server.call("POST", "/api/runs", {
+            "spec": '"@type": execute_on_slurm\nsetup: ["touch pwned"]\n'
+                    'target: {"@type": echo, message: x}\n'})
+        assert code == 403 and "--allow-shell" in body["error"]
         code, body = server.call("POST", "/api/runs", {"spec": '"@type": ech\nmessage: 1\n'})
         assert code == 400 and "echo" in body["error"] and ":1" in body["error"]
         try:

@@ -22,8 +22,8 @@ from specflow.zetta_execute import slurm_minutes
 TASK = {"@type": "echo", "message": "hi"}
 
 
-def request(spec: dict[str, Any]) -> ExecutionRequest:
-    out = build(spec)
+def request(spec: dict[str, Any], opt_ins: tuple[str, ...] = ()) -> ExecutionRequest:
+    out = build(spec, opt_ins=opt_ins)
     assert isinstance(out, ExecutionRequest)
     return out
 
@@ -49,11 +49,18 @@ def test_execute_on_slurm_maps_zettas_worker_settings() -> None:
                  "worker_resources": {"cpus_per_task": 2, "mem_per_cpu": "4G",
                                       "gres": "gpu:1", "time": "0-2:30:00",
                                       "partition": "batch"},
-                 "init_command": "source venv/bin/activate", "semaphores_spec": {"cpu": 2}})
+                 "init_command": "source venv/bin/activate", "semaphores_spec": {"cpu": 2}},
+                opt_ins=("shell",))
     assert r.settings["backend"] == "slurm" and r.settings["semaphores"] == {"cpu": 2}
     assert r.backend_settings == {"max_jobs_in_flight": 12, "cpus_per_task": 2,
                                   "mem": "8192M", "gres": "gpu:1", "partition": "batch",
                                   "time_limit": 150, "setup": ["source venv/bin/activate"]}
+    # init_command is shell run in every job: only with --allow-shell
+    with pytest.raises(SpecError, match="init_command runs shell commands.*--allow-shell"):
+        build({"@type": "mazepa.execute_on_slurm", "target": TASK, "worker_replicas": 1,
+               "worker_resources": {}, "init_command": "rm -rf ~"})
+    with pytest.raises(SpecError, match="setup runs shell commands.*--allow-shell"):
+        build({"@type": "execute_on_slurm", "target": TASK, "setup": ["curl x | sh"]})
     local = request({"@type": "mazepa.execute_on_slurm", "target": TASK, "worker_replicas": 1,
                      "worker_resources": {"cpus_per_task": 1, "mem_per_cpu": "1G"},
                      "local_test": True, "num_procs": 2})
