@@ -125,10 +125,7 @@ def test_a_whole_job_in_stages_sees_what_earlier_stages_create(tmp_path: Path) -
         op=DownsampleOp(factor=[2, 2, 1], mode="average"), op_kwargs={"src": blurred},
         bbox=VolumetricIndex.from_voxels((0, 0, 0), [32, 24, 32], [2, 2, 1]).bbox,
         processing_chunk_sizes=[[8, 8, 8]], level_intermediaries_dirs=[str(tmp_path / "t2")])
-    # (the later reduction of the deferred staging, build_reduce_staged_flow, is left out:
-    # its dry run does not yet find the staging record the deferred flow plans)
-    del reduce
-    job = sequential_flow([synth, defer, down])
+    job = sequential_flow([synth, defer, reduce, down])
     real = same_as_real(tmp_path, job)
     assert real["subchunkable.process_chunk"] > 1
     assert "subchunkable.create_staging" in real
