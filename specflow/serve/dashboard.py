@@ -55,10 +55,17 @@ async function api(path, method, body) {
   if (!r.ok) throw new Error(answer.error || r.statusText);
   return answer;
 }
+const STATUSES = ["pending", "queued", "running", "done", "failed", "cancelled", "timeout",
+                  "skipped", "reused"];
+const FINISHED = ["done", "failed", "cancelled", "timeout", "skipped", "reused"];
 function progress(run) {
-  const total = (run.done || 0) + (run.failed || 0);
-  const pct = run.status === "done" ? 100 : (total ? 50 : 0);
-  return '<span class="bar"><i style="width:' + pct + '%"></i></span>';
+  // of the tasks known so far (flows make theirs as they go), the share that finished
+  const t = run.totals || {};
+  const known = STATUSES.reduce((n, k) => n + (t[k] || 0), 0);
+  const ended = FINISHED.reduce((n, k) => n + (t[k] || 0), 0);
+  const pct = run.status === "done" ? 100 : (known ? Math.round(100 * ended / known) : 0);
+  return '<span class="bar" data-pct="' + pct + '" title="' + ended + ' of ' + known +
+    ' tasks known so far"><i style="width:' + pct + '%"></i></span>';
 }
 async function refresh() {
   try {
@@ -79,10 +86,14 @@ async function refresh() {
 }
 async function detail(id) {
   const r = await api("/api/runs/" + encodeURIComponent(id));
-  const ops = Object.entries(r.counts || {}).map(([op, c]) => '<tr class="op" data-operation="' +
+  const counts = r.counts || {};
+  // done and failed always; the other statuses where some task has them
+  const shown = STATUSES.filter(k => k === "done" || k === "failed" ||
+    Object.values(counts).some(c => c[k]));
+  const ops = Object.entries(counts).map(([op, c]) => '<tr class="op" data-operation="' +
     esc(op) + '" data-done="' + esc(c.done || 0) + '" data-failed="' + esc(c.failed || 0) +
-    '"><td>' + esc(op) + '</td><td>' + esc(c.done || 0) + '</td><td>' + esc(c.failed || 0) +
-    '</td></tr>');
+    '"><td>' + esc(op) + '</td>' + shown.map(k => '<td data-k="' + k + '">' + esc(c[k] || 0) +
+    '</td>').join("") + '</tr>');
   const fails = (r.failures || []).map(f => '<li class="failure" data-operation="' +
     esc(f.operation) + '" data-id="' + esc(f.id) + '"><b>' + esc(f.operation) + '</b> ' +
     esc(f.args || "") + '<pre>' + esc(f.error) + '</pre></li>');
@@ -93,7 +104,8 @@ async function detail(id) {
     '</p><p><button id="cancel">cancel</button><button id="resume">resume</button>' +
     '<a href="/api/runs/' + encodeURIComponent(r.run_id) + '/report' +
     (token ? "?token=" + encodeURIComponent(token) : "") + '">report</a></p>' +
-    '<table id="operations"><thead><tr><th>operation</th><th>done</th><th>failed</th></tr>' +
+    '<table id="operations"><thead><tr><th>operation</th>' +
+    shown.map(k => '<th>' + k + '</th>').join("") + '</tr>' +
     '</thead><tbody>' +
     ops.join("") + '</tbody></table>' + (fails.length ? '<h4>failures</h4><ul id="failures">' +
     fails.join("") + '</ul>' : "");

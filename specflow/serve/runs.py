@@ -153,7 +153,8 @@ class RunManager:
         if launched is None or launched.proc.poll() is not None:
             return None
         return {"run_id": run_id, "status": "starting", "live": True, "counts": {},
-                "timings": {}, "failures": [], "done": 0, "failed": 0, "attempt": 0}
+                "timings": {}, "failures": [], "done": 0, "failed": 0, "attempt": 0,
+                "totals": {}}
 
     def all_runs(self) -> list[dict[str, Any]]:
         self._reap()

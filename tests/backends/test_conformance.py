@@ -37,22 +37,12 @@ BACKENDS = ["inline", "local", "slurm", "dask"]
 PATIENCE_S = 240.0
 
 
-@pytest.fixture(scope="session")
-def slurm_ready() -> None:
-    ok, output = slurm_cluster.ensure_cluster()
-    if ok:
-        return
-    message = f"the local SLURM cluster did not come up:\n{output}"
-    if slurm_cluster.in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
 
 @pytest.fixture(params=BACKENDS)
 def name(request: pytest.FixtureRequest) -> Iterator[str]:
     backend: str = request.param
     if backend == "slurm":
-        request.getfixturevalue("slurm_ready")
+        request.getfixturevalue("cluster")
     yield backend
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +32,6 @@ USER_OPS = str(TESTS / "user_ops.py")
 SLOW_OPS = str(TESTS / "processing" / "slow_ops.py")
 
 
-@pytest.fixture(scope="session")
-def cluster() -> None:
-    ok, output = slurm_cluster.ensure_cluster()
-    if ok:
-        return
-    message = f"the local SLURM cluster did not come up:\n{output}"
-    if slurm_cluster.in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture()
-def job_name(cluster: None, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"specflow-test-{request.node.name[:40]}-{os.getpid()}-{time.time_ns() % 10**9}"
-    yield name
-    slurm_cluster.cancel_all(name)
 
 
 def lines(path: Path) -> list[str]:

@@ -5,11 +5,9 @@ backend's ``worker_types``; what no node can meet is refused before anything is 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,22 +18,6 @@ pytestmark = pytest.mark.slurm
 OPS = str(Path(__file__).resolve().parent.parent / "execution" / "status_ops.py")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> None:
-    ok, output = slurm_cluster.ensure_cluster()
-    if ok:
-        return
-    message = f"the local SLURM cluster did not come up:\n{output}"
-    if slurm_cluster.in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture()
-def job_name(cluster: None, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"specflow-req-{request.node.name[:30]}-{os.getpid()}-{time.time_ns() % 10**9}"
-    yield name
-    slurm_cluster.cancel_all(name)
 
 
 def node_cpus() -> int:

@@ -7,13 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import slurm_cluster
 import user_ops
 
 from specflow.backends.slurm import SlurmBackend, parse_time_limit_s
@@ -25,22 +22,6 @@ TESTS = Path(__file__).resolve().parent.parent
 USER_OPS = str(TESTS / "user_ops.py")
 
 
-@pytest.fixture(scope="session")
-def cluster() -> None:
-    ok, output = slurm_cluster.ensure_cluster()
-    if ok:
-        return
-    message = f"the local SLURM cluster did not come up:\n{output}"
-    if slurm_cluster.in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture()
-def job_name(cluster: None) -> Iterator[str]:
-    name = f"specflow-walltime-{os.getpid()}-{time.time_ns() % 10**9}"
-    yield name
-    slurm_cluster.cancel_all(name)
 
 
 def test_time_limits_in_seconds() -> None:

@@ -123,6 +123,8 @@ def test_runs_appear_and_finish_on_the_page_without_a_reload(server: Server,
     from_page = wait_for(browser, lambda d: d.find_element(By.ID, "submitted")
                          .get_attribute("data-id"), "the run id the page got back")
     wait_for(browser, lambda d: row_status(d, from_page) == "done", f"{from_page} done")
+    bar = browser.find_element(By.CSS_SELECTOR, f'tr.run[data-id="{from_page}"] .bar')
+    assert bar.get_attribute("data-pct") == "100"
     code, run = server.call("GET", f"/api/runs/{from_page}")
     assert code == 200 and run["status"] == "done" and run["counts"]["echo"]["done"] == 2
 
@@ -167,6 +169,16 @@ def test_the_cancel_button_interrupts_a_long_run(server: Server, browser: Any) -
     # the first sleep is done, so the long one runs: the page shows it as it happens
     wait_for(browser, lambda d: operation_done(d, "sleep") == 1, "the first sleep done")
     assert row_status(browser, rid) == "running"
+
+    def sleeping_count(d: Any) -> str | None:
+        cells = d.find_elements(By.CSS_SELECTOR,
+                                '#operations tr.op[data-operation="sleep"] td[data-k="running"]')
+        return cells[0].text if cells else None
+
+    # the long sleep shows in a running column of its own, and the bar is half full
+    wait_for(browser, lambda d: sleeping_count(d) == "1", "the long sleep shown running")
+    bar = browser.find_element(By.CSS_SELECTOR, f'tr.run[data-id="{rid}"] .bar')
+    assert bar.get_attribute("data-pct") == "50"
 
     def cancelled(d: Any) -> bool:
         if d.find_element(By.ID, "detail-status").get_attribute("data-status") == "interrupted":
