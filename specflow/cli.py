@@ -282,12 +282,19 @@ def _print_graph(spec: str, result: Any, fmt: str, out_path: str | None) -> int:
     notes = err if fmt != "text" else out  # DOT and JSON keep stdout for themselves
     if result.duplicates and fmt == "text":
         notes.print(f"{result.duplicates:,} duplicate task(s) would run once", highlight=False)
+    return _dry_run_ending(result, notes)
+
+
+def _dry_run_ending(result: Any, notes: Console) -> int:
+    """What a dry run could not count, and the failure it found (exit 2) if any."""
     if result.unknown:
         notes.print(f"at least {result.total:,} tasks: the rest depends on values only a run "
                     "produces", highlight=False)
         for u in result.unknown[:10]:
             notes.print(f"  counting stopped in flow {u.flow!r}: {u.reason}", markup=False,
                         highlight=False, soft_wrap=True)
+        if len(result.unknown) > 10:
+            notes.print(f"  ... and {len(result.unknown) - 10} more flows", highlight=False)
     if result.failure is not None:
         err.print("[bold red]error:[/] the run would fail: ", end="")
         err.print(result.failure.reason, markup=False, highlight=False, soft_wrap=True)
@@ -313,14 +320,7 @@ def _print_dry_run(spec: str, result: Any, as_json: bool) -> int:
         out.print(t)
         if result.duplicates:
             out.print(f"{result.duplicates:,} duplicate task(s) would run once")
-        if result.unknown:
-            out.print(f"at least {result.total:,} tasks: the rest depends on values only a run "
-                      "produces", highlight=False)
-            for u in result.unknown[:10]:
-                out.print(f"  counting stopped in flow {u.flow!r}: {u.reason}", markup=False,
-                          highlight=False, soft_wrap=True)
-            if len(result.unknown) > 10:
-                out.print(f"  ... and {len(result.unknown) - 10} more flows", highlight=False)
+        return _dry_run_ending(result, out)
     if result.failure is not None:
         err.print("[bold red]error:[/] the run would fail: ", end="")
         err.print(result.failure.reason, markup=False, highlight=False, soft_wrap=True)
