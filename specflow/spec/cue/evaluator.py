@@ -108,13 +108,21 @@ class _Pending(Exception):
 
 
 class _Disjunct:
-    __slots__ = ("alts", "ctx", "group", "has_default")
+    __slots__ = ("alts", "ctx", "group", "has_default", "key", "env")
 
-    def __init__(self, alts: list[tuple[Any, bool]], ctx: Ctx, group: Group | None) -> None:
+    def __init__(
+        self, alts: list[tuple[Any, bool]], ctx: Ctx, group: Group | None, env: Env | None
+    ) -> None:
+        self.env = env
         self.alts = alts
         self.ctx = ctx
         self.group = group
         self.has_default = any(d for _, d in alts)
+        # what makes two disjunctions the same value (None: not known to equal any other)
+        self.key: Any = _UNSET
+
+
+_UNSET: Any = object()
 
 
 class _ListPart:
@@ -159,10 +167,16 @@ class _State:
         "seen",
         "pure_struct",
         "validators",
+        "has_cycle",
+        "non_cycle",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
         self.comp_first = comp_first
+        # a conjunct came through a reference back into its own chain of references, and
+        # whether any conjunct did not
+        self.has_cycle = False
+        self.non_cycle = False
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.pure_struct = False
@@ -229,6 +243,7 @@ class Evaluator:
             if base:
                 self.mem_limit = base + int(max_mb * 1024 * 1024)
         self.ticks = 0
+        self.ast_keys: dict[int, tuple[Any, Any]] = {}
 
     def check_budget(self) -> None:
         """Stop when the evaluation has used up its CPU time or memory."""
@@ -494,9 +509,11 @@ class Evaluator:
             alt, is_def_ = d.alts[choices[i]]
             if d.has_default and not is_def_:
                 st.default_ok = False
-            self.add_value(st, alt, d.ctx, d.group, None)
+            self.add_value(st, alt, d.ctx, d.group, None, d.env)
             self._flush_deferred(st)
             i += 1
+        if st.has_cycle and not st.non_cycle:
+            raise CueError("structural cycle", path=v.path())
         self._finish(st)
         if cyclic:
             if st.disj:
@@ -678,9 +695,6 @@ class Evaluator:
         if t is A.StructLit:
             self.add_struct(st, expr, env, ctx, embed)  # type: ignore[arg-type]
             return
-        if t is A.Lit:
-            self.add_value(st, expr.value, ctx, embed, expr.pos)  # type: ignore[attr-defined]
-            return
         if t is A.Unify:
             for it in expr.items:  # type: ignore[attr-defined]
                 self.add(st, it, env, ctx, embed)
@@ -688,21 +702,38 @@ class Evaluator:
         if t is A.Paren:
             self.add(st, expr.x, env, ctx, embed)  # type: ignore[attr-defined]
             return
+        if t is A.Lit:
+            val = expr.value  # type: ignore[attr-defined]
+            if not isinstance(val, Vertex) and (env is None or not env.cyclic):
+                st.non_cycle = True
+            self.add_value(st, val, ctx, embed, expr.pos, env)
+            return
+        if env is None or not env.cyclic:
+            st.non_cycle = True
         if t is A.ListLit:
             self.add_list(st, expr, env, ctx)  # type: ignore[arg-type]
             return
         if t is A.Disjunction:
             d = self.eval_disjunction(expr, env)  # type: ignore[arg-type]
-            self.add_value(st, d, ctx, embed, expr.pos)
+            self.add_value(st, d, ctx, embed, expr.pos, env)
             return
         val = self.eval(expr, env)
         if isinstance(val, Vertex):
-            self.add_ref(st, val, ctx, embed, expr.pos)
+            self.add_ref(st, val, ctx, embed, expr.pos, env)
         else:
-            self.add_value(st, val, ctx, embed, expr.pos)
+            self.add_value(st, val, ctx, embed, expr.pos, env)
 
-    def add_ref(self, st: _State, r: Vertex, ctx: Ctx, embed: Group | None, pos: Pos) -> None:
-        """Unify with a referenced vertex: its conjuncts are evaluated here again."""
+    def add_ref(
+        self,
+        st: _State,
+        r: Vertex,
+        ctx: Ctx,
+        embed: Group | None,
+        pos: Pos,
+        env: Env | None = None,
+    ) -> None:
+        """Unify with a referenced vertex: its conjuncts are evaluated here again. ``env`` is
+        the frame of the referring expression."""
         v = st.v
         key = id(r)
         if key in st.expanding:
@@ -749,15 +780,27 @@ class Evaluator:
             and not r.arcs
         ):
             # a scalar does not depend on where it is used
+            if env is None or not env.cyclic:
+                st.non_cycle = True
             self.add_value(st, r.value, ctx, embed, pos)
             return
+        # As cue does: the conjuncts of ``r`` are evaluated as reached through the
+        # references so far and ``r``; a reference back into that chain is a cycle.
+        chain = env.deref if env is not None else ()
+        cyclic = r in chain
+        if cyclic:
+            st.has_cycle = True
+        deref = chain + (r,)
         if v.expanded is None:
             v.expanded = {mark}
         else:
             v.expanded.add(mark)
         st.expanding.add(key)
         try:
-            for expr, env, rc in r.conjuncts:
+            for expr, cenv, rc in r.conjuncts:
+                if cenv is None:
+                    cenv = Env(None)
+                cenv = cenv.derive(deref, cyclic)
                 if rc:
                     if embed is not None:
                         for cid in rc:
@@ -767,22 +810,40 @@ class Evaluator:
                     nctx = ctx + tuple(c for c in rc if c not in ctx) if ctx else rc
                 else:
                     nctx = ctx
-                self.add(st, expr, env, nctx, embed)
+                self.add(st, expr, cenv, nctx, embed)
         finally:
             st.expanding.discard(key)
 
     def add_value(
-        self, st: _State, val: Any, ctx: Ctx, embed: Group | None, pos: Pos | None
+        self,
+        st: _State,
+        val: Any,
+        ctx: Ctx,
+        embed: Group | None,
+        pos: Pos | None,
+        env: Env | None = None,
     ) -> None:
         if isinstance(val, Vertex):
-            self.add_ref(st, val, ctx, embed, pos or _NOPOS)
+            self.add_ref(st, val, ctx, embed, pos or _NOPOS, env)
             return
         if isinstance(val, Disj):
             alts = val.alts
             if len(alts) == 1:
-                self.add_value(st, alts[0][0], ctx, embed, pos)
+                self.add_value(st, alts[0][0], ctx, embed, pos, env)
                 return
-            st.disj.append(_Disjunct(alts, ctx, embed))
+            nd = _Disjunct(alts, ctx, embed, env)
+            if st.disj:
+                # unification is idempotent: a disjunction met again (a template applied
+                # many times) is one choice, not a new one
+                key = nd.key = self._disj_key(alts)
+                if key is not None:
+                    for od in st.disj:
+                        okey = od.key
+                        if okey is _UNSET:
+                            okey = od.key = self._disj_key(od.alts)
+                        if okey == key and od.group is embed and od.ctx == ctx:
+                            return
+            st.disj.append(nd)
             return
         if val is TOP:
             return
@@ -801,6 +862,45 @@ class Evaluator:
         if pos is not None and st.scalar is val:
             st.scalar_pos = pos
 
+    def _disj_key(self, alts: list[tuple[Any, bool]]) -> Any:
+        parts: list[Any] = []
+        for val, d in alts:
+            k = self._value_key(val)
+            if k is None:
+                return None
+            parts.append((k, d))
+        return tuple(parts)
+
+    def _value_key(self, val: Any) -> Any:
+        """A key equal for two values known to be the same (None when unknown)."""
+        if is_concrete_scalar(val):
+            return ("s", type(val).__name__, val)
+        if isinstance(val, Constraint):
+            bounds: list[Any] = []
+            for b in val.bounds:
+                if isinstance(b, CallBound):
+                    bounds.append(("f", id(b)))
+                else:
+                    bounds.append((b.op, type(b.value).__name__, b.value))
+            return ("c", val.kinds, tuple(bounds))
+        if isinstance(val, Vertex):
+            if val.parent is None and val.status == NEW and len(val.conjuncts) == 1:
+                # a literal evaluated where it stands: the same text in the same scope
+                expr, env, ctx = val.conjuncts[0]
+                return ("t", self._ast_key(expr), id(env), ctx)
+            return ("r", id(val))
+        return None
+
+    def _ast_key(self, node: Any) -> Any:
+        """The structure of a syntax tree without its positions."""
+        cache = self.ast_keys
+        hit = cache.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        key = _ast_key(node)
+        cache[id(node)] = (node, key)
+        return key
+
     def _group(self, st: _State, cid: object) -> Group:
         g = st.groups.get(cid)
         if g is None:
@@ -811,6 +911,8 @@ class Evaluator:
         self, st: _State, s: A.StructLit, env: Env | None, ctx: Ctx, embed: Group | None
     ) -> None:
         v = st.v
+        if env is None or not env.cyclic:
+            st.non_cycle = True
         if s.pure:
             # a literal without embeddings is a struct, whatever its fields
             st.pure_struct = True
@@ -1109,7 +1211,7 @@ class Evaluator:
                 return acc
             tmp = Vertex(None, None)
             for x, it in zip(vals, expr.items, strict=True):
-                tmp.conjuncts.append((A.Lit(it.pos, x), None, ()))
+                tmp.conjuncts.append((A.Lit(it.pos, x), env, ()))
             return tmp
         if t is A.Disjunction:
             assert isinstance(expr, A.Disjunction)
@@ -1133,16 +1235,19 @@ class Evaluator:
                     raise
                 continue
             if isinstance(val, Disj):
-                # nested disjunction: defaults of the inner one count only if this one is marked
+                # a nested disjunction keeps its defaults inside an unmarked one; inside a
+                # marked one a marked term keeps them (all of it is default when it has
+                # none) and an unmarked term loses them
                 inner_def = any(dd for _, dd in val.alts)
                 for iv, idd in val.alts:
-                    alts.append((iv, d and (idd or not inner_def)))
+                    if expr.has_default:
+                        alts.append((iv, d and (idd or not inner_def)))
+                    else:
+                        alts.append((iv, idd))
             else:
-                alts.append((val, d))
+                alts.append((val, d and expr.has_default))
         if not alts:
             raise CueError("empty disjunction", pos=[expr.pos])
-        if not expr.has_default:
-            alts = [(x, False) for x, _ in alts]
         if len(alts) == 1:
             return alts[0][0]
         return Disj(alts)
@@ -1428,11 +1533,23 @@ class Evaluator:
             val = self.eval(expr, env)
             if isinstance(val, Vertex):
                 self.evaluate(val)
+                if val.is_struct or val.is_list:
+                    return False
+                val = val.value
         except CueError as e:
             if e.incomplete and not e.missing:
                 raise
             return True
-        return False
+        # as in cue v0.4, a value that is not concrete (a type, a bound, an ambiguous
+        # disjunction) counts as an error here
+        while isinstance(val, Disj):
+            d = val.default()
+            if d is None:
+                return True
+            val = d
+        if isinstance(val, Vertex):
+            return self._is_bottom(A.Lit(expr.pos, val), None)
+        return not is_concrete_scalar(val)
 
     def apply_binary(self, op: str, a: Any, b: Any, pos: Pos) -> Any:
         ta, tb = type(a), type(b)
@@ -1582,6 +1699,30 @@ class Evaluator:
 
 
 _IN_PROGRESS: Any = object()
+
+
+def _ast_key(node: Any) -> Any:
+    if node is None or isinstance(node, str | int | bool):
+        return node
+    if isinstance(node, list | tuple):
+        return tuple(_ast_key(x) for x in node)
+    if isinstance(node, A.Lit):
+        val = node.value
+        if is_concrete_scalar(val):
+            return ("Lit", type(val).__name__, val)
+        return ("Lit", id(val))
+    if isinstance(node, A.Ident):
+        tgt = node.target
+        return ("Ident", node.name, node.ups, node.kind, tgt if isinstance(tgt, str) else id(tgt))
+    if isinstance(node, A.Node | A.Label):
+        out: list[Any] = [type(node).__name__]
+        for cls in type(node).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if slot in ("pos", "lets", "aliases", "dyn_aliases"):
+                    continue
+                out.append(_ast_key(getattr(node, slot, None)))
+        return tuple(out)
+    return ("id", id(node))
 
 
 def _optional_ref(a: Vertex, pos: Pos) -> CueError:
