@@ -897,6 +897,9 @@ KNOWN_PACKAGES = frozenset(
         "crypto/sha512",
         "uuid",
         "time",
+        "net",
+        "text/tabwriter",
+        "text/template",
     }
 )
 
