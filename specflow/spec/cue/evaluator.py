@@ -158,7 +158,7 @@ class _State:
         "deferred",
         "disj",
         "choices",
-        "default_ok",
+        "marks",
         "lists",
         "expanding",
         "comp_first",
@@ -191,7 +191,8 @@ class _State:
         self.deferred: list[tuple[A.Comprehension, Env, Ctx, Group | None]] = []
         self.disj: list[_Disjunct] = []
         self.choices = choices
-        self.default_ok = True
+        # for each disjunction with defaults (by position): whether a default was chosen
+        self.marks: list[tuple[int, bool]] = []
         self.lists: list[_ListPart] = []
         self.expanding: set[int] = set()
 
@@ -332,7 +333,7 @@ class Evaluator:
             first = p
         v.had_disj = True
         # Disjunctions: explore the choices depth first, each run on a fresh vertex.
-        results: list[tuple[Vertex, bool]] = []
+        results: list[tuple[Vertex, list[tuple[int, bool]]]] = []
         errors: list[CueError] = []
         stack: list[list[int]] = [[i] for i in reversed(range(len(first.alts)))]
         runs = 0
@@ -356,23 +357,30 @@ class Evaluator:
                     # keep an alternative that is merely incomplete
                     t.status = DONE
                     t.err = e
-                    results.append((t, False))
+                    results.append((t, []))
                 else:
                     errors.append(e)
                 continue
             t.status = DONE
-            results.append((t, st.default_ok))
-        defaults = [t for t, d in results if d]
-        others = [t for t, d in results if not d]
-        for group in (defaults, others):
-            ok: list[Vertex] = []
+            results.append((t, st.marks))
+        # As cue does: a disjunction whose defaults were all eliminated counts as one without
+        # defaults; an alternative is a default when it chose the default of every other
+        # disjunction. Without such alternatives, all that remain are candidates.
+        cands = [(t, m) for t, m in results if t.err is None]
+        checked: set[int] = set()
+        while cands:
+            used = {i for _, m in cands for i, c in m if c}
+            group = [t for t, m in cands if _mode(m, used) == 1] or [t for t, _ in cands]
+            bad = set()
             for t in group:
-                if t.err is None and self._deep_ok(t, errors):
-                    ok.append(t)
-            if not ok:
+                if id(t) not in checked:
+                    checked.add(id(t))
+                    if not self._deep_ok(t, errors):
+                        bad.add(id(t))
+            if bad:
+                cands = [(t, m) for t, m in cands if id(t) not in bad]
                 continue
-            if len(ok) > 1:
-                ok = self._dedupe(ok)
+            ok = self._dedupe(group) if len(group) > 1 else group
             if len(ok) == 1:
                 self._adopt(v, ok[0])
                 return
@@ -507,8 +515,8 @@ class Evaluator:
             if i >= len(choices):
                 raise _Pending(d.alts)
             alt, is_def_ = d.alts[choices[i]]
-            if d.has_default and not is_def_:
-                st.default_ok = False
+            if d.has_default:
+                st.marks.append((i, is_def_))
             self.add_value(st, alt, d.ctx, d.group, None, d.env)
             self._flush_deferred(st)
             i += 1
@@ -1699,6 +1707,17 @@ class Evaluator:
 
 
 _IN_PROGRESS: Any = object()
+
+
+def _mode(marks: list[tuple[int, bool]], used: set[int]) -> int:
+    """0: no default in play, 1: the defaults, 2: not the default (as cue's default modes)."""
+    mode = 0
+    for i, chose in marks:
+        if i in used:
+            if not chose:
+                return 2
+            mode = 1
+    return mode
 
 
 def _ast_key(node: Any) -> Any:

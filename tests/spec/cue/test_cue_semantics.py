@@ -375,3 +375,20 @@ def test_a_value_that_is_not_concrete_counts_as_bottom_in_an_existence_check() -
     f: (1 | 2) != _|_
     """
     assert ev(src) == {"y": {"a": 1}, "b": True, "c": True, "d": True, "e": True, "f": False}
+
+
+def test_a_disjunction_whose_defaults_are_all_eliminated_has_none() -> None:
+    src = """
+    #Def: {
+        _in: string
+        result: string | *null
+        result: string | *_in
+    }
+    out: #Def & {_in: "must-print"}
+    """
+    assert ev(src) == {"out": {"result": "must-print"}}
+    # a nested default wins over the unmarked terms next to it, in either order
+    assert ev("#A: *1 | 2\nx: #A | 3\ny: 3 | #A") == {"x": 1, "y": 1}
+    assert ev("x: *1 | 2\nx: 2 | *3") == {"x": 2}
+    # defaults that contradict each other leave no default
+    assert "incomplete value 1 | 2" in refused("x: (*1 | 2) & (1 | *2)")
