@@ -428,15 +428,12 @@ class Evaluator:
             a.parent = v
 
     def _dedupe(self, ts: list[Vertex]) -> list[Vertex]:
-        from specflow.spec.cue.export import export_value
-
         out: list[Vertex] = []
         seen: list[Any] = []
         for t in ts:
             try:
                 # alternatives that differ in their optional fields or definitions differ
-                labels = sorted((str(k), a.arc_type) for k, a in t.arcs.items())
-                val = [export_value(self, t), labels]
+                val = self._full_value(t, 0)
             except CueError:
                 out.append(t)
                 continue
@@ -445,6 +442,26 @@ class Evaluator:
             seen.append(val)
             out.append(t)
         return out
+
+    def _full_value(self, v: Vertex, depth: int) -> Any:
+        """The value of ``v`` with its definitions, hidden and optional fields, to tell
+        alternatives apart."""
+        if depth > 50:
+            raise CueError("too deep to compare")
+        self.evaluate(v)
+        val = v.value
+        if isinstance(val, Disj):
+            val = [self._full_value(t, depth + 1) if isinstance(t, Vertex) else t for t, _ in val.alts]
+        elif isinstance(val, Constraint):
+            val = repr(val)
+        arcs = sorted(
+            (
+                (str(k), a.arc_type, "" if a.arc_type == OPTIONAL else self._full_value(a, depth + 1))
+                for k, a in v.arcs.items()
+            ),
+            key=lambda x: (x[0], x[1]),
+        )
+        return [val, v.is_struct, v.is_list, arcs]
 
     def _deep_ok(self, t: Vertex, errors: list[CueError]) -> bool:
         """Whether a disjunct has no conflicts anywhere below it."""
@@ -455,6 +472,9 @@ class Evaluator:
             count += 1
             if count > 100000:
                 return True
+            if a.arc_type == OPTIONAL:
+                # an optional field that cannot have a value is simply absent
+                continue
             try:
                 self.evaluate(a)
             except CueError as e:
@@ -576,6 +596,7 @@ class Evaluator:
         # closedness
         if st.groups:
             v.closed = True
+            dropped: list[str | int] = []
             for label in arcs:
                 if isinstance(label, int) or is_hidden_or_def(label):
                     continue
@@ -583,7 +604,13 @@ class Evaluator:
                     if not self._allows(g, label) and not any(
                         self._allows(e, label) for e in g.also
                     ):
+                        if arcs[label].arc_type == OPTIONAL:
+                            # an optional field a closed struct does not allow is absent
+                            dropped.append(label)
+                            break
                         raise CueError(f"field {label_text(label)} not allowed", path=v.path(), pos=[])
+            for label in dropped:
+                del arcs[label]
         # lists
         if st.lists:
             self._finish_list(st)
@@ -952,7 +979,7 @@ class Evaluator:
                 elif st.comp_first:
                     st.embeds.append((d.expr, frame, ctx, lit))
                 else:
-                    self.add(st, d.expr, frame, ctx, lit)
+                    self._embed(st, d.expr, frame, ctx, lit)
             elif t is A.Comprehension:
                 assert isinstance(d, A.Comprehension)
                 st.deferred.append((d, frame, ctx, lit))
@@ -980,10 +1007,20 @@ class Evaluator:
                 if st.comp_first:
                     st.embeds.append((d.expr, frame, ctx, lit))
                 else:
-                    self.add(st, d.expr, frame, ctx, lit)
+                    self._embed(st, d.expr, frame, ctx, lit)
             else:
                 assert isinstance(d, A.Field)
                 self._add_dynamic_field(st, d, frame, ctx, groups)
+
+    def _embed(self, st: _State, expr: A.Node, frame: Env, ctx: Ctx, lit: Group) -> None:
+        """Unify an embedded expression; one that is not yet complete (`#a + #b` before the
+        conjuncts that set #a and #b) is tried again once all conjuncts are in."""
+        try:
+            self.add(st, expr, frame, ctx, lit)
+        except CueError as e:
+            if not e.incomplete or e.cycle or type(expr) is A.StructLit:
+                raise
+            st.embeds.append((expr, frame, ctx, lit))
 
     def _add_field(
         self, st: _State, d: A.Field, name: str, frame: Env, ctx: Ctx, groups: list[Group]

@@ -392,3 +392,35 @@ def test_a_disjunction_whose_defaults_are_all_eliminated_has_none() -> None:
     assert ev("x: *1 | 2\nx: 2 | *3") == {"x": 2}
     # defaults that contradict each other leave no default
     assert "incomplete value 1 | 2" in refused("x: (*1 | 2) & (1 | *2)")
+
+
+def test_optional_fields_that_cannot_be_are_absent() -> None:
+    src = """
+    #A: {a: int}
+    #k1: {a: int, b?: int} & #A
+    x: #k1 & {a: 1}
+    o1: {a?: 3} & {a?: 4}
+    #d1: {a?: 2, b: 4} | {a?: 3, c: 5}
+    v1: #d1 & {a?: 3, b: 4}
+    """
+    assert ev(src) == {"x": {"a": 1}, "o1": {}, "v1": {"b": 4}}
+    assert "field b not allowed" in refused("#A: {a: int}\nx: #A & {a: 1, b: 2}")
+
+
+def test_an_embedded_expression_waits_for_the_conjuncts_it_reads() -> None:
+    src = """
+    #fn: {
+        #a + #b
+        #a: int
+        #b: int
+    }
+    x: #fn & {_, #a: 1, #b: 2}
+    y: {#fn, #a: 3, #b: 4}
+    """
+    assert ev(src) == {"x": 3, "y": 7}
+    assert "incomplete value int" in refused(src + "\nz: #fn & {#a: 1}")
+
+
+def test_alternatives_that_differ_in_a_definition_stay_apart() -> None:
+    assert ev("x: or([1, 1, 1])\ny: or([{a: 1}, {a: 1}])") == {"x": 1, "y": {"a": 1}}
+    assert "incomplete value 2 | 2" in refused("e: or([{2, #x: 1}, {2, #x: 2}])")
