@@ -245,6 +245,9 @@ class Evaluator:
                 self.mem_limit = base + int(max_mb * 1024 * 1024)
         self.ticks = 0
         self.ast_keys: dict[int, tuple[Any, Any]] = {}
+        self.rechecks: list[tuple[Vertex, A.Node, Env | None, str | None]] = []
+        # vertices being evaluated, one inside the other
+        self.depth = 0
 
     def check_budget(self) -> None:
         """Stop when the evaluation has used up its CPU time or memory."""
@@ -284,6 +287,7 @@ class Evaluator:
             self.check_budget()
         v.status = EVALUATING
         self.evaluated.append(v)
+        self.depth += 1
         try:
             self._run_vertex(v)
         except CueError as e:
@@ -297,6 +301,8 @@ class Evaluator:
             v.err = deep
             v.status = DONE
             raise deep from None
+        finally:
+            self.depth -= 1
         v.status = DONE
         if v.validators is not None:
             # validators of lists and structs look at the finished value
@@ -555,14 +561,45 @@ class Evaluator:
         without them, and must agree with those that can be computed now."""
         if v.is_struct or v.is_list or not is_concrete_scalar(v.value):
             raise cyclic[0][2]
-        for expr, env, _ in cyclic:
+        for expr, env, cyc in cyclic:
             try:
                 val = self.concrete(self.eval(expr, env), expr.pos)
             except CueError as e:
                 if e.cycle:
+                    # a field still being evaluated: check once everything is known
+                    self.rechecks.append((v, expr, env, cyc.path))
                     continue
                 raise
             v.value = unify_scalars(v.value, val, None, expr.pos)
+
+    def recheck_cycles(self) -> list[CueError]:
+        """The conjuncts left out of a field because they went back to a field still being
+        evaluated, checked against the field's value now that all is known. A conflict is
+        reported at the field and at the field the cycle went through (whose value was
+        chosen without it)."""
+        errs: list[CueError] = []
+        for v, expr, env, origin in self.rechecks:
+            if v.status != DONE or v.err is not None or not is_concrete_scalar(v.value):
+                continue
+            try:
+                val = self.concrete(self.eval(expr, env), expr.pos)
+                unify_scalars(v.value, val, None, expr.pos)
+            except CueError as e:
+                if e.incomplete:
+                    continue
+                if e.path is None:
+                    e.path = v.path() or None
+                errs.append(e)
+                if origin and origin != e.path:
+                    errs.append(
+                        CueError(
+                            f"value inconsistent with a field it refers to ({e.path}: {e.msg})",
+                            path=origin,
+                            pos=list(e.pos),
+                        )
+                    )
+        self.rechecks = []
+        return errs
 
     def _flush_deferred(self, st: _State) -> None:
         while st.deferred or st.embeds:
@@ -1195,10 +1232,24 @@ class Evaluator:
                 lets = e.lets = {}
             if ident.name in lets:
                 val = lets[ident.name]
-                if val is _IN_PROGRESS:
-                    raise CueError(f"cycle in let {ident.name}", pos=[ident.pos])
+                if isinstance(val, _LetInProgress):
+                    if val.depth == self.depth:
+                        # lets (or aliases) that refer to each other and to nothing else
+                        where = e.vertex.path() if e.vertex is not None else ""
+                        raise CueError(
+                            "cyclic references in let clause or alias",
+                            path=f"{where}.let[]" if where else "let[]",
+                            pos=[ident.pos],
+                        )
+                    # back through a field being evaluated: a reference cycle
+                    raise CueError(
+                        f"cycle in evaluation of let {ident.name}",
+                        pos=[ident.pos],
+                        incomplete=True,
+                        cycle=True,
+                    )
                 return val
-            lets[ident.name] = _IN_PROGRESS
+            lets[ident.name] = _LetInProgress(self.depth)
             try:
                 val = self.eval(ident.target.expr, e)
             except BaseException:
@@ -1743,7 +1794,14 @@ class Evaluator:
         return False
 
 
-_IN_PROGRESS: Any = object()
+class _LetInProgress:
+    """The value of a let while it is being evaluated, with the depth of nested vertex
+    evaluations it started at."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
 
 
 def _mode(marks: list[tuple[int, bool]], used: set[int]) -> int:
