@@ -246,6 +246,8 @@ class Evaluator:
         self.ticks = 0
         self.ast_keys: dict[int, tuple[Any, Any]] = {}
         self.rechecks: list[tuple[Vertex, A.Node, Env | None, str | None]] = []
+        # the runs of disjunctions whose result a field took
+        self.adopted: dict[int, Vertex] = {}
         # vertices being evaluated, one inside the other
         self.depth = 0
 
@@ -423,6 +425,7 @@ class Evaluator:
         raise CueError("empty disjunction", path=v.path())
 
     def _adopt(self, v: Vertex, t: Vertex) -> None:
+        self.adopted[id(t)] = t
         v.arcs = t.arcs
         v.value = t.value
         v.is_struct = t.is_struct
@@ -572,6 +575,16 @@ class Evaluator:
                 raise
             v.value = unify_scalars(v.value, val, None, expr.pos)
 
+    def _in_result(self, v: Vertex) -> bool:
+        """Whether ``v`` belongs to the configuration: not to an alternative of a disjunction
+        that was not chosen, nor to a run of a field that was evaluated again."""
+        p: Vertex | None = v
+        while p is not None and p.parent is not None:
+            if p.parent.arcs.get(p.label) is not p and id(p) not in self.adopted:  # type: ignore[arg-type]
+                return False
+            p = p.parent
+        return True
+
     def recheck_cycles(self) -> list[CueError]:
         """The conjuncts left out of a field because they went back to a field still being
         evaluated, checked against the field's value now that all is known. A conflict is
@@ -580,6 +593,8 @@ class Evaluator:
         errs: list[CueError] = []
         for v, expr, env, origin in self.rechecks:
             if v.status != DONE or v.err is not None or not is_concrete_scalar(v.value):
+                continue
+            if not self._in_result(v):
                 continue
             try:
                 val = self.concrete(self.eval(expr, env), expr.pos)
