@@ -169,6 +169,7 @@ class _State:
         "validators",
         "has_cycle",
         "non_cycle",
+        "cyclic",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
@@ -177,6 +178,8 @@ class _State:
         # whether any conjunct did not
         self.has_cycle = False
         self.non_cycle = False
+        # conjuncts (or embedded expressions) left out because they depend on the vertex
+        self.cyclic: list[tuple[A.Node, Env | None, CueError]] = []
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.pure_struct = False
@@ -521,7 +524,7 @@ class Evaluator:
         v.value = TOP
         v.is_struct = False
         v.is_list = False
-        cyclic: list[tuple[A.Node, Env | None, CueError]] = []
+        cyclic = st.cyclic
         for expr, env, ctx in v.conjuncts:
             if type(expr) is A.StructLit or type(expr) is A.ListLit:
                 self.add(st, expr, env, ctx, None)
@@ -628,7 +631,12 @@ class Evaluator:
                 embeds = st.embeds
                 st.embeds = []
                 for expr, env, ctx, group in embeds:
-                    self.add(st, expr, env, ctx, group)
+                    try:
+                        self.add(st, expr, env, ctx, group)
+                    except CueError as e:
+                        if not e.cycle or type(expr) is A.StructLit:
+                            raise
+                        st.cyclic.append((expr, env, e))
 
     def _finish(self, st: _State) -> None:
         v = st.v
@@ -680,7 +688,17 @@ class Evaluator:
         if v.is_struct or v.is_list:
             if scalar is not TOP:
                 want = K_LIST if v.is_list else K_STRUCT
-                if isinstance(scalar, Constraint):
+                embeds_scalar = (
+                    v.is_struct
+                    and not v.is_list
+                    and not st.pure_struct
+                    and not any(not is_hidden_or_def(k) for k in arcs)
+                )
+                if isinstance(scalar, Constraint) and not scalar.kinds & want and embeds_scalar:
+                    # a struct literal with only definitions or hidden fields embedding a
+                    # type ({string, #test: ...})
+                    v.is_struct = False
+                elif isinstance(scalar, Constraint):
                     if not scalar.kinds & want:
                         raise CueError(
                             f"conflicting values {scalar!r} and {'[...]' if v.is_list else '{...}'} "
@@ -1070,8 +1088,12 @@ class Evaluator:
         try:
             self.add(st, expr, frame, ctx, lit)
         except CueError as e:
-            if not e.incomplete or e.cycle or type(expr) is A.StructLit:
+            if not e.incomplete or type(expr) is A.StructLit:
                 raise
+            if e.cycle:
+                # it depends on the vertex itself: fine if the rest makes it concrete
+                st.cyclic.append((expr, frame, e))
+                return
             st.embeds.append((expr, frame, ctx, lit))
 
     def _add_field(

@@ -460,3 +460,26 @@ def test_a_value_chosen_through_a_reference_cycle_is_checked_at_the_end() -> Non
     msg = refused(src)
     assert "xe3: conflicting values 6 and 7" in msg and msg.startswith("xe1:")
     assert ev("a: b - 100\nb: a + 100\nb: 200") == {"a": 100, "b": 200}
+
+
+def test_a_type_embedded_next_to_definitions_is_a_scalar_constraint() -> None:
+    src = """
+    #T: {
+        string
+        #len: 3
+    }
+    a: #T & "abc"
+    """
+    assert ev(src) == {"a": "abc"}
+    assert "conflicting values" in refused('a: {string, x: 1} & "s"')
+
+
+def test_an_embedding_that_refers_to_its_own_struct_is_resolved_by_the_rest() -> None:
+    src = """
+    x: d: R={
+        ".*"
+        [R + ""][0]
+    }
+    """
+    assert ev(src) == {"x": {"d": ".*"}}
+    assert "conflicting values" in refused('x: d: R={\n".*"\n[R + "a"][0]\n}')
