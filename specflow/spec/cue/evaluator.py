@@ -170,6 +170,7 @@ class _State:
         "has_cycle",
         "non_cycle",
         "cyclic",
+        "cycle_err",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
@@ -180,6 +181,7 @@ class _State:
         self.non_cycle = False
         # conjuncts (or embedded expressions) left out because they depend on the vertex
         self.cyclic: list[tuple[A.Node, Env | None, CueError]] = []
+        self.cycle_err: CueError | None = None
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.pure_struct = False
@@ -298,6 +300,12 @@ class Evaluator:
         except CueError as e:
             if e.path is None:
                 e.path = v.path()
+            if e.cycle and v.parent is not None:
+                # a reference cycle depends on what else is being evaluated: evaluate the
+                # field again when it is asked for later
+                v.status = NEW
+                v.err = None
+                raise
             v.err = e
             v.status = DONE
             raise
@@ -346,6 +354,7 @@ class Evaluator:
         # Disjunctions: explore the choices depth first, each run on a fresh vertex.
         results: list[tuple[Vertex, list[tuple[int, bool]]]] = []
         errors: list[CueError] = []
+        cycle_err: CueError | None = None
         stack: list[list[int]] = [[i] for i in reversed(range(len(first.alts)))]
         runs = 0
         while stack:
@@ -374,6 +383,8 @@ class Evaluator:
                 continue
             t.status = DONE
             results.append((t, st.marks))
+            if st.cycle_err is not None and cycle_err is None:
+                cycle_err = st.cycle_err
         # As cue does: a disjunction whose defaults were all eliminated counts as one without
         # defaults; an alternative is a default when it chose the default of every other
         # disjunction. Without such alternatives, all that remain are candidates.
@@ -392,6 +403,12 @@ class Evaluator:
                 cands = [(t, m) for t, m in cands if id(t) not in bad]
                 continue
             ok = self._dedupe(group) if len(group) > 1 else group
+            if cycle_err is not None and (
+                len(ok) > 1 or len(self._dedupe([t for t, _ in cands])) > 1
+            ):
+                # conjuncts that depend on the field itself were left out, and more than
+                # one alternative is possible without them: which one holds is not known
+                raise cycle_err
             if len(ok) == 1:
                 self._adopt(v, ok[0])
                 return
@@ -557,8 +574,9 @@ class Evaluator:
         self._finish(st)
         if cyclic:
             if st.disj:
-                # which alternative holds would depend on the field itself
-                raise cyclic[0][2]
+                # which alternative holds may depend on the field itself: only one that is
+                # the only candidate is taken (see _run_vertex)
+                st.cycle_err = cyclic[0][2]
             self._check_cyclic(v, cyclic)
         return st
 

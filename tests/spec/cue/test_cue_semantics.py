@@ -483,3 +483,27 @@ def test_an_embedding_that_refers_to_its_own_struct_is_resolved_by_the_rest() ->
     """
     assert ev(src) == {"x": {"d": ".*"}}
     assert "conflicting values" in refused('x: d: R={\n".*"\n[R + "a"][0]\n}')
+
+
+def test_mutual_constraints_between_disjunctions_resolve_when_one_is_known() -> None:
+    src = """
+    #V: 0 | 1 | 2 | 3
+    a: #V & !=b & !=c
+    b: #V & !=a & !=c
+    c: #V & !=a & !=b
+    a: 0
+    b: 1
+    c: 2
+    cell: {
+        a: 0 | 1
+        a: !=cell.b
+        b: 0 | 1
+        b: !=cell.a
+        a: 0
+    }
+    """
+    assert ev(src) == {"a": 0, "b": 1, "c": 2, "cell": {"a": 0, "b": 1}}
+    # when neither side is known, the choice would depend on the field itself
+    amb = "a1: *0 | 1\na1: a3 - a2\na2: *0 | 1\na2: a3 - a1\na3: 1"
+    assert refused(amb).startswith("a1:")
+    assert refused("b1: (*0 | 1) & b2\nb2: (0 | *1) & b1").startswith("b1:")
