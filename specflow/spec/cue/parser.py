@@ -900,6 +900,9 @@ KNOWN_PACKAGES = frozenset(
         "net",
         "text/tabwriter",
         "text/template",
+        "html",
+        "encoding/csv",
+        "crypto/hmac",
     }
 )
 

@@ -342,3 +342,28 @@ def test_text_template_execute() -> None:
     assert "x.out" in refused(
         'import "text/template"\nx: {s: string, out: template.Execute("{{.s}}", {"s": s})}'
     )
+
+
+def test_html_csv_and_hmac_packages() -> None:
+    src = """
+    import (
+        "html"
+        "encoding/csv"
+        "crypto/hmac"
+        "encoding/hex"
+    )
+    a: html.Escape("<a href=\\"x\\">&'</a>")
+    b: html.Unescape("&lt;b&gt;&amp;&#39;")
+    c: csv.Encode([["a", "b c", "d,e"], [1, true, "x\\"y"]])
+    d: csv.Decode("a,b\\n\\"c,d\\",e\\n")
+    e: hex.Encode(hmac.Sign(hmac.SHA256, "key", "The quick brown fox jumps over the lazy dog"))
+    """
+    assert ev(src) == {
+        "a": "&lt;a href=&#34;x&#34;&gt;&amp;&#39;&lt;/a&gt;",
+        "b": "<b>&'",
+        "c": 'a,b c,"d,e"\n1,true,"x""y"\n',
+        "d": [["a", "b"], ["c,d", "e"]],
+        "e": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+    }
+    assert "unsupported hash" in refused('import "crypto/hmac"\nx: hmac.Sign("X", "k", "d")')
+    assert "wrong number of fields" in refused('import "encoding/csv"\nx: csv.Decode("a,b\\nc\\n")')
