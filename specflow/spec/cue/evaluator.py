@@ -171,6 +171,7 @@ class _State:
         "non_cycle",
         "cyclic",
         "cycle_err",
+        "emb",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
@@ -182,6 +183,8 @@ class _State:
         # conjuncts (or embedded expressions) left out because they depend on the vertex
         self.cyclic: list[tuple[A.Node, Env | None, CueError]] = []
         self.cycle_err: CueError | None = None
+        # the field sets of literals that embed values, by literal
+        self.emb: dict[object, Group] = {}
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.pure_struct = False
@@ -927,6 +930,8 @@ class Evaluator:
                 if rc:
                     if embed is not None:
                         for cid in rc:
+                            if type(cid) is _Mark:
+                                continue
                             g = self._group(st, cid)
                             if embed not in g.also:
                                 g.also.append(embed)
@@ -1024,6 +1029,32 @@ class Evaluator:
         cache[id(node)] = (node, key)
         return key
 
+    def _groups(self, st: _State, ctx: Ctx) -> list[Group]:
+        """The field sets that a conjunct with closedness context ``ctx`` adds to: one per
+        definition it comes from, and the field set of each literal that embedded
+        something and declared it."""
+        groups: list[Group] = []
+        unders: list[Group] = []
+        for cid in ctx:
+            if type(cid) is _Mark:
+                eg = st.emb.get(cid.tok)
+                if eg is None:
+                    eg = st.emb[cid.tok] = Group()
+                if cid.under:
+                    unders.append(eg)
+                else:
+                    groups.append(eg)
+            else:
+                groups.append(self._group(st, cid))
+        if unders:
+            for cid in ctx:
+                if type(cid) is not _Mark:
+                    g = self._group(st, cid)
+                    for eg in unders:
+                        if eg not in g.also:
+                            g.also.append(eg)
+        return groups
+
     def _group(self, st: _State, cid: object) -> Group:
         g = st.groups.get(cid)
         if g is None:
@@ -1046,11 +1077,19 @@ class Evaluator:
             if not v.is_struct:
                 v.is_struct = True
                 st.struct_pos = s.pos
-        groups = [self._group(st, cid) for cid in ctx]
+        groups = self._groups(st, ctx)
         lit = embed if embed is not None else Group()
         groups.append(lit)
         frame = Env(env, v)
         dynamic: list[A.Field | A.Embed] = []
+        ectx = ctx
+        if not s.pure:
+            # The fields of a literal that embeds values stay allowed next to what those
+            # values close, at every depth (cue's closedness: an embedding is an "or" with
+            # the literal's own declarations): mark the conjuncts of both sides.
+            tok = object()
+            ectx = ctx + (_Mark(True, tok),)
+            ctx = ctx + (_Mark(False, tok),)
         for d in s.decls:
             t = type(d)
             if t is A.Field:
@@ -1065,9 +1104,9 @@ class Evaluator:
                 if d.late:
                     dynamic.append(d)
                 elif st.comp_first:
-                    st.embeds.append((d.expr, frame, ctx, lit))
+                    st.embeds.append((d.expr, frame, ectx, lit))
                 else:
-                    self._embed(st, d.expr, frame, ctx, lit)
+                    self._embed(st, d.expr, frame, ectx, lit)
             elif t is A.Comprehension:
                 assert isinstance(d, A.Comprehension)
                 st.deferred.append((d, frame, ctx, lit))
@@ -1093,9 +1132,9 @@ class Evaluator:
             if type(d) is A.Embed:
                 assert isinstance(d, A.Embed)
                 if st.comp_first:
-                    st.embeds.append((d.expr, frame, ctx, lit))
+                    st.embeds.append((d.expr, frame, ectx, lit))
                 else:
-                    self._embed(st, d.expr, frame, ctx, lit)
+                    self._embed(st, d.expr, frame, ectx, lit)
             else:
                 assert isinstance(d, A.Field)
                 self._add_dynamic_field(st, d, frame, ctx, groups)
@@ -1847,6 +1886,17 @@ class Evaluator:
         if isinstance(pat, str):
             return pat == label
         return False
+
+
+class _Mark:
+    """In a conjunct's closedness context: the conjunct is declared by (``under`` False) or
+    embedded in (``under`` True) the literal ``tok``."""
+
+    __slots__ = ("under", "tok")
+
+    def __init__(self, under: bool, tok: object) -> None:
+        self.under = under
+        self.tok = tok
 
 
 class _LetInProgress:

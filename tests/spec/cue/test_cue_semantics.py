@@ -507,3 +507,16 @@ def test_mutual_constraints_between_disjunctions_resolve_when_one_is_known() -> 
     amb = "a1: *0 | 1\na1: a3 - a2\na2: *0 | 1\na2: a3 - a1\na3: 1"
     assert refused(amb).startswith("a1:")
     assert refused("b1: (*0 | 1) & b2\nb2: (0 | *1) & b1").startswith("b1:")
+
+
+def test_fields_of_a_literal_that_embeds_a_definition_are_allowed_at_every_depth() -> None:
+    src = """
+    #D: {b: {}}
+    a: {#D, b: {x: 1}}
+    root: input: #deps: root: {}
+    {root.input.#deps}
+    """
+    assert ev(src) == {"a": {"b": {"x": 1}}, "root": {"input": {}}}
+    # fields from outside the embedding literal are still checked against the definition
+    assert "c.b: field y not allowed" in refused("#D: {b: {}}\na: {#D, b: {x: 1}}\nc: a & {b: y: 2}")
+    assert "a.b: field x not allowed" in refused("#D: {b: {c: int}}\na: #D & {b: {x: 1}}")
