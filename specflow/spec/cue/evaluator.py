@@ -1033,7 +1033,15 @@ class Evaluator:
         """The field sets that a conjunct with closedness context ``ctx`` adds to: one per
         definition it comes from, and the field set of each literal that embedded
         something and declared it."""
+        if not ctx:
+            return []
+        for cid in ctx:
+            if type(cid) is _Mark:
+                break
+        else:
+            return [self._group(st, cid) for cid in ctx]
         groups: list[Group] = []
+        real: list[Group] = []
         unders: list[Group] = []
         for cid in ctx:
             if type(cid) is _Mark:
@@ -1045,14 +1053,13 @@ class Evaluator:
                 else:
                     groups.append(eg)
             else:
-                groups.append(self._group(st, cid))
-        if unders:
-            for cid in ctx:
-                if type(cid) is not _Mark:
-                    g = self._group(st, cid)
-                    for eg in unders:
-                        if eg not in g.also:
-                            g.also.append(eg)
+                g = self._group(st, cid)
+                groups.append(g)
+                real.append(g)
+        for g in real:
+            for eg in unders:
+                if eg not in g.also:
+                    g.also.append(eg)
         return groups
 
     def _group(self, st: _State, cid: object) -> Group:
