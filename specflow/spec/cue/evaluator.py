@@ -254,6 +254,8 @@ class Evaluator:
         self.ticks = 0
         self.ast_keys: dict[int, tuple[Any, Any]] = {}
         self.rechecks: list[tuple[Vertex, A.Node, Env | None, str | None]] = []
+        # structs whose declared fields may be read while they are evaluated
+        self.partial: list[Vertex] = []
         # the runs of disjunctions whose result a field took
         self.adopted: dict[int, Vertex] = {}
         # vertices being evaluated, one inside the other
@@ -545,6 +547,7 @@ class Evaluator:
         v.is_struct = False
         v.is_list = False
         cyclic = st.cyclic
+        retry: list[tuple[A.Node, Env | None, Ctx]] = []
         for expr, env, ctx in v.conjuncts:
             if type(expr) is A.StructLit or type(expr) is A.ListLit:
                 self.add(st, expr, env, ctx, None)
@@ -556,7 +559,24 @@ class Evaluator:
                     raise
                 # a reference cycle: fine if the other conjuncts make the value concrete
                 cyclic.append((expr, env, e))
+                retry.append((expr, env, ctx))
         self._flush_deferred(st)
+        if retry and v.is_struct and not v.had_disj:
+            # a conjunct that reads fields of this very struct (`local: _zones[local.zone]`
+            # next to `local: {zone: ...}`): read the fields declared so far
+            self.partial.append(v)
+            try:
+                for expr, env, ctx in retry:
+                    try:
+                        self.add(st, expr, env, ctx, None)
+                    except CueError as e:
+                        if not e.cycle:
+                            raise
+                        continue
+                    cyclic[:] = [c for c in cyclic if c[0] is not expr]
+            finally:
+                self.partial.pop()
+            self._flush_deferred(st)
         if st.stale and not comp_first:
             # A field was read before all of its declarations were known (an embedding used
             # a field that a comprehension extends): evaluate again, embeddings last.
@@ -1491,6 +1511,10 @@ class Evaluator:
             from specflow.spec.cue.builtins import package_member
 
             return package_member(base.path, expr.name, expr.pos)
+        if self.partial and isinstance(base, Vertex) and base is self.partial[-1]:
+            a = base.arcs.get(expr.name)
+            if a is not None and a.arc_type == REGULAR:
+                return a
         v = self.resolve_default(base, expr.pos)
         if isinstance(v, Vertex):
             if v.is_list:

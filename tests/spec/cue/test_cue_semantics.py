@@ -520,3 +520,19 @@ def test_fields_of_a_literal_that_embeds_a_definition_are_allowed_at_every_depth
     # fields from outside the embedding literal are still checked against the definition
     assert "c.b: field y not allowed" in refused("#D: {b: {}}\na: {#D, b: {x: 1}}\nc: a & {b: y: 2}")
     assert "a.b: field x not allowed" in refused("#D: {b: {c: int}}\na: #D & {b: {x: 1}}")
+
+
+def test_a_conjunct_may_read_fields_its_own_struct_declares() -> None:
+    src = """
+    s: {
+        local: {zone: "zrh1"}
+        if local.zone == "zrh1" {
+            local: _zones[local.zone]
+        }
+        _zones: zrh1: region: "ch"
+    }
+    """
+    assert ev(src) == {"s": {"local": {"zone": "zrh1", "region": "ch"}}}
+    # what the read field gives back must agree with it
+    bad = src.replace('region: "ch"', 'zone: "other"')
+    assert "conflicting values" in refused(bad)
