@@ -172,6 +172,7 @@ class _State:
         "cyclic",
         "cycle_err",
         "emb",
+        "cyclic_comps",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
@@ -185,6 +186,7 @@ class _State:
         self.cycle_err: CueError | None = None
         # the field sets of literals that embed values, by literal
         self.emb: dict[object, Group] = {}
+        self.cyclic_comps: list[tuple[A.Comprehension, Env, Ctx, Group | None, CueError]] = []
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.pure_struct = False
@@ -561,6 +563,28 @@ class Evaluator:
                 cyclic.append((expr, env, e))
                 retry.append((expr, env, ctx))
         self._flush_deferred(st)
+        if st.cyclic_comps:
+            # a comprehension that reads fields of this very struct: read the fields
+            # declared so far
+            comps = st.cyclic_comps
+            st.cyclic_comps = []
+            self.partial.append(v)
+            try:
+                for comp, cenv, cctx, group, err in comps:
+                    known = set(v.arcs)
+                    try:
+                        for benv in self.comprehend(comp.clauses, 0, cenv):
+                            self.add_struct(st, comp.body, benv, cctx, group)
+                    except CueError as e:
+                        if e.cycle:
+                            raise err from None
+                        raise
+                    if any(k not in known for k in v.arcs):
+                        # it would insert a field into the struct whose fields it read
+                        raise err
+            finally:
+                self.partial.pop()
+            self._flush_deferred(st)
         if retry and v.is_struct and not v.had_disj:
             # a conjunct that reads fields of this very struct (`local: _zones[local.zone]`
             # next to `local: {zone: ...}`): read the fields declared so far
@@ -666,8 +690,13 @@ class Evaluator:
                 items = st.deferred
                 st.deferred = []
                 for comp, env, ctx, group in items:
-                    for benv in self.comprehend(comp.clauses, 0, env):
-                        self.add_struct(st, comp.body, benv, ctx, group)
+                    try:
+                        for benv in self.comprehend(comp.clauses, 0, env):
+                            self.add_struct(st, comp.body, benv, ctx, group)
+                    except CueError as e:
+                        if not e.cycle or not st.v.is_struct or st.v.had_disj:
+                            raise
+                        st.cyclic_comps.append((comp, env, ctx, group, e))
             if st.embeds:
                 embeds = st.embeds
                 st.embeds = []

@@ -536,3 +536,33 @@ def test_a_conjunct_may_read_fields_its_own_struct_declares() -> None:
     # what the read field gives back must agree with it
     bad = src.replace('region: "ch"', 'zone: "other"')
     assert "conflicting values" in refused(bad)
+
+
+def test_a_comprehension_that_reads_its_own_struct_may_confirm_but_not_add_fields() -> None:
+    src = """
+    import "regexp"
+    p: {
+        Y: {userinfo: "user", host: "mod.test"}
+        X: #X.userinfo + #X.host
+        #X: {
+            if Y.userinfo == _|_ {userinfo: ""}
+            if Y.userinfo != _|_ {userinfo: Y.userinfo + "@"}
+            host: Y.host
+        }
+        Y: {
+            if #Y.userinfo != _|_ {userinfo: #Y.userinfo}
+            host: #Y.host
+        }
+        #Y: regexp.FindNamedSubmatch(#"^((?P<userinfo>[[:alnum:]]*)@)?(?P<host>[[:alnum:].]+)$"#, X)
+    }
+    """
+    assert ev(src) == {"p": {"Y": {"userinfo": "user", "host": "mod.test"}, "X": "user@mod.test"}}
+    # a comprehension that would insert a new field into the struct it reads is a cycle
+    grow = """
+    s: {
+        m: [{name: "a"}]
+        _v: {for x in s.m {(x.name): 1}}
+        if len(_v) > 0 {v: _v}
+    }
+    """
+    assert "cycle" in refused(grow)

@@ -26,7 +26,7 @@ SUITE = SHARED / "cue-suite"
 CHECKER = SHARED / "cue-conformance" / "check.py"
 
 # the level reached; raise it when more cases pass
-MIN_PASSED = 287
+MIN_PASSED = 288
 # cases that the reference refuses and specflow accepts: none
 KNOWN_ACCEPTED: set[str] = set()
 
