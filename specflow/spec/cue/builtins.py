@@ -12,7 +12,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROU
 from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue import ast as A
-from specflow.spec.cue import pkg_more, pkg_path
+from specflow.spec.cue import pkg_misc, pkg_more, pkg_net, pkg_path, pkg_text
 from specflow.spec.cue.errors import CueError, Pos
 from specflow.spec.cue.values import (
     CTX,
@@ -1331,6 +1331,9 @@ def _packages() -> dict[str, dict[str, Any]]:
         "encoding/hex": {"Encode": _hex_encode, "Decode": _hex_decode},
         "struct": {"MinFields": _struct_min_fields, "MaxFields": _struct_max_fields},
         **pkg_more.packages(),
+        **pkg_text.packages(),
+        **pkg_misc.packages(),
+        "net": pkg_net.members(),
     }
 
 
@@ -1358,6 +1361,7 @@ VALIDATORS: dict[str, tuple[int, int]] = {
     "time.Duration": (1, K_STRING),
     "time.Time": (1, K_STRING),
     "time.Format": (2, K_STRING),
+    **pkg_net.VALIDATORS,
 }
 
 

@@ -108,13 +108,21 @@ class _Pending(Exception):
 
 
 class _Disjunct:
-    __slots__ = ("alts", "ctx", "group", "has_default")
+    __slots__ = ("alts", "ctx", "group", "has_default", "key", "env")
 
-    def __init__(self, alts: list[tuple[Any, bool]], ctx: Ctx, group: Group | None) -> None:
+    def __init__(
+        self, alts: list[tuple[Any, bool]], ctx: Ctx, group: Group | None, env: Env | None
+    ) -> None:
+        self.env = env
         self.alts = alts
         self.ctx = ctx
         self.group = group
         self.has_default = any(d for _, d in alts)
+        # what makes two disjunctions the same value (None: not known to equal any other)
+        self.key: Any = _UNSET
+
+
+_UNSET: Any = object()
 
 
 class _ListPart:
@@ -150,7 +158,7 @@ class _State:
         "deferred",
         "disj",
         "choices",
-        "default_ok",
+        "marks",
         "lists",
         "expanding",
         "comp_first",
@@ -159,10 +167,26 @@ class _State:
         "seen",
         "pure_struct",
         "validators",
+        "has_cycle",
+        "non_cycle",
+        "cyclic",
+        "cycle_err",
+        "emb",
+        "cyclic_comps",
     )
 
     def __init__(self, v: Vertex, choices: list[int], comp_first: bool = False) -> None:
         self.comp_first = comp_first
+        # a conjunct came through a reference back into its own chain of references, and
+        # whether any conjunct did not
+        self.has_cycle = False
+        self.non_cycle = False
+        # conjuncts (or embedded expressions) left out because they depend on the vertex
+        self.cyclic: list[tuple[A.Node, Env | None, CueError]] = []
+        self.cycle_err: CueError | None = None
+        # the field sets of literals that embed values, by literal
+        self.emb: dict[object, Group] = {}
+        self.cyclic_comps: list[tuple[A.Comprehension, Env, Ctx, Group | None, CueError]] = []
         self.embeds: list[tuple[A.Node, Env, Ctx, Group]] = []
         self.stale = False
         self.pure_struct = False
@@ -177,7 +201,8 @@ class _State:
         self.deferred: list[tuple[A.Comprehension, Env, Ctx, Group | None]] = []
         self.disj: list[_Disjunct] = []
         self.choices = choices
-        self.default_ok = True
+        # for each disjunction with defaults (by position): whether a default was chosen
+        self.marks: list[tuple[int, bool]] = []
         self.lists: list[_ListPart] = []
         self.expanding: set[int] = set()
 
@@ -229,6 +254,14 @@ class Evaluator:
             if base:
                 self.mem_limit = base + int(max_mb * 1024 * 1024)
         self.ticks = 0
+        self.ast_keys: dict[int, tuple[Any, Any]] = {}
+        self.rechecks: list[tuple[Vertex, A.Node, Env | None, str | None]] = []
+        # structs whose declared fields may be read while they are evaluated
+        self.partial: list[Vertex] = []
+        # the runs of disjunctions whose result a field took
+        self.adopted: dict[int, Vertex] = {}
+        # vertices being evaluated, one inside the other
+        self.depth = 0
 
     def check_budget(self) -> None:
         """Stop when the evaluation has used up its CPU time or memory."""
@@ -268,11 +301,18 @@ class Evaluator:
             self.check_budget()
         v.status = EVALUATING
         self.evaluated.append(v)
+        self.depth += 1
         try:
             self._run_vertex(v)
         except CueError as e:
             if e.path is None:
                 e.path = v.path()
+            if e.cycle and v.parent is not None:
+                # a reference cycle depends on what else is being evaluated: evaluate the
+                # field again when it is asked for later
+                v.status = NEW
+                v.err = None
+                raise
             v.err = e
             v.status = DONE
             raise
@@ -281,6 +321,8 @@ class Evaluator:
             v.err = deep
             v.status = DONE
             raise deep from None
+        finally:
+            self.depth -= 1
         v.status = DONE
         if v.validators is not None:
             # validators of lists and structs look at the finished value
@@ -317,8 +359,9 @@ class Evaluator:
             first = p
         v.had_disj = True
         # Disjunctions: explore the choices depth first, each run on a fresh vertex.
-        results: list[tuple[Vertex, bool]] = []
+        results: list[tuple[Vertex, list[tuple[int, bool]]]] = []
         errors: list[CueError] = []
+        cycle_err: CueError | None = None
         stack: list[list[int]] = [[i] for i in reversed(range(len(first.alts)))]
         runs = 0
         while stack:
@@ -341,23 +384,38 @@ class Evaluator:
                     # keep an alternative that is merely incomplete
                     t.status = DONE
                     t.err = e
-                    results.append((t, False))
+                    results.append((t, []))
                 else:
                     errors.append(e)
                 continue
             t.status = DONE
-            results.append((t, st.default_ok))
-        defaults = [t for t, d in results if d]
-        others = [t for t, d in results if not d]
-        for group in (defaults, others):
-            ok: list[Vertex] = []
+            results.append((t, st.marks))
+            if st.cycle_err is not None and cycle_err is None:
+                cycle_err = st.cycle_err
+        # As cue does: a disjunction whose defaults were all eliminated counts as one without
+        # defaults; an alternative is a default when it chose the default of every other
+        # disjunction. Without such alternatives, all that remain are candidates.
+        cands = [(t, m) for t, m in results if t.err is None]
+        checked: set[int] = set()
+        while cands:
+            used = {i for _, m in cands for i, c in m if c}
+            group = [t for t, m in cands if _mode(m, used) == 1] or [t for t, _ in cands]
+            bad = set()
             for t in group:
-                if t.err is None and self._deep_ok(t, errors):
-                    ok.append(t)
-            if not ok:
+                if id(t) not in checked:
+                    checked.add(id(t))
+                    if not self._deep_ok(t, errors):
+                        bad.add(id(t))
+            if bad:
+                cands = [(t, m) for t, m in cands if id(t) not in bad]
                 continue
-            if len(ok) > 1:
-                ok = self._dedupe(ok)
+            ok = self._dedupe(group) if len(group) > 1 else group
+            if cycle_err is not None and (
+                len(ok) > 1 or len(self._dedupe([t for t, _ in cands])) > 1
+            ):
+                # conjuncts that depend on the field itself were left out, and more than
+                # one alternative is possible without them: which one holds is not known
+                raise cycle_err
             if len(ok) == 1:
                 self._adopt(v, ok[0])
                 return
@@ -394,6 +452,7 @@ class Evaluator:
         raise CueError("empty disjunction", path=v.path())
 
     def _adopt(self, v: Vertex, t: Vertex) -> None:
+        self.adopted[id(t)] = t
         v.arcs = t.arcs
         v.value = t.value
         v.is_struct = t.is_struct
@@ -405,15 +464,12 @@ class Evaluator:
             a.parent = v
 
     def _dedupe(self, ts: list[Vertex]) -> list[Vertex]:
-        from specflow.spec.cue.export import export_value
-
         out: list[Vertex] = []
         seen: list[Any] = []
         for t in ts:
             try:
                 # alternatives that differ in their optional fields or definitions differ
-                labels = sorted((str(k), a.arc_type) for k, a in t.arcs.items())
-                val = [export_value(self, t), labels]
+                val = self._full_value(t, 0)
             except CueError:
                 out.append(t)
                 continue
@@ -422,6 +478,26 @@ class Evaluator:
             seen.append(val)
             out.append(t)
         return out
+
+    def _full_value(self, v: Vertex, depth: int) -> Any:
+        """The value of ``v`` with its definitions, hidden and optional fields, to tell
+        alternatives apart."""
+        if depth > 50:
+            raise CueError("too deep to compare")
+        self.evaluate(v)
+        val = v.value
+        if isinstance(val, Disj):
+            val = [self._full_value(t, depth + 1) if isinstance(t, Vertex) else t for t, _ in val.alts]
+        elif isinstance(val, Constraint):
+            val = repr(val)
+        arcs = sorted(
+            (
+                (str(k), a.arc_type, "" if a.arc_type == OPTIONAL else self._full_value(a, depth + 1))
+                for k, a in v.arcs.items()
+            ),
+            key=lambda x: (x[0], x[1]),
+        )
+        return [val, v.is_struct, v.is_list, arcs]
 
     def _deep_ok(self, t: Vertex, errors: list[CueError]) -> bool:
         """Whether a disjunct has no conflicts anywhere below it."""
@@ -432,6 +508,9 @@ class Evaluator:
             count += 1
             if count > 100000:
                 return True
+            if a.arc_type == OPTIONAL:
+                # an optional field that cannot have a value is simply absent
+                continue
             try:
                 self.evaluate(a)
             except CueError as e:
@@ -469,7 +548,8 @@ class Evaluator:
         v.value = TOP
         v.is_struct = False
         v.is_list = False
-        cyclic: list[tuple[A.Node, Env | None, CueError]] = []
+        cyclic = st.cyclic
+        retry: list[tuple[A.Node, Env | None, Ctx]] = []
         for expr, env, ctx in v.conjuncts:
             if type(expr) is A.StructLit or type(expr) is A.ListLit:
                 self.add(st, expr, env, ctx, None)
@@ -481,7 +561,46 @@ class Evaluator:
                     raise
                 # a reference cycle: fine if the other conjuncts make the value concrete
                 cyclic.append((expr, env, e))
+                retry.append((expr, env, ctx))
         self._flush_deferred(st)
+        if st.cyclic_comps:
+            # a comprehension that reads fields of this very struct: read the fields
+            # declared so far
+            comps = st.cyclic_comps
+            st.cyclic_comps = []
+            self.partial.append(v)
+            try:
+                for comp, cenv, cctx, group, err in comps:
+                    known = set(v.arcs)
+                    try:
+                        for benv in self.comprehend(comp.clauses, 0, cenv):
+                            self.add_struct(st, comp.body, benv, cctx, group)
+                    except CueError as e:
+                        if e.cycle:
+                            raise err from None
+                        raise
+                    if any(k not in known for k in v.arcs):
+                        # it would insert a field into the struct whose fields it read
+                        raise err
+            finally:
+                self.partial.pop()
+            self._flush_deferred(st)
+        if retry and v.is_struct and not v.had_disj:
+            # a conjunct that reads fields of this very struct (`local: _zones[local.zone]`
+            # next to `local: {zone: ...}`): read the fields declared so far
+            self.partial.append(v)
+            try:
+                for expr, env, ctx in retry:
+                    try:
+                        self.add(st, expr, env, ctx, None)
+                    except CueError as e:
+                        if not e.cycle:
+                            raise
+                        continue
+                    cyclic[:] = [c for c in cyclic if c[0] is not expr]
+            finally:
+                self.partial.pop()
+            self._flush_deferred(st)
         if st.stale and not comp_first:
             # A field was read before all of its declarations were known (an embedding used
             # a field that a comprehension extends): evaluate again, embeddings last.
@@ -492,16 +611,19 @@ class Evaluator:
             if i >= len(choices):
                 raise _Pending(d.alts)
             alt, is_def_ = d.alts[choices[i]]
-            if d.has_default and not is_def_:
-                st.default_ok = False
-            self.add_value(st, alt, d.ctx, d.group, None)
+            if d.has_default:
+                st.marks.append((i, is_def_))
+            self.add_value(st, alt, d.ctx, d.group, None, d.env)
             self._flush_deferred(st)
             i += 1
+        if st.has_cycle and not st.non_cycle:
+            raise CueError("structural cycle", path=v.path())
         self._finish(st)
         if cyclic:
             if st.disj:
-                # which alternative holds would depend on the field itself
-                raise cyclic[0][2]
+                # which alternative holds may depend on the field itself: only one that is
+                # the only candidate is taken (see _run_vertex)
+                st.cycle_err = cyclic[0][2]
             self._check_cyclic(v, cyclic)
         return st
 
@@ -510,14 +632,57 @@ class Evaluator:
         without them, and must agree with those that can be computed now."""
         if v.is_struct or v.is_list or not is_concrete_scalar(v.value):
             raise cyclic[0][2]
-        for expr, env, _ in cyclic:
+        for expr, env, cyc in cyclic:
             try:
                 val = self.concrete(self.eval(expr, env), expr.pos)
             except CueError as e:
                 if e.cycle:
+                    # a field still being evaluated: check once everything is known
+                    self.rechecks.append((v, expr, env, cyc.path))
                     continue
                 raise
             v.value = unify_scalars(v.value, val, None, expr.pos)
+
+    def _in_result(self, v: Vertex) -> bool:
+        """Whether ``v`` belongs to the configuration: not to an alternative of a disjunction
+        that was not chosen, nor to a run of a field that was evaluated again."""
+        p: Vertex | None = v
+        while p is not None and p.parent is not None:
+            if p.parent.arcs.get(p.label) is not p and id(p) not in self.adopted:  # type: ignore[arg-type]
+                return False
+            p = p.parent
+        return True
+
+    def recheck_cycles(self) -> list[CueError]:
+        """The conjuncts left out of a field because they went back to a field still being
+        evaluated, checked against the field's value now that all is known. A conflict is
+        reported at the field and at the field the cycle went through (whose value was
+        chosen without it)."""
+        errs: list[CueError] = []
+        for v, expr, env, origin in self.rechecks:
+            if v.status != DONE or v.err is not None or not is_concrete_scalar(v.value):
+                continue
+            if not self._in_result(v):
+                continue
+            try:
+                val = self.concrete(self.eval(expr, env), expr.pos)
+                unify_scalars(v.value, val, None, expr.pos)
+            except CueError as e:
+                if e.incomplete:
+                    continue
+                if e.path is None:
+                    e.path = v.path() or None
+                errs.append(e)
+                if origin and origin != e.path:
+                    errs.append(
+                        CueError(
+                            f"value inconsistent with a field it refers to ({e.path}: {e.msg})",
+                            path=origin,
+                            pos=list(e.pos),
+                        )
+                    )
+        self.rechecks = []
+        return errs
 
     def _flush_deferred(self, st: _State) -> None:
         while st.deferred or st.embeds:
@@ -525,13 +690,23 @@ class Evaluator:
                 items = st.deferred
                 st.deferred = []
                 for comp, env, ctx, group in items:
-                    for benv in self.comprehend(comp.clauses, 0, env):
-                        self.add_struct(st, comp.body, benv, ctx, group)
+                    try:
+                        for benv in self.comprehend(comp.clauses, 0, env):
+                            self.add_struct(st, comp.body, benv, ctx, group)
+                    except CueError as e:
+                        if not e.cycle or not st.v.is_struct or st.v.had_disj:
+                            raise
+                        st.cyclic_comps.append((comp, env, ctx, group, e))
             if st.embeds:
                 embeds = st.embeds
                 st.embeds = []
                 for expr, env, ctx, group in embeds:
-                    self.add(st, expr, env, ctx, group)
+                    try:
+                        self.add(st, expr, env, ctx, group)
+                    except CueError as e:
+                        if not e.cycle or type(expr) is A.StructLit:
+                            raise
+                        st.cyclic.append((expr, env, e))
 
     def _finish(self, st: _State) -> None:
         v = st.v
@@ -551,6 +726,7 @@ class Evaluator:
         # closedness
         if st.groups:
             v.closed = True
+            dropped: list[str | int] = []
             for label in arcs:
                 if isinstance(label, int) or is_hidden_or_def(label):
                     continue
@@ -558,7 +734,13 @@ class Evaluator:
                     if not self._allows(g, label) and not any(
                         self._allows(e, label) for e in g.also
                     ):
+                        if arcs[label].arc_type == OPTIONAL:
+                            # an optional field a closed struct does not allow is absent
+                            dropped.append(label)
+                            break
                         raise CueError(f"field {label_text(label)} not allowed", path=v.path(), pos=[])
+            for label in dropped:
+                del arcs[label]
         # lists
         if st.lists:
             self._finish_list(st)
@@ -576,7 +758,17 @@ class Evaluator:
         if v.is_struct or v.is_list:
             if scalar is not TOP:
                 want = K_LIST if v.is_list else K_STRUCT
-                if isinstance(scalar, Constraint):
+                embeds_scalar = (
+                    v.is_struct
+                    and not v.is_list
+                    and not st.pure_struct
+                    and not any(not is_hidden_or_def(k) for k in arcs)
+                )
+                if isinstance(scalar, Constraint) and not scalar.kinds & want and embeds_scalar:
+                    # a struct literal with only definitions or hidden fields embedding a
+                    # type ({string, #test: ...})
+                    v.is_struct = False
+                elif isinstance(scalar, Constraint):
                     if not scalar.kinds & want:
                         raise CueError(
                             f"conflicting values {scalar!r} and {'[...]' if v.is_list else '{...}'} "
@@ -678,9 +870,6 @@ class Evaluator:
         if t is A.StructLit:
             self.add_struct(st, expr, env, ctx, embed)  # type: ignore[arg-type]
             return
-        if t is A.Lit:
-            self.add_value(st, expr.value, ctx, embed, expr.pos)  # type: ignore[attr-defined]
-            return
         if t is A.Unify:
             for it in expr.items:  # type: ignore[attr-defined]
                 self.add(st, it, env, ctx, embed)
@@ -688,21 +877,38 @@ class Evaluator:
         if t is A.Paren:
             self.add(st, expr.x, env, ctx, embed)  # type: ignore[attr-defined]
             return
+        if t is A.Lit:
+            val = expr.value  # type: ignore[attr-defined]
+            if not isinstance(val, Vertex) and (env is None or not env.cyclic):
+                st.non_cycle = True
+            self.add_value(st, val, ctx, embed, expr.pos, env)
+            return
+        if env is None or not env.cyclic:
+            st.non_cycle = True
         if t is A.ListLit:
             self.add_list(st, expr, env, ctx)  # type: ignore[arg-type]
             return
         if t is A.Disjunction:
             d = self.eval_disjunction(expr, env)  # type: ignore[arg-type]
-            self.add_value(st, d, ctx, embed, expr.pos)
+            self.add_value(st, d, ctx, embed, expr.pos, env)
             return
         val = self.eval(expr, env)
         if isinstance(val, Vertex):
-            self.add_ref(st, val, ctx, embed, expr.pos)
+            self.add_ref(st, val, ctx, embed, expr.pos, env)
         else:
-            self.add_value(st, val, ctx, embed, expr.pos)
+            self.add_value(st, val, ctx, embed, expr.pos, env)
 
-    def add_ref(self, st: _State, r: Vertex, ctx: Ctx, embed: Group | None, pos: Pos) -> None:
-        """Unify with a referenced vertex: its conjuncts are evaluated here again."""
+    def add_ref(
+        self,
+        st: _State,
+        r: Vertex,
+        ctx: Ctx,
+        embed: Group | None,
+        pos: Pos,
+        env: Env | None = None,
+    ) -> None:
+        """Unify with a referenced vertex: its conjuncts are evaluated here again. ``env`` is
+        the frame of the referring expression."""
         v = st.v
         key = id(r)
         if key in st.expanding:
@@ -749,40 +955,72 @@ class Evaluator:
             and not r.arcs
         ):
             # a scalar does not depend on where it is used
+            if env is None or not env.cyclic:
+                st.non_cycle = True
             self.add_value(st, r.value, ctx, embed, pos)
             return
+        # As cue does: the conjuncts of ``r`` are evaluated as reached through the
+        # references so far and ``r``; a reference back into that chain is a cycle.
+        chain = env.deref if env is not None else ()
+        cyclic = r in chain
+        if cyclic:
+            st.has_cycle = True
+        deref = chain + (r,)
         if v.expanded is None:
             v.expanded = {mark}
         else:
             v.expanded.add(mark)
         st.expanding.add(key)
         try:
-            for expr, env, rc in r.conjuncts:
+            for expr, cenv, rc in r.conjuncts:
+                if cenv is None:
+                    cenv = Env(None)
+                cenv = cenv.derive(deref, cyclic)
                 if rc:
                     if embed is not None:
                         for cid in rc:
+                            if type(cid) is _Mark:
+                                continue
                             g = self._group(st, cid)
                             if embed not in g.also:
                                 g.also.append(embed)
                     nctx = ctx + tuple(c for c in rc if c not in ctx) if ctx else rc
                 else:
                     nctx = ctx
-                self.add(st, expr, env, nctx, embed)
+                self.add(st, expr, cenv, nctx, embed)
         finally:
             st.expanding.discard(key)
 
     def add_value(
-        self, st: _State, val: Any, ctx: Ctx, embed: Group | None, pos: Pos | None
+        self,
+        st: _State,
+        val: Any,
+        ctx: Ctx,
+        embed: Group | None,
+        pos: Pos | None,
+        env: Env | None = None,
     ) -> None:
         if isinstance(val, Vertex):
-            self.add_ref(st, val, ctx, embed, pos or _NOPOS)
+            self.add_ref(st, val, ctx, embed, pos or _NOPOS, env)
             return
         if isinstance(val, Disj):
             alts = val.alts
             if len(alts) == 1:
-                self.add_value(st, alts[0][0], ctx, embed, pos)
+                self.add_value(st, alts[0][0], ctx, embed, pos, env)
                 return
-            st.disj.append(_Disjunct(alts, ctx, embed))
+            nd = _Disjunct(alts, ctx, embed, env)
+            if st.disj:
+                # unification is idempotent: a disjunction met again (a template applied
+                # many times) is one choice, not a new one
+                key = nd.key = self._disj_key(alts)
+                if key is not None:
+                    for od in st.disj:
+                        okey = od.key
+                        if okey is _UNSET:
+                            okey = od.key = self._disj_key(od.alts)
+                        if okey == key and od.group is embed and od.ctx == ctx:
+                            return
+            st.disj.append(nd)
             return
         if val is TOP:
             return
@@ -801,6 +1039,78 @@ class Evaluator:
         if pos is not None and st.scalar is val:
             st.scalar_pos = pos
 
+    def _disj_key(self, alts: list[tuple[Any, bool]]) -> Any:
+        parts: list[Any] = []
+        for val, d in alts:
+            k = self._value_key(val)
+            if k is None:
+                return None
+            parts.append((k, d))
+        return tuple(parts)
+
+    def _value_key(self, val: Any) -> Any:
+        """A key equal for two values known to be the same (None when unknown)."""
+        if is_concrete_scalar(val):
+            return ("s", type(val).__name__, val)
+        if isinstance(val, Constraint):
+            bounds: list[Any] = []
+            for b in val.bounds:
+                if isinstance(b, CallBound):
+                    bounds.append(("f", id(b)))
+                else:
+                    bounds.append((b.op, type(b.value).__name__, b.value))
+            return ("c", val.kinds, tuple(bounds))
+        if isinstance(val, Vertex):
+            if val.parent is None and val.status == NEW and len(val.conjuncts) == 1:
+                # a literal evaluated where it stands: the same text in the same scope
+                expr, env, ctx = val.conjuncts[0]
+                return ("t", self._ast_key(expr), id(env), ctx)
+            return ("r", id(val))
+        return None
+
+    def _ast_key(self, node: Any) -> Any:
+        """The structure of a syntax tree without its positions."""
+        cache = self.ast_keys
+        hit = cache.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        key = _ast_key(node)
+        cache[id(node)] = (node, key)
+        return key
+
+    def _groups(self, st: _State, ctx: Ctx) -> list[Group]:
+        """The field sets that a conjunct with closedness context ``ctx`` adds to: one per
+        definition it comes from, and the field set of each literal that embedded
+        something and declared it."""
+        if not ctx:
+            return []
+        for cid in ctx:
+            if type(cid) is _Mark:
+                break
+        else:
+            return [self._group(st, cid) for cid in ctx]
+        groups: list[Group] = []
+        real: list[Group] = []
+        unders: list[Group] = []
+        for cid in ctx:
+            if type(cid) is _Mark:
+                eg = st.emb.get(cid.tok)
+                if eg is None:
+                    eg = st.emb[cid.tok] = Group()
+                if cid.under:
+                    unders.append(eg)
+                else:
+                    groups.append(eg)
+            else:
+                g = self._group(st, cid)
+                groups.append(g)
+                real.append(g)
+        for g in real:
+            for eg in unders:
+                if eg not in g.also:
+                    g.also.append(eg)
+        return groups
+
     def _group(self, st: _State, cid: object) -> Group:
         g = st.groups.get(cid)
         if g is None:
@@ -811,6 +1121,8 @@ class Evaluator:
         self, st: _State, s: A.StructLit, env: Env | None, ctx: Ctx, embed: Group | None
     ) -> None:
         v = st.v
+        if env is None or not env.cyclic:
+            st.non_cycle = True
         if s.pure:
             # a literal without embeddings is a struct, whatever its fields
             st.pure_struct = True
@@ -821,11 +1133,19 @@ class Evaluator:
             if not v.is_struct:
                 v.is_struct = True
                 st.struct_pos = s.pos
-        groups = [self._group(st, cid) for cid in ctx]
+        groups = self._groups(st, ctx)
         lit = embed if embed is not None else Group()
         groups.append(lit)
         frame = Env(env, v)
         dynamic: list[A.Field | A.Embed] = []
+        ectx = ctx
+        if not s.pure:
+            # The fields of a literal that embeds values stay allowed next to what those
+            # values close, at every depth (cue's closedness: an embedding is an "or" with
+            # the literal's own declarations): mark the conjuncts of both sides.
+            tok = object()
+            ectx = ctx + (_Mark(True, tok),)
+            ctx = ctx + (_Mark(False, tok),)
         for d in s.decls:
             t = type(d)
             if t is A.Field:
@@ -840,9 +1160,9 @@ class Evaluator:
                 if d.late:
                     dynamic.append(d)
                 elif st.comp_first:
-                    st.embeds.append((d.expr, frame, ctx, lit))
+                    st.embeds.append((d.expr, frame, ectx, lit))
                 else:
-                    self.add(st, d.expr, frame, ctx, lit)
+                    self._embed(st, d.expr, frame, ectx, lit)
             elif t is A.Comprehension:
                 assert isinstance(d, A.Comprehension)
                 st.deferred.append((d, frame, ctx, lit))
@@ -868,12 +1188,26 @@ class Evaluator:
             if type(d) is A.Embed:
                 assert isinstance(d, A.Embed)
                 if st.comp_first:
-                    st.embeds.append((d.expr, frame, ctx, lit))
+                    st.embeds.append((d.expr, frame, ectx, lit))
                 else:
-                    self.add(st, d.expr, frame, ctx, lit)
+                    self._embed(st, d.expr, frame, ectx, lit)
             else:
                 assert isinstance(d, A.Field)
                 self._add_dynamic_field(st, d, frame, ctx, groups)
+
+    def _embed(self, st: _State, expr: A.Node, frame: Env, ctx: Ctx, lit: Group) -> None:
+        """Unify an embedded expression; one that is not yet complete (`#a + #b` before the
+        conjuncts that set #a and #b) is tried again once all conjuncts are in."""
+        try:
+            self.add(st, expr, frame, ctx, lit)
+        except CueError as e:
+            if not e.incomplete or type(expr) is A.StructLit:
+                raise
+            if e.cycle:
+                # it depends on the vertex itself: fine if the rest makes it concrete
+                st.cyclic.append((expr, frame, e))
+                return
+            st.embeds.append((expr, frame, ctx, lit))
 
     def _add_field(
         self, st: _State, d: A.Field, name: str, frame: Env, ctx: Ctx, groups: list[Group]
@@ -1048,10 +1382,24 @@ class Evaluator:
                 lets = e.lets = {}
             if ident.name in lets:
                 val = lets[ident.name]
-                if val is _IN_PROGRESS:
-                    raise CueError(f"cycle in let {ident.name}", pos=[ident.pos])
+                if isinstance(val, _LetInProgress):
+                    if val.depth == self.depth:
+                        # lets (or aliases) that refer to each other and to nothing else
+                        where = e.vertex.path() if e.vertex is not None else ""
+                        raise CueError(
+                            "cyclic references in let clause or alias",
+                            path=f"{where}.let[]" if where else "let[]",
+                            pos=[ident.pos],
+                        )
+                    # back through a field being evaluated: a reference cycle
+                    raise CueError(
+                        f"cycle in evaluation of let {ident.name}",
+                        pos=[ident.pos],
+                        incomplete=True,
+                        cycle=True,
+                    )
                 return val
-            lets[ident.name] = _IN_PROGRESS
+            lets[ident.name] = _LetInProgress(self.depth)
             try:
                 val = self.eval(ident.target.expr, e)
             except BaseException:
@@ -1109,7 +1457,7 @@ class Evaluator:
                 return acc
             tmp = Vertex(None, None)
             for x, it in zip(vals, expr.items, strict=True):
-                tmp.conjuncts.append((A.Lit(it.pos, x), None, ()))
+                tmp.conjuncts.append((A.Lit(it.pos, x), env, ()))
             return tmp
         if t is A.Disjunction:
             assert isinstance(expr, A.Disjunction)
@@ -1133,16 +1481,19 @@ class Evaluator:
                     raise
                 continue
             if isinstance(val, Disj):
-                # nested disjunction: defaults of the inner one count only if this one is marked
+                # a nested disjunction keeps its defaults inside an unmarked one; inside a
+                # marked one a marked term keeps them (all of it is default when it has
+                # none) and an unmarked term loses them
                 inner_def = any(dd for _, dd in val.alts)
                 for iv, idd in val.alts:
-                    alts.append((iv, d and (idd or not inner_def)))
+                    if expr.has_default:
+                        alts.append((iv, d and (idd or not inner_def)))
+                    else:
+                        alts.append((iv, idd))
             else:
-                alts.append((val, d))
+                alts.append((val, d and expr.has_default))
         if not alts:
             raise CueError("empty disjunction", pos=[expr.pos])
-        if not expr.has_default:
-            alts = [(x, False) for x, _ in alts]
         if len(alts) == 1:
             return alts[0][0]
         return Disj(alts)
@@ -1189,6 +1540,10 @@ class Evaluator:
             from specflow.spec.cue.builtins import package_member
 
             return package_member(base.path, expr.name, expr.pos)
+        if self.partial and isinstance(base, Vertex) and base is self.partial[-1]:
+            a = base.arcs.get(expr.name)
+            if a is not None and a.arc_type == REGULAR:
+                return a
         v = self.resolve_default(base, expr.pos)
         if isinstance(v, Vertex):
             if v.is_list:
@@ -1428,11 +1783,23 @@ class Evaluator:
             val = self.eval(expr, env)
             if isinstance(val, Vertex):
                 self.evaluate(val)
+                if val.is_struct or val.is_list:
+                    return False
+                val = val.value
         except CueError as e:
             if e.incomplete and not e.missing:
                 raise
             return True
-        return False
+        # as in cue v0.4, a value that is not concrete (a type, a bound, an ambiguous
+        # disjunction) counts as an error here
+        while isinstance(val, Disj):
+            d = val.default()
+            if d is None:
+                return True
+            val = d
+        if isinstance(val, Vertex):
+            return self._is_bottom(A.Lit(expr.pos, val), None)
+        return not is_concrete_scalar(val)
 
     def apply_binary(self, op: str, a: Any, b: Any, pos: Pos) -> Any:
         ta, tb = type(a), type(b)
@@ -1581,7 +1948,60 @@ class Evaluator:
         return False
 
 
-_IN_PROGRESS: Any = object()
+class _Mark:
+    """In a conjunct's closedness context: the conjunct is declared by (``under`` False) or
+    embedded in (``under`` True) the literal ``tok``."""
+
+    __slots__ = ("under", "tok")
+
+    def __init__(self, under: bool, tok: object) -> None:
+        self.under = under
+        self.tok = tok
+
+
+class _LetInProgress:
+    """The value of a let while it is being evaluated, with the depth of nested vertex
+    evaluations it started at."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+
+def _mode(marks: list[tuple[int, bool]], used: set[int]) -> int:
+    """0: no default in play, 1: the defaults, 2: not the default (as cue's default modes)."""
+    mode = 0
+    for i, chose in marks:
+        if i in used:
+            if not chose:
+                return 2
+            mode = 1
+    return mode
+
+
+def _ast_key(node: Any) -> Any:
+    if node is None or isinstance(node, str | int | bool):
+        return node
+    if isinstance(node, list | tuple):
+        return tuple(_ast_key(x) for x in node)
+    if isinstance(node, A.Lit):
+        val = node.value
+        if is_concrete_scalar(val):
+            return ("Lit", type(val).__name__, val)
+        return ("Lit", id(val))
+    if isinstance(node, A.Ident):
+        tgt = node.target
+        return ("Ident", node.name, node.ups, node.kind, tgt if isinstance(tgt, str) else id(tgt))
+    if isinstance(node, A.Node | A.Label):
+        out: list[Any] = [type(node).__name__]
+        for cls in type(node).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if slot in ("pos", "lets", "aliases", "dyn_aliases"):
+                    continue
+                out.append(_ast_key(getattr(node, slot, None)))
+        return tuple(out)
+    return ("id", id(node))
 
 
 def _optional_ref(a: Vertex, pos: Pos) -> CueError:

@@ -126,6 +126,7 @@ def export_checked(
         w.fail(e)
         value = None
     w.check_schemas()
+    w.conflicts.extend(ev.recheck_cycles())
     return value, w.conflicts, w.incompletes
 
 

@@ -897,6 +897,12 @@ KNOWN_PACKAGES = frozenset(
         "crypto/sha512",
         "uuid",
         "time",
+        "net",
+        "text/tabwriter",
+        "text/template",
+        "html",
+        "encoding/csv",
+        "crypto/hmac",
     }
 )
 

@@ -26,9 +26,14 @@ Conjunct = tuple[A.Node, "Env | None", tuple[object, ...]]
 
 class Env:
     """One frame of lexical scope: a struct literal bound to the vertex it is evaluated into,
-    or the bindings of a comprehension clause."""
+    or the bindings of a comprehension clause.
 
-    __slots__ = ("up", "vertex", "binds", "lets")
+    ``deref`` lists the vertices whose conjuncts were unfolded, reference after reference, to
+    reach the expressions evaluated in this frame; ``cyclic`` says that one of those
+    references pointed back at a vertex already in that chain (a structural cycle unless
+    some other conjunct gives the field a value). Inner frames inherit both."""
+
+    __slots__ = ("up", "vertex", "binds", "lets", "deref", "cyclic")
 
     def __init__(
         self, up: Env | None, vertex: Vertex | None = None, binds: dict[str, Any] | None = None
@@ -37,6 +42,23 @@ class Env:
         self.vertex = vertex
         self.binds = binds
         self.lets: dict[str, Any] | None = None
+        if up is None:
+            self.deref: tuple[Vertex, ...] = ()
+            self.cyclic = False
+        else:
+            self.deref = up.deref
+            self.cyclic = up.cyclic
+
+    def derive(self, deref: tuple[Vertex, ...], cyclic: bool) -> Env:
+        """This frame reached through the references ``deref``."""
+        e = Env.__new__(Env)
+        e.up = self.up
+        e.vertex = self.vertex
+        e.binds = self.binds
+        e.lets = self.lets
+        e.deref = deref
+        e.cyclic = cyclic or self.cyclic
+        return e
 
 
 class Group:

@@ -249,3 +249,121 @@ def test_base64_and_hex_packages() -> None:
 
 def test_bytes_export_as_base64() -> None:
     assert ev("a: 'hi'") == {"a": "aGk="}
+
+
+def refused(text: str) -> str:
+    from specflow.spec.errors import SpecError
+
+    with pytest.raises(SpecError) as info:
+        ev(text)
+    return str(info.value)
+
+
+def test_net_package() -> None:
+    src = """
+    import "net"
+
+    a: net.SplitHostPort("[::%lo0]:80")
+    b: net.JoinHostPort([192, 30, 4, 2], 80)
+    c: net.JoinHostPort("2001:db8::1", "80")
+    d: net.ToIP4("127.0.0.1")
+    e: len(net.ToIP16("127.0.0.1"))
+    f: net.IPString([10, 0, 0, 1])
+    g: net.IPv4 & "1.2.3.4"
+    h: net.FQDN & "foo.bar."
+    i: net.LoopbackIP("::1")
+    j: net.IP("2001:db8::1")
+    k: net.IPv4("2001:db8::1")
+    l: net.FQDN("under_score.example.com.")
+    m: net.MulticastIP("ff02::1")
+    n: net.ToIP4(*"4.4.4.4" | "8.8.8.8")
+    """
+    assert ev(src) == {
+        "a": ["::%lo0", "80"],
+        "b": "192.30.4.2:80",
+        "c": "[2001:db8::1]:80",
+        "d": [127, 0, 0, 1],
+        "e": 16,
+        "f": "10.0.0.1",
+        "g": "1.2.3.4",
+        "h": "foo.bar.",
+        "i": True,
+        "j": True,
+        "k": False,
+        "l": False,
+        "m": True,
+        "n": [4, 4, 4, 4],
+    }
+    assert refused('import "net"\nx: 123 & net.IP').startswith("x: invalid value 123")
+    assert refused('import "net"\nx: net.IPv4 & "23.23.23.2333"').startswith("x: invalid value")
+    assert "x: " in refused('import "net"\nx: net.ToIP4(1 | 2)')
+    assert "too many colons" in refused('import "net"\nx: net.SplitHostPort("a:b:c")')
+    # only what cue v0.4 has
+    assert "undefined: net.IPCIDR" in refused('import "net"\nx: net.IPCIDR("10.0.0.0/8")')
+
+
+def test_tabwriter_aligns_columns() -> None:
+    src = """
+    import "text/tabwriter"
+
+    t1: tabwriter.Write("a\\tb\\tc\\naaa\\tbb\\tvv")
+    t2: tabwriter.Write(["a\\tbbb\\tc", "aa\\tb\\tccc", "x", "p\\tq"])
+    """
+    assert ev(src) == {
+        "t1": "a   b  c\naaa bb vv",
+        "t2": "a  bbb c\naa b   ccc\nx\np q\n",
+    }
+
+
+def test_text_template_execute() -> None:
+    src = """
+    import "text/template"
+
+    a: template.Execute("{{.}}-{{.}}", "foo")
+    b: template.Execute("{{range $k, $v := .m}}{{$k}}={{$v}};{{end}}", {m: {y: "z", x: 1}})
+    c: template.Execute("{{if .b}}yes{{else if .c}}c{{else}}no{{end}}", {b: false, c: true})
+    d: template.Execute("{{.n | printf \\"%03d\\"}} {{len .l}} {{index .l 1}}", {n: 7, l: [1, 2, 3]})
+    e: template.Execute("{{- .a -}} {{ .b }} {{.missing}}", {a: 1.5, b: null})
+    f: template.Execute("{{with .s}}[{{.}}]{{end}}{{range .e}}x{{else}}empty{{end}}", {s: "v", e: []})
+    g: template.HTMLEscape("<a href='x'>&</a>")
+    x: {s: "myname", out: template.Execute("{{.s}}", {"s": s})}
+    """
+    assert ev(src) == {
+        "a": "foo-foo",
+        "b": "x=1;y=z;",
+        "c": "c",
+        "d": "007 3 2",
+        "e": "1.5<nil> <no value>",
+        "f": "[v]empty",
+        "g": "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;",
+        "x": {"s": "myname", "out": "myname"},
+    }
+    assert "template.Execute" in refused('import "text/template"\nx: template.Execute("{{end}}", 1)')
+    assert "x.out" in refused(
+        'import "text/template"\nx: {s: string, out: template.Execute("{{.s}}", {"s": s})}'
+    )
+
+
+def test_html_csv_and_hmac_packages() -> None:
+    src = """
+    import (
+        "html"
+        "encoding/csv"
+        "crypto/hmac"
+        "encoding/hex"
+    )
+    a: html.Escape("<a href=\\"x\\">&'</a>")
+    b: html.Unescape("&lt;b&gt;&amp;&#39;")
+    c: csv.Encode([["a", "b c", "d,e"], [1, true, "x\\"y"]])
+    d: csv.Decode("a,b\\n\\"c,d\\",e\\n")
+    e: hex.Encode(hmac.Sign(hmac.SHA256, "key", "The quick brown fox jumps over the lazy dog"))
+    """
+    assert ev(src) == {
+        "a": "&lt;a href=&#34;x&#34;&gt;&amp;&#39;&lt;/a&gt;",
+        "b": "<b>&'",
+        "c": 'a,b c,"d,e"\n1,true,"x""y"\n',
+        "d": [["a", "b"], ["c,d", "e"]],
+        "e": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+    }
+    assert "unsupported hash" in refused('import "crypto/hmac"\nx: hmac.Sign("X", "k", "d")')
+    assert "wrong number of fields" in refused('import "encoding/csv"\nx: csv.Decode("a,b\\nc\\n")')
