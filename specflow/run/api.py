@@ -29,7 +29,7 @@ from specflow.builder import build, import_user_module
 from specflow.builder.build import locate
 from specflow.builder.imports import resolve_import
 from specflow.execution.cache import ResultCache
-from specflow.execution.checkpoint import Checkpoint
+from specflow.execution.checkpoint import Checkpoint, CheckpointError
 from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
@@ -130,6 +130,22 @@ def _stop_signals() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _interruptible(run: Run) -> Iterator[None]:
+    """From the moment a driver holds ``run``: SIGTERM and SIGHUP stop it as Ctrl-C does,
+    also before its tasks start (the run is then on record as interrupted, not crashed)."""
+    with _stop_signals():
+        try:
+            yield
+        except KeyboardInterrupt:
+            try:
+                if run.checkpoint.run_info().status in ("created", "running", "resuming"):
+                    run.checkpoint.set_status("interrupted")
+            except CheckpointError:
+                pass
+            raise
 
 
 def drive(
@@ -344,11 +360,13 @@ def run_spec(
             spec_file_hash=file_sha256(path), overrides=list(overrides), imports=records,
             settings=settings,
         )
-        remember(run_root(), run.run_dir)
         try:
-            report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
-                           listeners=listeners, imports=[r["name"] for r in records],
-                           quiet=quiet, reuse=source_runs)
+            with _interruptible(run):
+                remember(run_root(), run.run_dir)
+                report = drive(prepared.target, settings, run=run,
+                               progress=progress and not quiet, listeners=listeners,
+                               imports=[r["name"] for r in records], quiet=quiet,
+                               reuse=source_runs)
         finally:
             run.close()
     finally:
@@ -373,54 +391,62 @@ def resume_run(
     run = Run.open(checkpoint_path, drive=True)
     here = os.getcwd()
     try:
-        if run.lease is not None and run.lease.took_over:
-            say(f"taking over the run from its previous driver, {run.lease.took_over}, "
-                "which is gone")
-        info = run.info()
-        start = info.start_dir
-        if start and not Path(start).is_dir():
-            raise SpecError(f"this run started in {start}, which no longer exists; recreate it "
-                            "(the run's relative paths point there) to resume")
-        if start and os.path.realpath(start) != os.path.realpath(here):
-            say(f"resuming in {start}, where the run started")
-            os.chdir(start)
-        if info.spec_file and not force:
-            now = file_sha256(info.spec_file)
-            if now is not None and info.spec_file_hash and now != info.spec_file_hash:
-                raise SpecError(
-                    f"the spec file {info.spec_file} changed since this run started; resuming "
-                    "would mix two different jobs (pass --force to resume with the stored spec)"
-                )
-        _check_imports(info.imports, force, say)
-        names = [str(r["name"]) for r in info.imports]
-        for name in names:
-            import_user_module(name)
-        opt = frozenset(opt_ins)
-        missing = sorted(set(info.settings.get("opt_ins_at_start") or ()) - opt)
-        source = SourceMap(info.spec_file or str(run.checkpoint.path))
-        try:
-            prepared = prepare(info.spec, source, opt_ins=opt)
-        except SpecError as exc:
-            if missing:
-                flags = " ".join(OPT_INS[m] for m in missing if m in OPT_INS)
-                raise SpecError(f"{exc}\nthis run was started with {flags}: opt-ins are "
-                                f"never taken from a checkpoint; pass {flags} again") from None
-            raise
-        settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
-        source_runs = open_reuse(settings.reuse)
-        run.checkpoint.set_status("resuming", new_attempt=True)
-        try:
-            report = drive(prepared.target, settings, run=run, progress=progress and not quiet,
-                           listeners=listeners, imports=names, quiet=quiet, reuse=source_runs)
-        finally:
-            if source_runs is not None:
-                source_runs.close()
+        with _interruptible(run):
+            report = _resume(run, force=force, cli_settings=cli_settings, opt_ins=opt_ins,
+                             progress=progress, listeners=listeners, say=say, quiet=quiet)
     finally:
         try:
             run.close()
         finally:
             os.chdir(here)
     return report, run.run_dir, report.resumed_done
+
+
+def _resume(run: Run, *, force: bool, cli_settings: dict[str, Any] | None,
+            opt_ins: Iterable[str], progress: bool,
+            listeners: Sequence[Callable[[Event], None]], say: Say, quiet: bool) -> RunReport:
+    if run.lease is not None and run.lease.took_over:
+        say(f"taking over the run from its previous driver, {run.lease.took_over}, "
+            "which is gone")
+    info = run.info()
+    start = info.start_dir
+    if start and not Path(start).is_dir():
+        raise SpecError(f"this run started in {start}, which no longer exists; recreate it "
+                        "(the run's relative paths point there) to resume")
+    if start and os.path.realpath(start) != os.path.realpath(os.getcwd()):
+        say(f"resuming in {start}, where the run started")
+        os.chdir(start)
+    if info.spec_file and not force:
+        now = file_sha256(info.spec_file)
+        if now is not None and info.spec_file_hash and now != info.spec_file_hash:
+            raise SpecError(
+                f"the spec file {info.spec_file} changed since this run started; resuming "
+                "would mix two different jobs (pass --force to resume with the stored spec)"
+            )
+    _check_imports(info.imports, force, say)
+    names = [str(r["name"]) for r in info.imports]
+    for name in names:
+        import_user_module(name)
+    opt = frozenset(opt_ins)
+    missing = sorted(set(info.settings.get("opt_ins_at_start") or ()) - opt)
+    source = SourceMap(info.spec_file or str(run.checkpoint.path))
+    try:
+        prepared = prepare(info.spec, source, opt_ins=opt)
+    except SpecError as exc:
+        if missing:
+            flags = " ".join(OPT_INS[m] for m in missing if m in OPT_INS)
+            raise SpecError(f"{exc}\nthis run was started with {flags}: opt-ins are "
+                            f"never taken from a checkpoint; pass {flags} again") from None
+        raise
+    settings = RunSettings.from_record(info.settings, cli_settings, opt_ins=opt)
+    source_runs = open_reuse(settings.reuse)
+    run.checkpoint.set_status("resuming", new_attempt=True)
+    try:
+        return drive(prepared.target, settings, run=run, progress=progress and not quiet,
+                     listeners=listeners, imports=names, quiet=quiet, reuse=source_runs)
+    finally:
+        if source_runs is not None:
+            source_runs.close()
 
 
 def _check_imports(records: list[dict[str, Any]], force: bool, say: Say) -> None:
