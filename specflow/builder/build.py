@@ -133,22 +133,35 @@ def _build(spec: Any, path: str, version: str, opt_ins: frozenset[str]) -> Any:
     return result
 
 
+def placement_problems(spec: Mapping[str, Any], path: str) -> list[SpecError]:
+    """What is wrong with a typed node's ``@requirements`` and ``@worker_type``."""
+    from specflow.flow.task import Requirements
+
+    out = []
+    if spec.get("@requirements") is not None:
+        try:
+            Requirements.of(spec["@requirements"])
+        except ValueError as exc:
+            out.append(SpecError(str(exc), path=join_path(path, "@requirements")))
+    wtype = spec.get("@worker_type")
+    if wtype is not None and (not isinstance(wtype, str) or not wtype):
+        out.append(SpecError(f"@worker_type must be a name, got {wtype!r}",
+                             path=join_path(path, "@worker_type")))
+    return out
+
+
 def _placed(result: Any, spec: Mapping[str, Any], path: str) -> Any:
     """``result`` with the node's ``@requirements`` and ``@worker_type``: a task gets them,
     an operation gives them to its tasks, a flow to every task under it that states none."""
     from specflow.flow.core import Flow, TaskableOperation
     from specflow.flow.task import Requirements, Task, with_requirements
 
-    req = None
-    if spec.get("@requirements") is not None:
-        try:
-            req = Requirements.of(spec["@requirements"])
-        except ValueError as exc:
-            raise SpecError(str(exc), path=join_path(path, "@requirements")) from None
+    problems = placement_problems(spec, path)
+    if problems:
+        raise problems[0]
+    req = (Requirements.of(spec["@requirements"])
+           if spec.get("@requirements") is not None else None)
     wtype = spec.get("@worker_type")
-    if wtype is not None and (not isinstance(wtype, str) or not wtype):
-        raise SpecError(f"@worker_type must be a name, got {wtype!r}",
-                        path=join_path(path, "@worker_type"))
     if isinstance(result, Task):
         # the node's own settings win over what its operation says
         own = Task.__new__(Task)

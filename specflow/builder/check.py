@@ -15,6 +15,7 @@ from specflow.builder.build import (
     locate,
     node_entry,
     node_mode,
+    placement_problems,
 )
 from specflow.builder.registry import DEFAULT_VERSION, check_opt_in
 from specflow.spec.errors import SpecError, join_path
@@ -66,6 +67,7 @@ def _walk(
         entry = node_entry(spec, path, version)
         if opt_ins is not None:
             check_opt_in(entry, opt_ins, path=join_path(path, "@type"), node=spec)
+        problems.extend(placement_problems(spec, path))
         kwargs = {k: _placeholder(v) for k, v in spec.items() if k not in META_KEYS}
         problems.extend(argument_problems(entry, kwargs, path, partial=(mode == "partial")))
     except SpecError as exc:

@@ -41,12 +41,30 @@ def _json_type(ann: Any) -> dict[str, Any] | None:
     return None
 
 
+#: what ``@requirements`` may say (see :class:`specflow.flow.task.Requirements`)
+REQUIREMENTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "cpus": {"type": "number", "exclusiveMinimum": 0},
+        "mem_gb": {"type": "number", "exclusiveMinimum": 0},
+        "gpus": {"type": "integer", "minimum": 0},
+        "platform": {"type": "string", "minLength": 1},
+        "tags": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "max_retries": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def _entry_schema(entry: Entry) -> dict[str, Any]:
     sig = entry.signature()
     props: dict[str, Any] = {
         "@type": {"const": entry.name},
         "@mode": {"enum": ["regular", "partial"]},
         "@version": {"type": ["string", "number"]},
+        "@requirements": REQUIREMENTS_SCHEMA,
+        "@worker_type": {"type": "string", "minLength": 1},
     }
     required: list[str] = []
     open_ = True

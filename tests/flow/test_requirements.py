@@ -165,3 +165,16 @@ def test_dask_maps_requirements_to_worker_resources(tmp_path: Path) -> None:
     # workers without it cannot: refused before running, naming what they offer
     with pytest.raises(specflow.SpecError, match="tag:ssd=1.*offer"):
         specflow.execute(task, backend=DaskBackend(workers=1), run_dir=tmp_path / "b")
+
+
+def test_validate_names_a_bad_requirement_and_accepts_good_ones(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('"@type": echo\nmessage: x\n"@requirements": {cpus: 1, disk: 3}\n')
+    r = cli("validate", str(bad), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "@requirements: unknown requirement(s) 'disk'" in r.stdout + r.stderr
+    assert "bad.yaml:3" in r.stdout + r.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text('"@type": echo\nmessage: x\n"@requirements": {cpus: 1, tags: [a]}\n'
+                    '"@worker_type": gpu\n')
+    assert cli("validate", str(good), cwd=tmp_path).returncode == 0
