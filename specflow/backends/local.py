@@ -368,7 +368,7 @@ class LocalBackend(Backend):
                                   ERROR_LIMIT)
 
     def _learn(self, o: Outcome) -> None:
-        d = max(0.0, o.finished - o.started)
+        d = o.run_seconds()
         self._samples += 1
         k = 1.0 / min(self._samples, 50)
         self._mean_task_s += (d - self._mean_task_s) * k

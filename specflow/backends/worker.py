@@ -17,6 +17,12 @@ Messages are pickled and framed by :class:`multiprocessing.connection.Connection
   ``("out", [(seq, outcome), ...])`` as tasks finish, gathered for at most
   :data:`COALESCE_S` while more work is queued, at once when the worker runs dry.
 
+Tasks run through a :class:`~specflow.backends.base.Pipeline`: the writes a task leaves in
+flight overlap the next tasks, and the small writes of neighbouring tasks are staged in one
+storage transaction committed for the group; a task is reported only once its writes are
+durable. When the worker dies, the tasks it ran whose writes were not yet durable come back
+as lost like those still queued (the running one fails).
+
 The shared state block holds the sequence number of the running task (0: none), the time
 it started, and how many units of each resource semaphore the worker holds, so that the
 driver can tell which task a dead worker was running, enforce runtime limits from outside,
@@ -41,6 +47,8 @@ STATE_SIZE = 64
 STATE_FORMAT = "<qd"
 HELD_OFFSET = 16
 COALESCE_S = 0.02
+#: the inbox item of tasks to run again, each on its own
+RERUN = -1
 
 
 def _die_with_parent(driver_pid: int) -> None:
@@ -170,8 +178,18 @@ class Worker:
                 _kill_group()
 
     # -- running ---------------------------------------------------------------------------
+    def _report(self, seq: int, outcome: Any) -> None:
+        with self.lock:
+            self.pending.append((seq, outcome))
+            first = len(self.pending) == 1
+        if first:
+            self.wake.set()
+
+    def _rerun(self, items: list[tuple[int, Any]]) -> None:
+        self.inbox.put((RERUN, items))
+
     def _run(self) -> None:
-        from specflow.backends.base import run_task, task_footer, task_header
+        from specflow.backends.base import Pipeline, run_task, task_footer, task_header
 
         get = self.inbox.get
         empty = self.inbox.empty
@@ -179,35 +197,40 @@ class Worker:
         pack = struct.pack_into
         driver_pid = self.driver_pid
         stdout, stderr = sys.stdout, sys.stderr
-        lock = self.lock
-        wake = self.wake
         write = os.write
         lseek = os.lseek
         end = lseek(1, 0, os.SEEK_END)
+        seq = 0
+
+        def one(task: Any) -> Any:
+            nonlocal end
+            if os.getppid() != driver_pid:
+                _kill_group()
+            # where the log ends after the header: anything past it is the task's output
+            mark = end + write(1, task_header(task))
+            pack(STATE_FORMAT, state, 0, seq, time.time())
+            outcome = run_task(task, check_value=False)
+            pack(STATE_FORMAT, state, 0, 0, 0.0)
+            stdout.flush()
+            stderr.flush()
+            end = lseek(1, 0, os.SEEK_END)
+            if not outcome.ok or end != mark:
+                end += write(1, task_footer(task, outcome))
+            return outcome
+
+        pipeline = Pipeline(self._report, self._rerun, run=one)
         while True:
             first, tasks = get()
-            last = len(tasks) - 1
-            for i, task in enumerate(tasks):
-                if os.getppid() != driver_pid:
-                    _kill_group()
-                seq = first + i
-                # where the log ends after the header: anything past it is the task's output
-                mark = end + write(1, task_header(task))
-                pack(STATE_FORMAT, state, 0, seq, time.time())
-                outcome = run_task(task, check_value=False)
-                pack(STATE_FORMAT, state, 0, 0, 0.0)
-                stdout.flush()
-                stderr.flush()
-                end = lseek(1, 0, os.SEEK_END)
-                if not outcome.ok or end != mark:
-                    end += write(1, task_footer(task, outcome))
-                with lock:
-                    self.pending.append((seq, outcome))
-                    first_pending = len(self.pending) == 1
-                if i == last and empty():
-                    self.flush()
-                elif first_pending:
-                    wake.set()
+            if first == RERUN:  # tasks of a group whose commit failed: each on its own now
+                for seq, task in tasks:
+                    pipeline.run(seq, task, grouped=False)
+            else:
+                for i, task in enumerate(tasks):
+                    seq = first + i
+                    pipeline.run(seq, task)
+            if empty():
+                pipeline.drain()
+                self.flush()
 
 
 def _picklable(item: tuple[int, Any]) -> tuple[int, Any]:

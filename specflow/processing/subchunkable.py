@@ -45,7 +45,7 @@ import numpy.typing as npt
 import tensorstore as ts
 
 from specflow.builder.registry import register
-from specflow.flow.completion import defer
+from specflow.flow.completion import defer, shared
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.dry import dry_state
 from specflow.flow.ids import task_digest_of
@@ -289,15 +289,28 @@ def _process_chunk(
         return
     with semaphore("write"):
         if staging is not None:
-            written = staging.write_async(_slot(chunk, region, levels[0], stride or levels[0].chunk),
-                                          data)
+            write_out(staging, _slot(chunk, region, levels[0], stride or levels[0].chunk), data)
         else:
             assert dst is not None
-            written = dst.write_async(chunk, data)
-        # the worker waits for the write before it reports the task, or we do; a bounded
-        # write semaphore bounds writes in flight, so it is held until this one is durable
-        if is_bounded("write") or not defer(written, data.nbytes):
-            written.result()
+            write_out(dst, chunk, data)
+
+
+def _commit(txn: ts.Transaction) -> Any:
+    return txn.commit_async()
+
+
+def write_out(layer: TSLayer, idx: VolumetricIndex, data: Array) -> None:
+    """Write a task's output: staged in the storage transaction of the runner's write group
+    (committed once for many tasks), else left in flight for the runner to wait for, else
+    waited for here. A bounded write semaphore bounds writes in flight, so under one the
+    write is durable before this returns (the caller holds the semaphore)."""
+    if is_bounded("write"):
+        layer.write_async(idx, data).result()
+        return
+    txn = shared("tensorstore", ts.Transaction, _commit)
+    written = layer.write_async(idx, data, transaction=txn)
+    if not defer(written, data.nbytes):
+        written.result()
 
 
 def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
@@ -342,10 +355,7 @@ def _reduce_chunk(
     if combiner.out is None:
         return
     with semaphore("write"):
-        out = combiner.result()
-        written = dst.write_async(part, out)
-        if is_bounded("write") or not defer(written, out.nbytes):
-            written.result()
+        write_out(dst, part, combiner.result())
 
 
 def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:

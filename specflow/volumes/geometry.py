@@ -284,7 +284,11 @@ class VolumetricIndex:
 
     def padded(self, pad: Sequence[int] | int) -> VolumetricIndex:
         """Grown by ``pad`` voxels on each side (negative shrinks)."""
-        p = ivec3(pad, "pad")
+        if type(pad) is tuple and len(pad) == 3 and type(pad[0]) is type(pad[1]) \
+                is type(pad[2]) is int:
+            p: IVec3 = pad  # already whole voxels (levels hold their pads so)
+        else:
+            p = ivec3(pad, "pad")
         a, b = self.start, self.stop
         return self._new(
             [x - q for x, q in zip(a, p, strict=True)], [x + q for x, q in zip(b, p, strict=True)]
@@ -347,6 +351,8 @@ class VolumetricIndex:
 
     def at_resolution(self, resolution: Sequence[float]) -> VolumetricIndex:
         """The same box at another resolution (it must lie on that resolution's grid)."""
+        if resolution is self.resolution:
+            return self
         res = vec3(resolution, "resolution")
         if res == self.resolution:
             return self

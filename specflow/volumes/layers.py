@@ -13,6 +13,7 @@ Neuroglancer precomputed keeps them in its ``info`` file as usual, one scale per
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import threading
@@ -133,7 +134,7 @@ class ScaleInfo:
     layer_type: str
     compression: str
 
-    @property
+    @functools.cached_property
     def index(self) -> VolumetricIndex:
         """The whole stored region."""
         stop = [o + s for o, s in zip(self.voxel_offset, self.size, strict=True)]
@@ -523,6 +524,10 @@ class TSLayer:
             return list(self._scales)
 
     def scale(self, resolution: Sequence[float]) -> ScaleInfo | None:
+        scales = self.scales()
+        for s in scales:
+            if s.resolution == resolution:  # the common case: the very resolution stored
+                return s
         res = vec3(resolution)
         for s in self.scales():
             if _close(s.resolution, res):
@@ -816,8 +821,10 @@ class TSLayer:
         outside the stored region are dropped. Floats written to integer layers are rounded."""
         self.write_async(idx, data).result()
 
-    def write_async(self, idx: VolumetricIndex, data: npt.NDArray[Any]) -> Any:
-        """Start a write; ``.result()`` waits until it is durable."""
+    def write_async(self, idx: VolumetricIndex, data: npt.NDArray[Any],
+                    transaction: ts.Transaction | None = None) -> Any:
+        """Start a write; ``.result()`` waits until it is durable (with ``transaction``: until
+        the data is staged in it; it is durable once the transaction is committed)."""
         if self.readonly:
             raise PermissionError(f"layer {self.path} is read-only")
         idx = self._index(idx)
@@ -846,6 +853,8 @@ class TSLayer:
         arr = arr[(slice(None), *inside.slices_in(idx))]
         a, b = inside.start, inside.stop
         store = self._store(scale)
+        if transaction is not None:
+            store = store.with_transaction(transaction)
         return store[:, a[0]:b[0], a[1]:b[1], a[2]:b[2]].write(arr)
 
     def __setitem__(self, idx: VolumetricIndex, data: npt.NDArray[Any]) -> None:
