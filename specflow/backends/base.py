@@ -320,15 +320,17 @@ def run_task(task: Task, *, check_value: bool = True, time_limit: bool = True) -
 _now = time.time
 
 
-#: deferred writes in flight at once: at most this many tasks' and this many bytes (the
-#: oldest are waited for first)
-MAX_DEFERRED_TASKS = 32
-MAX_DEFERRED_BYTES = 256 * 1024 * 1024
-#: a group of tasks whose grouped writes commit together ends after this many tasks, this
-#: many bytes, or this many seconds after its first task finished
+#: a group of tasks whose writes are settled (and grouped writes committed) together ends
+#: after this many tasks, this many bytes, or this many seconds after its first task finished
 GROUP_TASKS = 64
 GROUP_BYTES = 64 * 1024 * 1024
 GROUP_SECONDS = 0.2
+#: groups committing at once (while the next one fills): the runner waits for the oldest
+#: before it runs more
+GROUPS_IN_FLIGHT = 3
+#: so at most this many tasks' writes, and about this many bytes, are in flight at once
+MAX_DEFERRED_TASKS = GROUP_TASKS * (GROUPS_IN_FLIGHT + 1)
+MAX_DEFERRED_BYTES = 256 * 1024 * 1024
 
 
 class _Entry:
@@ -365,8 +367,8 @@ class Pipeline:
     ``rerun(items)`` (``[(key, task), ...]``), to be run again with :meth:`run` and
     ``grouped=False``, so that each failure is the failing task's own.
 
-    Deferred writes are bounded (:data:`MAX_DEFERRED_TASKS`, :data:`MAX_DEFERRED_BYTES`):
-    :meth:`run` waits for the oldest before it runs more.
+    Writes in flight are bounded (:data:`GROUPS_IN_FLIGHT` groups, :data:`MAX_DEFERRED_BYTES`
+    bytes): :meth:`run` waits for the oldest group before it runs more.
     """
 
     def __init__(self, report: Callable[[Any, Outcome], None],
@@ -381,7 +383,6 @@ class Pipeline:
         self._open_bytes = 0
         self._opened = 0.0
         self._queue: deque[_Closed] = deque()
-        self._held_tasks = 0
         self._held_bytes = 0
         self._settling = False
         self._stop = False
@@ -408,17 +409,19 @@ class Pipeline:
                 self._cond.notify_all()
             self._open.append(entry)
             self._open_bytes += entry.nbytes
-            self._held_tasks += 1
             self._held_bytes += entry.nbytes
             if len(self._open) >= GROUP_TASKS or self._open_bytes >= GROUP_BYTES:
                 self._close()
-            while (self._held_tasks > MAX_DEFERRED_TASKS + GROUP_TASKS
-                   or self._held_bytes > MAX_DEFERRED_BYTES) and self._queue:
+            while self._queue and (len(self._queue) > GROUPS_IN_FLIGHT
+                                   or self._held_bytes > MAX_DEFERRED_BYTES):
                 self._cond.wait()
-            if self._held_tasks > MAX_DEFERRED_TASKS and not self._queue and self._open \
-                    and not any(e.joined for e in self._open):
-                self._close()  # ungrouped deferred writes: settle the oldest
         return outcome
+
+    def end_group(self) -> None:
+        """End the open group now (e.g. when no more work is queued), without waiting."""
+        with self._cond:
+            if self._open:
+                self._close()
 
     def drain(self) -> None:
         """End the open group and wait until every task run so far is reported."""
@@ -479,7 +482,6 @@ class Pipeline:
             done, again = self._settle(closed)
             with cond:
                 self._queue.popleft()
-                self._held_tasks -= len(closed.entries)
                 self._held_bytes -= sum(e.nbytes for e in closed.entries)
                 for key, outcome in done:
                     self._report(key, outcome)

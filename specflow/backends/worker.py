@@ -229,8 +229,9 @@ class Worker:
                     seq = first + i
                     pipeline.run(seq, task)
             if empty():
-                pipeline.drain()
-                self.flush()
+                # nothing queued: commit what the group holds and wait for more work (the
+                # pipeline reports these tasks as soon as their writes are durable)
+                pipeline.end_group()
 
 
 def _picklable(item: tuple[int, Any]) -> tuple[int, Any]:
