@@ -11,7 +11,8 @@ gone whatever ended it. Before each task it checks that its parent is still the 
 
 Messages are pickled and framed by :class:`multiprocessing.connection.Connection`:
 
-* driver → worker: first ``{"prep", "imports", "semaphores"}``, then ``(first_seq, tasks)``
+* driver → worker: first ``{"prep", "imports", "semaphores", "preload"}`` (``preload``:
+  modules it imports in the background once ready), then ``(first_seq, tasks)``
   batches (task ``i`` of a batch has sequence number ``first_seq + i``);
 * worker → driver: ``("ready", pid)``, ``("fatal", text)`` when it cannot start, and
   ``("out", [(seq, outcome), ...])`` as tasks finish, gathered for at most
@@ -97,7 +98,7 @@ def main() -> None:
             conn.send_bytes(pickle.dumps(("fatal", text[-16384:])))
         finally:
             os._exit(1)
-    Worker(conn, state, driver_pid).serve()
+    Worker(conn, state, driver_pid, tuple(init.get("preload", ()))).serve()
 
 
 def _prepare(init: dict[str, Any], state: mmap.mmap) -> None:
@@ -119,7 +120,9 @@ def _prepare(init: dict[str, Any], state: mmap.mmap) -> None:
 
 
 class Worker:
-    def __init__(self, conn: Any, state: mmap.mmap, driver_pid: int) -> None:
+    def __init__(self, conn: Any, state: mmap.mmap, driver_pid: int,
+                 preload: tuple[str, ...] = ()) -> None:
+        self.preload = preload
         self.conn = conn
         self.state = state
         self.driver_pid = driver_pid
@@ -130,6 +133,9 @@ class Worker:
 
     def serve(self) -> None:
         self.send(("ready", os.getpid()))
+        if self.preload:
+            threading.Thread(target=_preload, args=(self.preload,), name="specflow-preload",
+                             daemon=True).start()
         threading.Thread(target=self._read, name="specflow-channel", daemon=True).start()
         threading.Thread(target=self._flusher, name="specflow-flush", daemon=True).start()
         self._run()
@@ -232,6 +238,18 @@ class Worker:
                 # nothing queued: commit what the group holds and wait for more work (the
                 # pipeline reports these tasks as soon as their writes are durable)
                 pipeline.end_group()
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    """Import what the first tasks will need while the worker waits for them (a failure
+    here is left to the task that needs the module to report)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S110 - the task importing it reports the error
+            pass
 
 
 def _picklable(item: tuple[int, Any]) -> tuple[int, Any]:

@@ -38,11 +38,10 @@ import sys
 from collections.abc import Generator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import tensorstore as ts
 
 from specflow.builder.registry import register
 from specflow.flow.completion import defer, shared
@@ -76,6 +75,11 @@ from specflow.volumes.layers import (
     kv_write,
     kvstore_url,
 )
+
+if TYPE_CHECKING:
+    import tensorstore as ts
+else:
+    from specflow.volumes.lazy import tensorstore as ts
 
 Array = npt.NDArray[Any]
 

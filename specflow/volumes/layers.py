@@ -19,15 +19,19 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import tensorstore as ts
 
 from specflow.builder.registry import register
 from specflow.volumes.geometry import IVec3, Vec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.resample import MODES, downsample, upsample
+
+if TYPE_CHECKING:
+    import tensorstore as ts
+else:
+    from specflow.volumes.lazy import tensorstore as ts
 
 Format = Literal["auto", "zarr", "zarr3", "n5", "precomputed"]
 FORMATS = ("zarr", "zarr3", "n5", "precomputed")
@@ -96,6 +100,12 @@ def kvstore_url(path: str) -> str:
 
 def kv_read(url: str, key: str) -> bytes | None:
     """The value stored under ``key`` of the kvstore at ``url`` (``None`` when missing)."""
+    if url.startswith("file://"):  # read as tensorstore's file kvstore would, without it
+        try:
+            with open(os.path.join(url[len("file://"):], key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
     kv = ts.KvStore.open(url).result()
     res = kv.read(key).result()
     if res.state != "value":
