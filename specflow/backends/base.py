@@ -389,8 +389,13 @@ class Pipeline:
         self._thread: threading.Thread | None = None
 
     # -- the runner's side (one thread) -----------------------------------------------
-    def run(self, key: Any, task: Task, *, grouped: bool = True) -> Outcome:
-        """Run ``task`` here; its outcome (reported now or once its writes are done)."""
+    def run(self, key: Any, task: Task, *, grouped: bool = True,
+            ahead: Task | None = None) -> Outcome:
+        """Run ``task`` here; its outcome (reported now or once its writes are done).
+        ``ahead``: the task that runs next, whose reads may start now (its operation's
+        ``prefetch``), to overlap this task's compute."""
+        if ahead is not None:
+            prefetch_for(ahead)
         c = Collector(self if grouped and self.group is not None else None)
         with collecting_into(c):
             outcome = self._run(task)
@@ -527,6 +532,18 @@ class Pipeline:
         return done, again
 
 
+def prefetch_for(task: Task) -> None:
+    """Start the reads of ``task`` if its operation can say which (errors are the task's
+    own to meet when it runs)."""
+    hook = getattr(task.fn, "prefetch", None)
+    if hook is None:
+        return
+    try:
+        hook(**task.kwargs)
+    except Exception:  # noqa: BLE001, S110 - the task reports it when it runs
+        pass
+
+
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
     """Run tasks one after another; one outcome each, in order. A task may leave its writes
     in flight (:func:`specflow.flow.completion.defer`) or stage them in its group's shared
@@ -537,8 +554,9 @@ def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
     again: list[tuple[Any, Task]] = []
     pipeline = Pipeline(outcomes.__setitem__, again.extend)
     try:
+        last = len(tasks) - 1
         for i, t in enumerate(tasks):
-            pipeline.run(i, t)
+            pipeline.run(i, t, ahead=tasks[i + 1] if i < last else None)
         pipeline.drain()
         while again:
             items, again[:] = list(again), []

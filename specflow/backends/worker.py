@@ -231,9 +231,10 @@ class Worker:
                 for seq, task in tasks:
                     pipeline.run(seq, task, grouped=False)
             else:
+                last = len(tasks) - 1
                 for i, task in enumerate(tasks):
                     seq = first + i
-                    pipeline.run(seq, task)
+                    pipeline.run(seq, task, ahead=tasks[i + 1] if i < last else None)
             if empty():
                 # nothing queued: commit what the group holds and wait for more work (the
                 # pipeline reports these tasks as soon as their writes are durable)

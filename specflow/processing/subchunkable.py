@@ -323,8 +323,47 @@ def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
     return f"{chunk.__specflow_summary__()} in {layer.path if layer else '?'}"
 
 
+#: most reads a chunk task starts ahead (one per bottom-level sub-chunk and input layer)
+PREFETCH_READS = 16
+
+
+def _compute_indices(levels: Sequence[Level], i: int,
+                     target: VolumetricIndex) -> Generator[VolumetricIndex, None, None]:
+    """The indices the operation is called on below level ``i - 1`` over ``target``, in the
+    order :func:`_apply` calls it."""
+    lvl = levels[i]
+    for chunk in target.split(lvl.chunk, mode="exact"):
+        compute = chunk.padded(_add(lvl.blend, lvl.crop))
+        if i == len(levels) - 1:
+            yield compute
+        else:
+            yield from _compute_indices(levels, i + 1, compute)
+
+
+def _prefetch_chunk(op: Any, op_kwargs: dict[str, Any], levels: tuple[Level, ...],
+                    chunk: VolumetricIndex, **_: Any) -> None:
+    """Start reading the input layers of a chunk task whose operation reads them as they are
+    (a function of arrays) over the index it is called on."""
+    inner = op.op if isinstance(op, WriteProcs) else op
+    if type(inner) is not FnOperation:
+        return
+    layers = [v for v in op_kwargs.values() if isinstance(v, TSLayer)]
+    if not layers:
+        return
+    top = levels[0]
+    compute = chunk.padded(_add(top.blend, top.crop))
+    indices = [compute] if len(levels) == 1 else \
+        list(itertools.islice(_compute_indices(levels, 1, compute), PREFETCH_READS + 1))
+    if len(indices) * len(layers) > PREFETCH_READS:
+        return
+    for idx in indices:
+        for layer in layers:
+            layer.prefetch(idx)
+
+
 process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk",
-                                  summary=_chunk_summary, outputs=("dst",))
+                                  summary=_chunk_summary, outputs=("dst",),
+                                  prefetch=_prefetch_chunk)
 
 
 def _reduce_chunk(

@@ -46,6 +46,10 @@ ATTR_KEY = "specflow"
 DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
 
 
+#: reads started ahead (:meth:`TSLayer.prefetch`) kept per layer at most
+PREFETCH_KEPT = 16
+
+
 class LayerMetadataError(ValueError):
     """An existing layer's metadata differs from what the spec asks for."""
 
@@ -316,6 +320,8 @@ class _Runtime:
         self.format: str | None = None
         #: whether this process applied the layer's info spec (see CVLayer)
         self.info_applied = False
+        #: reads started ahead of the task that needs them (:meth:`TSLayer.prefetch`)
+        self.ahead: dict[tuple[Any, ...], ReadResult] = {}
 
 
 _RUNTIMES: dict[str, _Runtime] = {}
@@ -771,10 +777,34 @@ class TSLayer:
         read as zero."""
         return self.read_async(idx).result()
 
+    def prefetch(self, idx: VolumetricIndex) -> None:
+        """Start reading ``idx`` now for a read of it that follows soon in this process (by
+        any layer object with these settings): that read then takes this one's data, so a
+        runner can read the next task's input while the current task computes. At most
+        :data:`PREFETCH_KEPT` reads wait; a write to the layer drops them. Layers with
+        processors are not read ahead."""
+        if self.read_procs or self.index_procs or self.write_procs:
+            return
+        key = (idx.resolution, idx.start, idx.stop)
+        ahead = self._rt.ahead
+        if key in ahead:
+            return
+        started = self.read_async(idx)
+        with self._lock:
+            ahead[key] = started
+            while len(ahead) > PREFETCH_KEPT:
+                ahead.pop(next(iter(ahead)))
+
     def read_async(self, idx: VolumetricIndex) -> ReadResult:
         """Start reading ``idx``; ``.result()`` gives the array (resampled reads are done
         before this returns). Index processors apply to ``idx`` first, read processors to
         the data, in their order."""
+        ahead = self._rt.ahead
+        if ahead and not (self.read_procs or self.index_procs or self.write_procs):
+            with self._lock:
+                found = ahead.pop((idx.resolution, idx.start, idx.stop), None)
+            if found is not None:
+                return found
         idx = self._index(idx)
         scale, factor, finer = self._scale_for_read(idx.resolution)
         if factor == (1, 1, 1):
@@ -837,6 +867,9 @@ class TSLayer:
         the data is staged in it; it is durable once the transaction is committed)."""
         if self.readonly:
             raise PermissionError(f"layer {self.path} is read-only")
+        if self._rt.ahead:
+            with self._lock:
+                self._rt.ahead.clear()  # they may predate this write
         idx = self._index(idx)
         if self.write_procs:
             for proc in self.write_procs:
