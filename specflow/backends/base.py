@@ -422,11 +422,13 @@ class Pipeline:
                 self._cond.wait()
         return outcome
 
-    def end_group(self) -> None:
-        """End the open group now (e.g. when no more work is queued), without waiting."""
+    def end_group(self) -> bool:
+        """End the open group now (e.g. when no more work is queued), without waiting; True
+        when every task run so far is already reported."""
         with self._cond:
             if self._open:
                 self._close()
+            return not self._queue and not self._settling
 
     def drain(self) -> None:
         """End the open group and wait until every task run so far is reported."""

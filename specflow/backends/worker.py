@@ -237,8 +237,10 @@ class Worker:
                     pipeline.run(seq, task, ahead=tasks[i + 1] if i < last else None)
             if empty():
                 # nothing queued: commit what the group holds and wait for more work (the
-                # pipeline reports these tasks as soon as their writes are durable)
-                pipeline.end_group()
+                # pipeline reports these tasks as soon as their writes are durable); what is
+                # reported already goes now
+                if pipeline.end_group():
+                    self.flush()
 
 
 def _preload(modules: tuple[str, ...]) -> None:
