@@ -68,6 +68,7 @@ from specflow.processing.subchunkable_rules import (
 from specflow.resources import is_bounded, semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import (
+    PREFETCH_KEPT,
     ScaleInfo,
     TSLayer,
     forget_layer,
@@ -345,7 +346,7 @@ def _prefetch_chunk(op: Any, op_kwargs: dict[str, Any], levels: tuple[Level, ...
     """Start reading the input layers of a chunk task whose operation reads them as they are
     (a function of arrays) over the index it is called on."""
     inner = op.op if isinstance(op, WriteProcs) else op
-    if type(inner) is not FnOperation:
+    if type(inner) is not FnOperation or is_bounded("read"):
         return
     layers = [v for v in op_kwargs.values() if isinstance(v, TSLayer)]
     if not layers:
@@ -366,6 +367,30 @@ process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.p
                                   prefetch=_prefetch_chunk)
 
 
+def _staged_pieces(
+    region: VolumetricIndex, top: Level, part: VolumetricIndex, stride: Sequence[int] | None,
+) -> Generator[tuple[VolumetricIndex, VolumetricIndex, VolumetricIndex, VolumetricIndex],
+               None, None]:
+    """The staged outputs overlapping ``part``: per top-level chunk, the chunk, the box its
+    output spans, the part of that box inside ``part``, and where that part is staged."""
+    step = stride or top.chunk
+    grid = [(s + q - c) // q for s, q, c in zip(region.shape, step, top.chunk, strict=True)]
+    lo = [max(0, (p - b - r - c) // q) for p, b, r, c, q in
+          zip(part.start, top.blend, region.start, top.chunk, step, strict=True)]
+    hi = [min(g, (p + b - r) // q + 1) for p, b, r, q, g in
+          zip(part.stop, top.blend, region.start, step, grid, strict=True)]
+    for gx, gy, gz in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
+        start = [r + k * q for r, k, q in zip(region.start, (gx, gy, gz), step, strict=True)]
+        chunk = VolumetricIndex.from_voxels(start, _add(start, top.chunk), region.resolution)
+        out_idx = chunk.padded(top.blend)
+        inter = out_idx.intersection(part)
+        if inter.is_empty():
+            continue
+        slot = _slot(chunk, region, top, step)
+        offset = [s - o for s, o in zip(slot.start, out_idx.start, strict=True)]
+        yield chunk, out_idx, inter, inter.translated(offset)
+
+
 def _reduce_chunk(
     staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
     part: VolumetricIndex, stride: Sequence[int] | None = None,
@@ -373,25 +398,10 @@ def _reduce_chunk(
     """Combine the staged outputs overlapping ``part`` (a piece of the region aligned with
     the stored chunks of ``dst``) and write ``part`` of ``dst`` (nothing when no output
     overlaps it, as in a processing gap)."""
-    step = stride or top.chunk
     combiner = Combiner(part, top.blend, mode)
-    grid = [(s + q - c) // q for s, q, c in zip(region.shape, step, top.chunk, strict=True)]
-    lo = [max(0, (p - b - r - c) // q) for p, b, r, c, q in
-          zip(part.start, top.blend, region.start, top.chunk, step, strict=True)]
-    hi = [min(g, (p + b - r) // q + 1) for p, b, r, q, g in
-          zip(part.stop, top.blend, region.start, step, grid, strict=True)]
-    pending = []
     with semaphore("read"):
-        for gx, gy, gz in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
-            start = [r + k * q for r, k, q in zip(region.start, (gx, gy, gz), step, strict=True)]
-            chunk = VolumetricIndex.from_voxels(start, _add(start, top.chunk), region.resolution)
-            out_idx = chunk.padded(top.blend)
-            inter = out_idx.intersection(part)
-            if inter.is_empty():
-                continue
-            slot = _slot(chunk, region, top, step)
-            offset = [s - o for s, o in zip(slot.start, out_idx.start, strict=True)]
-            pending.append((chunk, out_idx, inter, staging.read_async(inter.translated(offset))))
+        pending = [(chunk, out_idx, inter, staging.read_async(at))
+                   for chunk, out_idx, inter, at in _staged_pieces(region, top, part, stride)]
         for chunk, out_idx, inter, fut in pending:
             low, high = neighbours(chunk, region)
             combiner.add(out_idx, fut.result(), low, high, data_idx=inter)
@@ -401,12 +411,27 @@ def _reduce_chunk(
         write_out(dst, part, combiner.result())
 
 
+def _prefetch_part(staging: TSLayer, region: VolumetricIndex, top: Level,
+                   part: VolumetricIndex, stride: Sequence[int] | None = None,
+                   **_: Any) -> None:
+    """Start reading the staged outputs a reduction task combines."""
+    if is_bounded("read"):
+        return
+    pieces = list(itertools.islice(_staged_pieces(region, top, part, stride),
+                                   PREFETCH_KEPT + 1))
+    if len(pieces) > PREFETCH_KEPT:
+        return
+    for _c, _o, _i, at in pieces:
+        staging.prefetch(at)
+
+
 def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
     return f"{part.__specflow_summary__()} in {dst.path}"
 
 
 reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
-                                 summary=_part_summary, outputs=("dst",))
+                                 summary=_part_summary, outputs=("dst",),
+                                 prefetch=_prefetch_part)
 
 
 # --------------------------------------------------------------------------- driver-side tasks

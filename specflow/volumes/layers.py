@@ -47,7 +47,7 @@ DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
 
 
 #: reads started ahead (:meth:`TSLayer.prefetch`) kept per layer at most
-PREFETCH_KEPT = 16
+PREFETCH_KEPT = 64
 
 
 class LayerMetadataError(ValueError):

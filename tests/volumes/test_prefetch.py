@@ -48,11 +48,13 @@ def test_a_read_takes_the_data_read_ahead_and_a_write_drops_it(tmp_path: Path) -
 
 
 class _Capture(Backend):
-    """Runs the flow's driver-side tasks, keeps its chunk tasks unrun (reported done)."""
+    """Runs a flow's tasks but those of one operation, which it keeps unrun (reported
+    done)."""
 
     name = "capture"
 
-    def __init__(self) -> None:
+    def __init__(self, *keep: str) -> None:
+        self.keep = keep or (process_chunk.name,)
         self.chunks: list[Task] = []
         self.done: list[Outcome] = []
 
@@ -61,7 +63,7 @@ class _Capture(Backend):
 
     def submit(self, tasks: Sequence[Task]) -> None:
         for t in tasks:
-            if t.operation == process_chunk.name:
+            if t.operation in self.keep:
                 self.chunks.append(t)
                 self.done.append(Outcome(t.id, True))
             else:
@@ -96,3 +98,29 @@ def test_a_chunk_task_reads_its_inputs_ahead_and_computes_the_same(tmp_path: Pat
     want = mean_filter(data, radius=1)
     whole = VolumetricIndex.from_voxels((0, 0, 0), (16, 16, 16), RES)
     assert np.array_equal(dst.read(whole), want)
+
+
+def test_a_reduction_task_reads_its_staged_inputs_ahead(tmp_path: Path) -> None:
+    src = _layer(tmp_path / "src")
+    data = np.random.default_rng(5).random((1, 16, 16, 16), dtype=np.float32)
+    whole = VolumetricIndex.from_voxels((0, 0, 0), (16, 16, 16), RES)
+    src.write(whole, data)
+    dst = build_ts_layer(str(tmp_path / "dst"), info_reference_path=str(tmp_path / "src"))
+    flow = build_subchunkable_apply_flow(
+        dst=dst, dst_resolution=list(RES), bbox=BBox3D((0, 0, 0), (16, 16, 16)),
+        fn=mean_filter, op_kwargs={"src": src}, processing_chunk_sizes=[[8, 8, 8]],
+        processing_crop_pads=[[2, 2, 2]], processing_blend_pads=[[1, 1, 1]],
+        processing_blend_modes="max", level_intermediaries_dirs=[str(tmp_path / "t")])
+    # the staging area stays: its deletion is kept unrun too
+    backend = _Capture("subchunkable.reduce_chunk", "subchunkable.delete_staging")
+    execute(flow, backend=backend, checkpoint=False)
+    parts = [t for t in backend.chunks if t.operation == "subchunkable.reduce_chunk"]
+    assert parts
+    for task in parts:
+        staging = task.kwargs["staging"]
+        prefetch_for(task)
+        ahead = staging._rt.ahead
+        assert ahead  # the staged outputs overlapping its part, read ahead
+        assert run_task(task).ok
+        assert not ahead
+    assert np.array_equal(dst.read(whole), mean_filter(data, radius=1))
