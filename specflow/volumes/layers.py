@@ -641,9 +641,16 @@ class TSLayer:
             self._forget()
             return info
         spec.update({"create": True, "delete_existing": delete})
+        attrs = json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode()
+        if fmt == "zarr" and not delete:
+            # the geometry first: a process killed before the array exists leaves no layer
+            # (a later prepare creates it), never an array without its geometry
+            kv_write(self.path, ".zattrs", attrs)
         ts.open(spec, context=self._context()).result()
-        if fmt == "zarr":
-            kv_write(self.path, ".zattrs", json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode())
+        if fmt == "zarr" and delete:
+            # replacing a layer deletes its keys: the geometry follows (killed in between,
+            # the layer differs from its settings, and info_overwrite replaces it again)
+            kv_write(self.path, ".zattrs", attrs)
         self._forget()
         return info
 
