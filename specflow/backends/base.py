@@ -17,13 +17,13 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from specflow.flow.completion import collecting
+from specflow.flow.completion import Collector, Group, collecting_into
 from specflow.flow.task import Task
 
 #: most characters of a task's error text that are kept (stored, printed)
@@ -62,6 +62,13 @@ class Outcome:
     #: the worker or job vanished: not the task's own fault, always worth retrying
     lost: bool = False
     log_path: str | None = None
+    #: seconds the task itself ran, when its writes finished later (``finished`` is when
+    #: they did); ``None``: ``finished - started``
+    busy: float | None = None
+
+    def run_seconds(self) -> float:
+        """Seconds the task ran (without waiting for writes it left in flight)."""
+        return max(0.0, self.busy if self.busy is not None else self.finished - self.started)
 
 
 @dataclass
@@ -324,49 +331,254 @@ def run_task(task: Task, *, check_value: bool = True, time_limit: bool = True) -
 _now = time.time
 
 
-#: deferred writes of a batch in flight at once: at most this many tasks' and this many bytes
-#: (the oldest are waited for first)
-MAX_DEFERRED_TASKS = 32
+#: a group of tasks whose writes are settled (and grouped writes committed) together ends
+#: after this many tasks, this many bytes, or this many seconds after its first task finished
+GROUP_TASKS = 64
+GROUP_BYTES = 64 * 1024 * 1024
+GROUP_SECONDS = 0.2
+#: groups committing at once (while the next one fills): the runner waits for the oldest
+#: before it runs more
+GROUPS_IN_FLIGHT = 3
+#: so at most this many tasks' writes, and about this many bytes, are in flight at once
+MAX_DEFERRED_TASKS = GROUP_TASKS * (GROUPS_IN_FLIGHT + 1)
 MAX_DEFERRED_BYTES = 256 * 1024 * 1024
+
+
+class _Entry:
+    __slots__ = ("key", "task", "outcome", "futures", "joined", "nbytes")
+
+    def __init__(self, key: Any, task: Task, outcome: Outcome, c: Collector) -> None:
+        self.key = key
+        self.task = task
+        self.outcome = outcome
+        self.futures = c.futures
+        self.joined = c.joined
+        self.nbytes = sum(n for _, n in c.futures)
+
+
+class _Closed:
+    __slots__ = ("entries", "commits")
+
+    def __init__(self, entries: list[_Entry], commits: list[Any]) -> None:
+        self.entries = entries
+        self.commits = commits
+
+
+class Pipeline:
+    """Runs tasks one after another in the calling thread, leaves the writes they defer
+    (:func:`specflow.flow.completion.defer`) in flight while the next tasks run, and reports
+    each task (``report(key, outcome)``) once its writes are done: a task without deferred
+    writes at once, the others from a thread of the pipeline's own.
+
+    With ``grouping`` the tasks form groups (:class:`~specflow.flow.completion.Group`): a
+    task may stage its writes in a resource of its group (one storage transaction, say),
+    committed once for the group. A group ends after :data:`GROUP_TASKS` tasks,
+    :data:`GROUP_BYTES` bytes or :data:`GROUP_SECONDS` seconds, and when :meth:`drain` is
+    called. When a group's commit fails, its tasks that joined it are handed to
+    ``rerun(items)`` (``[(key, task), ...]``), to be run again with :meth:`run` and
+    ``grouped=False``, so that each failure is the failing task's own.
+
+    Writes in flight are bounded (:data:`GROUPS_IN_FLIGHT` groups, :data:`MAX_DEFERRED_BYTES`
+    bytes): :meth:`run` waits for the oldest group before it runs more.
+    """
+
+    def __init__(self, report: Callable[[Any, Outcome], None],
+                 rerun: Callable[[list[tuple[Any, Task]]], None] | None = None, *,
+                 grouping: bool = True, run: Callable[[Task], Outcome] | None = None) -> None:
+        self._report = report
+        self._rerun = rerun
+        self._run = run or run_task
+        self._cond = threading.Condition()
+        self.group: Group | None = Group() if grouping else None
+        self._open: list[_Entry] = []
+        self._open_bytes = 0
+        self._opened = 0.0
+        self._queue: deque[_Closed] = deque()
+        self._held_bytes = 0
+        self._settling = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # -- the runner's side (one thread) -----------------------------------------------
+    def run(self, key: Any, task: Task, *, grouped: bool = True,
+            ahead: Task | None = None) -> Outcome:
+        """Run ``task`` here; its outcome (reported now or once its writes are done).
+        ``ahead``: the task that runs next, whose reads may start now (its operation's
+        ``prefetch``), to overlap this task's compute."""
+        if ahead is not None:
+            prefetch_for(ahead)
+        c = Collector(self if grouped and self.group is not None else None)
+        with collecting_into(c):
+            outcome = self._run(task)
+        if not c.futures and not c.joined:
+            self._report(key, outcome)
+            return outcome
+        if outcome.ok:
+            outcome.busy = max(0.0, outcome.finished - outcome.started)
+        entry = _Entry(key, task, outcome, c)
+        with self._cond:
+            if self.group is not None:
+                self.group.joining = False
+            if not self._open:
+                self._opened = time.monotonic()
+                self._start()
+                self._cond.notify_all()
+            self._open.append(entry)
+            self._open_bytes += entry.nbytes
+            self._held_bytes += entry.nbytes
+            if len(self._open) >= GROUP_TASKS or self._open_bytes >= GROUP_BYTES:
+                self._close()
+            while self._queue and (len(self._queue) > GROUPS_IN_FLIGHT
+                                   or self._held_bytes > MAX_DEFERRED_BYTES):
+                self._cond.wait()
+        return outcome
+
+    def end_group(self) -> bool:
+        """End the open group now (e.g. when no more work is queued), without waiting; True
+        when every task run so far is already reported."""
+        with self._cond:
+            if self._open:
+                self._close()
+            return not self._queue and not self._settling
+
+    def drain(self) -> None:
+        """End the open group and wait until every task run so far is reported."""
+        with self._cond:
+            if self._open:
+                self._close()
+            while self._queue or self._settling:
+                self._cond.wait()
+
+    def close(self) -> None:
+        """Drain, and end the pipeline's thread."""
+        self.drain()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _close(self) -> None:
+        """End the open group (lock held): commit it and queue it for settling."""
+        group = self.group
+        commits: list[Any] = []
+        if group is not None:
+            with group.lock:
+                if group:
+                    self.group = Group()  # before the commit: late joiners find the new one
+                    commits = group.commit_locked()
+        self._queue.append(_Closed(self._open, commits))
+        self._open = []
+        self._open_bytes = 0
+        self._cond.notify_all()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._settler, name="specflow-settle",
+                                            daemon=True)
+            self._thread.start()
+
+    # -- the settling thread -------------------------------------------------------------
+    def _settler(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._queue:
+                    if self._stop:
+                        return
+                    if self._open:
+                        left = self._opened + GROUP_SECONDS - time.monotonic()
+                        g = self.group
+                        if left <= 0 and (g is None or not g.joining):
+                            self._close()
+                            continue
+                        cond.wait(max(left, 0.01))
+                    else:
+                        cond.wait()
+                closed = self._queue[0]
+                self._settling = True
+            done, again = self._settle(closed)
+            with cond:
+                self._queue.popleft()
+                self._held_bytes -= sum(e.nbytes for e in closed.entries)
+                for key, outcome in done:
+                    self._report(key, outcome)
+                if again and self._rerun is not None:
+                    self._rerun(again)
+                self._settling = False
+                cond.notify_all()
+
+    def _settle(self, closed: _Closed) -> tuple[list[tuple[Any, Outcome]],
+                                               list[tuple[Any, Task]]]:
+        commit_error: BaseException | None = None
+        for fut in closed.commits:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - the group's tasks run again alone
+                commit_error = exc
+        done: list[tuple[Any, Outcome]] = []
+        again: list[tuple[Any, Task]] = []
+        for e in closed.entries:
+            o = e.outcome
+            if e.joined and commit_error is not None and self._rerun is not None:
+                for fut, _ in e.futures:
+                    try:
+                        fut.result()
+                    except Exception:  # noqa: BLE001, S110 - the task runs again
+                        pass
+                again.append((e.key, e.task))
+                continue
+            failure = commit_error if e.joined else None
+            for fut, _ in e.futures:
+                try:
+                    fut.result()
+                except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+                    failure = failure or exc
+            if failure is not None and o.ok:
+                o = Outcome(o.task_id, False, error=describe_error(failure),
+                            exc_types=_exc_types(failure),
+                            traceback=format_traceback(failure), started=o.started,
+                            finished=_now(), worker=o.worker)
+            elif o.ok:
+                o.finished = max(o.finished, _now())
+            done.append((e.key, o))
+        return done, again
+
+
+def prefetch_for(task: Task) -> None:
+    """Start the reads of ``task`` if its operation can say which (errors are the task's
+    own to meet when it runs)."""
+    hook = getattr(task.fn, "prefetch", None)
+    if hook is None:
+        return
+    try:
+        hook(**task.kwargs)
+    except Exception:  # noqa: BLE001, S110 - the task reports it when it runs
+        pass
 
 
 def run_batch(tasks: Sequence[Task]) -> list[Outcome]:
     """Run tasks one after another; one outcome each, in order. A task may leave its writes
-    in flight (:func:`specflow.flow.completion.defer`): they overlap the next tasks, and each
-    task's outcome is settled (done only once its writes are) before the batch returns."""
-    outcomes: list[Outcome] = []
-    pending: deque[tuple[int, list[Any]]] = deque()
-    held = 0
-    for t in tasks:
-        with collecting() as futures:
-            outcomes.append(run_task(t))
-        if futures:
-            pending.append((len(outcomes) - 1, futures))
-            held += sum(n for _, n in futures)
-            while len(pending) > MAX_DEFERRED_TASKS or (held > MAX_DEFERRED_BYTES
-                                                        and len(pending) > 1):
-                held -= _settle(outcomes, *pending.popleft())
-    while pending:
-        _settle(outcomes, *pending.popleft())
-    return outcomes
-
-
-def _settle(outcomes: list[Outcome], i: int, futures: list[Any]) -> int:
-    """Wait for task ``i``'s deferred futures (a failure makes its outcome a failure); the
-    bytes they held."""
-    o = outcomes[i]
-    for fut, _ in futures:
-        try:
-            fut.result()
-        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
-            if o.ok:
-                o = Outcome(o.task_id, False, error=f"{type(exc).__name__}: {exc}",
-                            exc_types=_exc_types(exc), traceback=traceback.format_exc(),
-                            started=o.started, finished=_now(), worker=o.worker)
-    if o.ok:
-        o.finished = max(o.finished, _now())
-    outcomes[i] = o
-    return sum(n for _, n in futures)
+    in flight (:func:`specflow.flow.completion.defer`) or stage them in its group's shared
+    resources (:func:`specflow.flow.completion.shared`): they overlap the next tasks, and
+    each task's outcome is settled (done only once its writes are) before the batch
+    returns."""
+    outcomes: dict[int, Outcome] = {}
+    again: list[tuple[Any, Task]] = []
+    pipeline = Pipeline(outcomes.__setitem__, again.extend)
+    try:
+        last = len(tasks) - 1
+        for i, t in enumerate(tasks):
+            pipeline.run(i, t, ahead=tasks[i + 1] if i < last else None)
+        pipeline.drain()
+        while again:
+            items, again[:] = list(again), []
+            for i, t in items:
+                pipeline.run(i, t, grouped=False)
+            pipeline.drain()
+    finally:
+        pipeline.close()
+    return [outcomes[i] for i in range(len(tasks))]
 
 
 def task_header(task: Task) -> bytes:

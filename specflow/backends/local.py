@@ -75,6 +75,20 @@ _BOOT = (
 )
 
 
+#: the parts of specflow a worker imports as soon as it is ready, when the driver has them,
+#: and with volumes tensorstore (which the driver itself may never load): a worker's first
+#: task then finds them loaded, while without this one worker could only start loading them
+#: when its first task arrives (tensorstore alone takes a second on some machines)
+PRELOAD = ("specflow.processing", "specflow.volumes")
+
+
+def _preload() -> tuple[str, ...]:
+    found = [m for m in PRELOAD if m in sys.modules]
+    if "specflow.volumes" in sys.modules:
+        found.append("tensorstore")
+    return tuple(found)
+
+
 def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -213,7 +227,7 @@ class LocalBackend(Backend):
         self._tail.watch(log_path)
         assert self._semaphores is not None
         init = {"prep": self._prep, "imports": tuple(ctx.imports),
-                "semaphores": self._semaphores.spec()}
+                "semaphores": self._semaphores.spec(), "preload": _preload()}
         try:
             conn.send_bytes(pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
@@ -372,7 +386,7 @@ class LocalBackend(Backend):
                                   ERROR_LIMIT)
 
     def _learn(self, o: Outcome) -> None:
-        d = max(0.0, o.finished - o.started)
+        d = o.run_seconds()
         self._samples += 1
         k = 1.0 / min(self._samples, 50)
         self._mean_task_s += (d - self._mean_task_s) * k

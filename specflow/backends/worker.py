@@ -11,11 +11,18 @@ gone whatever ended it. Before each task it checks that its parent is still the 
 
 Messages are pickled and framed by :class:`multiprocessing.connection.Connection`:
 
-* driver → worker: first ``{"prep", "imports", "semaphores"}``, then ``(first_seq, tasks)``
+* driver → worker: first ``{"prep", "imports", "semaphores", "preload"}`` (``preload``:
+  modules it imports in the background once ready), then ``(first_seq, tasks)``
   batches (task ``i`` of a batch has sequence number ``first_seq + i``);
 * worker → driver: ``("ready", pid)``, ``("fatal", text)`` when it cannot start, and
   ``("out", [(seq, outcome), ...])`` as tasks finish, gathered for at most
   :data:`COALESCE_S` while more work is queued, at once when the worker runs dry.
+
+Tasks run through a :class:`~specflow.backends.base.Pipeline`: the writes a task leaves in
+flight overlap the next tasks, and the small writes of neighbouring tasks are staged in one
+storage transaction committed for the group; a task is reported only once its writes are
+durable. When the worker dies, the tasks it ran whose writes were not yet durable come back
+as lost like those still queued (the running one fails).
 
 The shared state block holds the sequence number of the running task (0: none), the time
 it started, and how many units of each resource semaphore the worker holds, so that the
@@ -41,6 +48,8 @@ STATE_SIZE = 64
 STATE_FORMAT = "<qd"
 HELD_OFFSET = 16
 COALESCE_S = 0.02
+#: the inbox item of tasks to run again, each on its own
+RERUN = -1
 
 
 def _die_with_parent(driver_pid: int) -> None:
@@ -89,7 +98,7 @@ def main() -> None:
             conn.send_bytes(pickle.dumps(("fatal", text[-16384:])))
         finally:
             os._exit(1)
-    Worker(conn, state, driver_pid).serve()
+    Worker(conn, state, driver_pid, tuple(init.get("preload", ()))).serve()
 
 
 def _prepare(init: dict[str, Any], state: mmap.mmap) -> None:
@@ -111,7 +120,9 @@ def _prepare(init: dict[str, Any], state: mmap.mmap) -> None:
 
 
 class Worker:
-    def __init__(self, conn: Any, state: mmap.mmap, driver_pid: int) -> None:
+    def __init__(self, conn: Any, state: mmap.mmap, driver_pid: int,
+                 preload: tuple[str, ...] = ()) -> None:
+        self.preload = preload
         self.conn = conn
         self.state = state
         self.driver_pid = driver_pid
@@ -122,6 +133,9 @@ class Worker:
 
     def serve(self) -> None:
         self.send(("ready", os.getpid()))
+        if self.preload:
+            threading.Thread(target=_preload, args=(self.preload,), name="specflow-preload",
+                             daemon=True).start()
         threading.Thread(target=self._read, name="specflow-channel", daemon=True).start()
         threading.Thread(target=self._flusher, name="specflow-flush", daemon=True).start()
         self._run()
@@ -170,8 +184,18 @@ class Worker:
                 _kill_group()
 
     # -- running ---------------------------------------------------------------------------
+    def _report(self, seq: int, outcome: Any) -> None:
+        with self.lock:
+            self.pending.append((seq, outcome))
+            first = len(self.pending) == 1
+        if first:
+            self.wake.set()
+
+    def _rerun(self, items: list[tuple[int, Any]]) -> None:
+        self.inbox.put((RERUN, items))
+
     def _run(self) -> None:
-        from specflow.backends.base import run_task, task_footer, task_header
+        from specflow.backends.base import Pipeline, run_task, task_footer, task_header
 
         get = self.inbox.get
         empty = self.inbox.empty
@@ -179,35 +203,56 @@ class Worker:
         pack = struct.pack_into
         driver_pid = self.driver_pid
         stdout, stderr = sys.stdout, sys.stderr
-        lock = self.lock
-        wake = self.wake
         write = os.write
         lseek = os.lseek
         end = lseek(1, 0, os.SEEK_END)
+        seq = 0
+
+        def one(task: Any) -> Any:
+            nonlocal end
+            if os.getppid() != driver_pid:
+                _kill_group()
+            # where the log ends after the header: anything past it is the task's output
+            mark = end + write(1, task_header(task))
+            pack(STATE_FORMAT, state, 0, seq, time.time())
+            outcome = run_task(task, check_value=False)
+            pack(STATE_FORMAT, state, 0, 0, 0.0)
+            stdout.flush()
+            stderr.flush()
+            end = lseek(1, 0, os.SEEK_END)
+            if not outcome.ok or end != mark:
+                end += write(1, task_footer(task, outcome))
+            return outcome
+
+        pipeline = Pipeline(self._report, self._rerun, run=one)
         while True:
             first, tasks = get()
-            last = len(tasks) - 1
-            for i, task in enumerate(tasks):
-                if os.getppid() != driver_pid:
-                    _kill_group()
-                seq = first + i
-                # where the log ends after the header: anything past it is the task's output
-                mark = end + write(1, task_header(task))
-                pack(STATE_FORMAT, state, 0, seq, time.time())
-                outcome = run_task(task, check_value=False)
-                pack(STATE_FORMAT, state, 0, 0, 0.0)
-                stdout.flush()
-                stderr.flush()
-                end = lseek(1, 0, os.SEEK_END)
-                if not outcome.ok or end != mark:
-                    end += write(1, task_footer(task, outcome))
-                with lock:
-                    self.pending.append((seq, outcome))
-                    first_pending = len(self.pending) == 1
-                if i == last and empty():
+            if first == RERUN:  # tasks of a group whose commit failed: each on its own now
+                for seq, task in tasks:
+                    pipeline.run(seq, task, grouped=False)
+            else:
+                last = len(tasks) - 1
+                for i, task in enumerate(tasks):
+                    seq = first + i
+                    pipeline.run(seq, task, ahead=tasks[i + 1] if i < last else None)
+            if empty():
+                # nothing queued: commit what the group holds and wait for more work (the
+                # pipeline reports these tasks as soon as their writes are durable); what is
+                # reported already goes now
+                if pipeline.end_group():
                     self.flush()
-                elif first_pending:
-                    wake.set()
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    """Import what the first tasks will need while the worker waits for them (a failure
+    here is left to the task that needs the module to report)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S110 - the task importing it reports the error
+            pass
 
 
 def _picklable(item: tuple[int, Any]) -> tuple[int, Any]:

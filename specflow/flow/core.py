@@ -97,8 +97,13 @@ class TaskableOperation:
 
     def __init__(self, fn: Callable[..., Any], options: TaskOptions | None = None, *,
                  dry_run: Callable[..., Any] | None = None, pure: bool = False,
+                 prefetch: Callable[..., None] | None = None,
                  **option_values: Any) -> None:
         self.fn = fn
+        #: ``prefetch(**kwargs)`` starts the reads a task of these arguments will make; a
+        #: runner calls it for the next task while the current one runs (its errors are
+        #: ignored: the task itself meets them)
+        self.prefetch = prefetch
         self.options = options or TaskOptions.of(**option_values)
         functools.update_wrapper(self, fn)
         self._identity_cache: Any = None
@@ -158,7 +163,7 @@ class TaskableOperation:
         if options.get("requirements") is not None:
             options["requirements"] = Requirements.of(options["requirements"])
         return TaskableOperation(self.fn, dataclasses.replace(self.options, **options),
-                                 dry_run=self.dry_run, pure=self.pure)
+                                 dry_run=self.dry_run, pure=self.pure, prefetch=self.prefetch)
 
     def __reduce__(self) -> Any:
         module = getattr(self.fn, "__module__", None)
@@ -174,6 +179,8 @@ class TaskableOperation:
             if isinstance(found, TaskableOperation) and found.fn is self.fn:
                 # a copy with other options: the function travels as its module's wrapper
                 fn_ref = found
+        if self.prefetch is not None:
+            return (_rebuild_operation, (fn_ref, self.options, self.prefetch))
         return (_rebuild_operation, (fn_ref, self.options))
 
     def __repr__(self) -> str:
@@ -212,10 +219,11 @@ class TaskMaker:
         ))
 
 
-def _rebuild_operation(fn: Callable[..., Any], options: TaskOptions) -> TaskableOperation:
+def _rebuild_operation(fn: Callable[..., Any], options: TaskOptions,
+                       prefetch: Callable[..., None] | None = None) -> TaskableOperation:
     if isinstance(fn, TaskableOperation):
         fn = fn.fn
-    return TaskableOperation(fn, options)
+    return TaskableOperation(fn, options, prefetch=prefetch)
 
 
 def taskable_operation(

@@ -62,6 +62,29 @@ def weights_1d(length: int, blend: int, low: bool, high: bool, mode: str) -> npt
     return w
 
 
+_WEIGHTS: dict[tuple[Any, ...], Array] = {}
+#: 3-D weight arrays kept (chunk outputs of one flow share a few shapes and neighbourhoods)
+WEIGHTS_KEPT = 16
+
+
+def weights_3d(shape: tuple[int, int, int], blend: tuple[int, int, int], low: tuple[bool, ...],
+               high: tuple[bool, ...], mode: str, dtype: np.dtype[Any]) -> Array:
+    """The weights of a chunk output of ``shape`` voxels (the product of the per-axis weights,
+    taken in float64 and then cast to ``dtype``), kept for the next outputs like it. Read
+    only: callers slice it."""
+    key = (shape, blend, low, high, mode, np.dtype(dtype).str)
+    w = _WEIGHTS.get(key)
+    if w is None:
+        ws = [weights_1d(n, b, lo, hi, mode)
+              for n, b, lo, hi in zip(shape, blend, low, high, strict=True)]
+        w = (ws[0][:, None, None] * ws[1][None, :, None] * ws[2][None, None, :]).astype(dtype)
+        w.setflags(write=False)
+        if len(_WEIGHTS) >= WEIGHTS_KEPT:
+            _WEIGHTS.pop(next(iter(_WEIGHTS)))
+        _WEIGHTS[key] = w
+    return w
+
+
 def acc_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype a weighted sum of ``dtype`` values is accumulated in."""
     if dtype == np.float64 or (np.issubdtype(dtype, np.integer) and dtype.itemsize > 2):
@@ -113,13 +136,10 @@ class Combiner:
         dst = inter.slices_in(self.target)
         part = data[(slice(None), *src)]
         if self.weighted:
-            wsl = inter.slices_in(out_idx)
-            ws = [
-                weights_1d(n, b, lo, hi, self.mode)[s]
-                for n, b, lo, hi, s in zip(out_idx.shape, self.blend, low, high, wsl, strict=True)
-            ]
-            w = (ws[0][:, None, None] * ws[1][None, :, None] * ws[2][None, None, :])
-            self.out[(slice(None), *dst)] += part * w.astype(self.out.dtype)
+            w = weights_3d(out_idx.shape, self.blend, tuple(low), tuple(high), self.mode,
+                           self.out.dtype)
+            view = self.out[(slice(None), *dst)]
+            view += part * w[inter.slices_in(out_idx)]
         elif self.mode == "max" and any(self.blend):
             view = self.out[(slice(None), *dst)]
             np.maximum(view, part, out=view)

@@ -39,14 +39,13 @@ import sys
 from collections.abc import Generator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import tensorstore as ts
 
 from specflow.builder.registry import register
-from specflow.flow.completion import defer
+from specflow.flow.completion import defer, shared
 from specflow.flow.core import Dependency, Flow, TaskableOperation
 from specflow.flow.dry import InnerLevel, describe_flow, describe_levels, dry_state
 from specflow.flow.ids import task_digest_of
@@ -71,6 +70,7 @@ from specflow.processing.subchunkable_rules import (
 from specflow.resources import is_bounded, semaphore
 from specflow.volumes.geometry import BBox3D, IVec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.layers import (
+    PREFETCH_KEPT,
     ScaleInfo,
     TSLayer,
     forget_layer,
@@ -78,6 +78,11 @@ from specflow.volumes.layers import (
     kv_write,
     kvstore_url,
 )
+
+if TYPE_CHECKING:
+    import tensorstore as ts
+else:
+    from specflow.volumes.lazy import tensorstore as ts
 
 Array = npt.NDArray[Any]
 
@@ -291,15 +296,28 @@ def _process_chunk(
         return
     with semaphore("write"):
         if staging is not None:
-            written = staging.write_async(_slot(chunk, region, levels[0], stride or levels[0].chunk),
-                                          data)
+            write_out(staging, _slot(chunk, region, levels[0], stride or levels[0].chunk), data)
         else:
             assert dst is not None
-            written = dst.write_async(chunk, data)
-        # the worker waits for the write before it reports the task, or we do; a bounded
-        # write semaphore bounds writes in flight, so it is held until this one is durable
-        if is_bounded("write") or not defer(written, data.nbytes):
-            written.result()
+            write_out(dst, chunk, data)
+
+
+def _commit(txn: ts.Transaction) -> Any:
+    return txn.commit_async()
+
+
+def write_out(layer: TSLayer, idx: VolumetricIndex, data: Array) -> None:
+    """Write a task's output: staged in the storage transaction of the runner's write group
+    (committed once for many tasks), else left in flight for the runner to wait for, else
+    waited for here. A bounded write semaphore bounds writes in flight, so under one the
+    write is durable before this returns (the caller holds the semaphore)."""
+    if is_bounded("write"):
+        layer.write_async(idx, data).result()
+        return
+    txn = shared("tensorstore", ts.Transaction, _commit)
+    written = layer.write_async(idx, data, transaction=txn)
+    if not defer(written, data.nbytes):
+        written.result()
 
 
 def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
@@ -308,8 +326,71 @@ def _chunk_summary(chunk: VolumetricIndex, dst: TSLayer | None = None,
     return f"{chunk.__specflow_summary__()} in {layer.path if layer else '?'}"
 
 
+#: most reads a chunk task starts ahead (one per bottom-level sub-chunk and input layer)
+PREFETCH_READS = 16
+
+
+def _compute_indices(levels: Sequence[Level], i: int,
+                     target: VolumetricIndex) -> Generator[VolumetricIndex, None, None]:
+    """The indices the operation is called on below level ``i - 1`` over ``target``, in the
+    order :func:`_apply` calls it."""
+    lvl = levels[i]
+    for chunk in target.split(lvl.chunk, mode="exact"):
+        compute = chunk.padded(_add(lvl.blend, lvl.crop))
+        if i == len(levels) - 1:
+            yield compute
+        else:
+            yield from _compute_indices(levels, i + 1, compute)
+
+
+def _prefetch_chunk(op: Any, op_kwargs: dict[str, Any], levels: tuple[Level, ...],
+                    chunk: VolumetricIndex, **_: Any) -> None:
+    """Start reading the input layers of a chunk task whose operation reads them as they are
+    (a function of arrays) over the index it is called on."""
+    inner = op.op if isinstance(op, WriteProcs) else op
+    if type(inner) is not FnOperation or is_bounded("read"):
+        return
+    layers = [v for v in op_kwargs.values() if isinstance(v, TSLayer)]
+    if not layers:
+        return
+    top = levels[0]
+    compute = chunk.padded(_add(top.blend, top.crop))
+    indices = [compute] if len(levels) == 1 else \
+        list(itertools.islice(_compute_indices(levels, 1, compute), PREFETCH_READS + 1))
+    if len(indices) * len(layers) > PREFETCH_READS:
+        return
+    for idx in indices:
+        for layer in layers:
+            layer.prefetch(idx)
+
+
 process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.process_chunk",
-                                  summary=_chunk_summary, outputs=("dst",))
+                                  summary=_chunk_summary, outputs=("dst",),
+                                  prefetch=_prefetch_chunk)
+
+
+def _staged_pieces(
+    region: VolumetricIndex, top: Level, part: VolumetricIndex, stride: Sequence[int] | None,
+) -> Generator[tuple[VolumetricIndex, VolumetricIndex, VolumetricIndex, VolumetricIndex],
+               None, None]:
+    """The staged outputs overlapping ``part``: per top-level chunk, the chunk, the box its
+    output spans, the part of that box inside ``part``, and where that part is staged."""
+    step = stride or top.chunk
+    grid = [(s + q - c) // q for s, q, c in zip(region.shape, step, top.chunk, strict=True)]
+    lo = [max(0, (p - b - r - c) // q) for p, b, r, c, q in
+          zip(part.start, top.blend, region.start, top.chunk, step, strict=True)]
+    hi = [min(g, (p + b - r) // q + 1) for p, b, r, q, g in
+          zip(part.stop, top.blend, region.start, step, grid, strict=True)]
+    for gx, gy, gz in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
+        start = [r + k * q for r, k, q in zip(region.start, (gx, gy, gz), step, strict=True)]
+        chunk = VolumetricIndex.from_voxels(start, _add(start, top.chunk), region.resolution)
+        out_idx = chunk.padded(top.blend)
+        inter = out_idx.intersection(part)
+        if inter.is_empty():
+            continue
+        slot = _slot(chunk, region, top, step)
+        offset = [s - o for s, o in zip(slot.start, out_idx.start, strict=True)]
+        yield chunk, out_idx, inter, inter.translated(offset)
 
 
 def _reduce_chunk(
@@ -319,35 +400,31 @@ def _reduce_chunk(
     """Combine the staged outputs overlapping ``part`` (a piece of the region aligned with
     the stored chunks of ``dst``) and write ``part`` of ``dst`` (nothing when no output
     overlaps it, as in a processing gap)."""
-    step = stride or top.chunk
     combiner = Combiner(part, top.blend, mode)
-    grid = [(s + q - c) // q for s, q, c in zip(region.shape, step, top.chunk, strict=True)]
-    lo = [max(0, (p - b - r - c) // q) for p, b, r, c, q in
-          zip(part.start, top.blend, region.start, top.chunk, step, strict=True)]
-    hi = [min(g, (p + b - r) // q + 1) for p, b, r, q, g in
-          zip(part.stop, top.blend, region.start, step, grid, strict=True)]
-    pending = []
     with semaphore("read"):
-        for gx, gy, gz in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
-            start = [r + k * q for r, k, q in zip(region.start, (gx, gy, gz), step, strict=True)]
-            chunk = VolumetricIndex.from_voxels(start, _add(start, top.chunk), region.resolution)
-            out_idx = chunk.padded(top.blend)
-            inter = out_idx.intersection(part)
-            if inter.is_empty():
-                continue
-            slot = _slot(chunk, region, top, step)
-            offset = [s - o for s, o in zip(slot.start, out_idx.start, strict=True)]
-            pending.append((chunk, out_idx, inter, staging.read_async(inter.translated(offset))))
+        pending = [(chunk, out_idx, inter, staging.read_async(at))
+                   for chunk, out_idx, inter, at in _staged_pieces(region, top, part, stride)]
         for chunk, out_idx, inter, fut in pending:
             low, high = neighbours(chunk, region)
             combiner.add(out_idx, fut.result(), low, high, data_idx=inter)
     if combiner.out is None:
         return
     with semaphore("write"):
-        out = combiner.result()
-        written = dst.write_async(part, out)
-        if is_bounded("write") or not defer(written, out.nbytes):
-            written.result()
+        write_out(dst, part, combiner.result())
+
+
+def _prefetch_part(staging: TSLayer, region: VolumetricIndex, top: Level,
+                   part: VolumetricIndex, stride: Sequence[int] | None = None,
+                   **_: Any) -> None:
+    """Start reading the staged outputs a reduction task combines."""
+    if is_bounded("read"):
+        return
+    pieces = list(itertools.islice(_staged_pieces(region, top, part, stride),
+                                   PREFETCH_KEPT + 1))
+    if len(pieces) > PREFETCH_KEPT:
+        return
+    for _c, _o, _i, at in pieces:
+        staging.prefetch(at)
 
 
 def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
@@ -355,7 +432,8 @@ def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
 
 
 reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
-                                 summary=_part_summary, outputs=("dst",))
+                                 summary=_part_summary, outputs=("dst",),
+                                 prefetch=_prefetch_part)
 
 
 # --------------------------------------------------------------------------- driver-side tasks

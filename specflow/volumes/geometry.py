@@ -284,7 +284,11 @@ class VolumetricIndex:
 
     def padded(self, pad: Sequence[int] | int) -> VolumetricIndex:
         """Grown by ``pad`` voxels on each side (negative shrinks)."""
-        p = ivec3(pad, "pad")
+        if type(pad) is tuple and len(pad) == 3 and type(pad[0]) is type(pad[1]) \
+                is type(pad[2]) is int:
+            p: IVec3 = pad  # already whole voxels (levels hold their pads so)
+        else:
+            p = ivec3(pad, "pad")
         a, b = self.start, self.stop
         return self._new(
             [x - q for x, q in zip(a, p, strict=True)], [x + q for x, q in zip(b, p, strict=True)]
@@ -347,6 +351,8 @@ class VolumetricIndex:
 
     def at_resolution(self, resolution: Sequence[float]) -> VolumetricIndex:
         """The same box at another resolution (it must lie on that resolution's grid)."""
+        if resolution is self.resolution:
+            return self
         res = vec3(resolution, "resolution")
         if res == self.resolution:
             return self
@@ -412,20 +418,15 @@ class VolumetricIndex:
     def __specflow_summary__(self) -> str:
         """One line for failure messages and reports (read back by ``specflow report``):
         ``x 0:64 y 0:64 z 0:32 @ 8x8x16 nm = [0:512, 0:512, 0:512] nm``."""
-        a, b, r = self.start, self.stop, self.resolution
-        nm = ", ".join(f"{_g(a[i] * r[i])}:{_g(b[i] * r[i])}" for i in range(3))
-        return (f"x {a[0]}:{b[0]} y {a[1]}:{b[1]} z {a[2]}:{b[2]} @ "
-                f"{_g(r[0])}x{_g(r[1])}x{_g(r[2])} nm = [{nm}] nm")
+        (a0, a1, a2), (b0, b1, b2), (r0, r1, r2) = self.start, self.stop, self.resolution
+        return (f"x {a0}:{b0} y {a1}:{b1} z {a2}:{b2} @ {r0:g}x{r1:g}x{r2:g} nm = "
+                f"[{a0 * r0:g}:{b0 * r0:g}, {a1 * r1:g}:{b1 * r1:g}, {a2 * r2:g}:{b2 * r2:g}] nm")
 
     def __repr__(self) -> str:
         return (
             f"VolumetricIndex(res={list(self.resolution)}, start={list(self.start)}, "
             f"stop={list(self.stop)})"
         )
-
-
-def _g(x: float) -> str:
-    return f"{x:g}"
 
 
 @register("VolumetricIndex")

@@ -13,20 +13,25 @@ Neuroglancer precomputed keeps them in its ``info`` file as usual, one scale per
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import tensorstore as ts
 
 from specflow.builder.registry import register
 from specflow.volumes.geometry import IVec3, Vec3, VolumetricIndex, ivec3, vec3
 from specflow.volumes.resample import MODES, downsample, upsample
+
+if TYPE_CHECKING:
+    import tensorstore as ts
+else:
+    from specflow.volumes.lazy import tensorstore as ts
 
 Format = Literal["auto", "zarr", "zarr3", "n5", "precomputed"]
 FORMATS = ("zarr", "zarr3", "n5", "precomputed")
@@ -39,6 +44,10 @@ ATTR_KEY = "specflow"
 #: the default size of each process's tensorstore cache pool (shared by its layers): blocks
 #: read with context overlap their neighbours' stored chunks, which it serves again
 DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
+
+
+#: reads started ahead (:meth:`TSLayer.prefetch`) kept per layer at most
+PREFETCH_KEPT = 64
 
 
 class LayerMetadataError(ValueError):
@@ -95,6 +104,12 @@ def kvstore_url(path: str) -> str:
 
 def kv_read(url: str, key: str) -> bytes | None:
     """The value stored under ``key`` of the kvstore at ``url`` (``None`` when missing)."""
+    if url.startswith("file://"):  # read as tensorstore's file kvstore would, without it
+        try:
+            with open(os.path.join(url[len("file://"):], key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
     kv = ts.KvStore.open(url).result()
     res = kv.read(key).result()
     if res.state != "value":
@@ -133,7 +148,7 @@ class ScaleInfo:
     layer_type: str
     compression: str
 
-    @property
+    @functools.cached_property
     def index(self) -> VolumetricIndex:
         """The whole stored region."""
         stop = [o + s for o, s in zip(self.voxel_offset, self.size, strict=True)]
@@ -305,6 +320,8 @@ class _Runtime:
         self.format: str | None = None
         #: whether this process applied the layer's info spec (see CVLayer)
         self.info_applied = False
+        #: reads started ahead of the task that needs them (:meth:`TSLayer.prefetch`)
+        self.ahead: dict[tuple[Any, ...], ReadResult] = {}
 
 
 _RUNTIMES: dict[str, _Runtime] = {}
@@ -523,6 +540,10 @@ class TSLayer:
             return list(self._scales)
 
     def scale(self, resolution: Sequence[float]) -> ScaleInfo | None:
+        scales = self.scales()
+        for s in scales:
+            if s.resolution == resolution:  # the common case: the very resolution stored
+                return s
         res = vec3(resolution)
         for s in self.scales():
             if _close(s.resolution, res):
@@ -620,9 +641,16 @@ class TSLayer:
             self._forget()
             return info
         spec.update({"create": True, "delete_existing": delete})
+        attrs = json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode()
+        if fmt == "zarr" and not delete:
+            # the geometry first: a process killed before the array exists leaves no layer
+            # (a later prepare creates it), never an array without its geometry
+            kv_write(self.path, ".zattrs", attrs)
         ts.open(spec, context=self._context()).result()
-        if fmt == "zarr":
-            kv_write(self.path, ".zattrs", json.dumps({ATTR_KEY: _geometry_attrs(info)}).encode())
+        if fmt == "zarr" and delete:
+            # replacing a layer deletes its keys: the geometry follows (killed in between,
+            # the layer differs from its settings, and info_overwrite replaces it again)
+            kv_write(self.path, ".zattrs", attrs)
         self._forget()
         return info
 
@@ -756,10 +784,34 @@ class TSLayer:
         read as zero."""
         return self.read_async(idx).result()
 
+    def prefetch(self, idx: VolumetricIndex) -> None:
+        """Start reading ``idx`` now for a read of it that follows soon in this process (by
+        any layer object with these settings): that read then takes this one's data, so a
+        runner can read the next task's input while the current task computes. At most
+        :data:`PREFETCH_KEPT` reads wait; a write to the layer drops them. Layers with
+        processors are not read ahead."""
+        if self.read_procs or self.index_procs or self.write_procs:
+            return
+        key = (idx.resolution, idx.start, idx.stop)
+        ahead = self._rt.ahead
+        if key in ahead:
+            return
+        started = self.read_async(idx)
+        with self._lock:
+            ahead[key] = started
+            while len(ahead) > PREFETCH_KEPT:
+                ahead.pop(next(iter(ahead)))
+
     def read_async(self, idx: VolumetricIndex) -> ReadResult:
         """Start reading ``idx``; ``.result()`` gives the array (resampled reads are done
         before this returns). Index processors apply to ``idx`` first, read processors to
         the data, in their order."""
+        ahead = self._rt.ahead
+        if ahead and not (self.read_procs or self.index_procs or self.write_procs):
+            with self._lock:
+                found = ahead.pop((idx.resolution, idx.start, idx.stop), None)
+            if found is not None:
+                return found
         idx = self._index(idx)
         scale, factor, finer = self._scale_for_read(idx.resolution)
         if factor == (1, 1, 1):
@@ -816,10 +868,15 @@ class TSLayer:
         outside the stored region are dropped. Floats written to integer layers are rounded."""
         self.write_async(idx, data).result()
 
-    def write_async(self, idx: VolumetricIndex, data: npt.NDArray[Any]) -> Any:
-        """Start a write; ``.result()`` waits until it is durable."""
+    def write_async(self, idx: VolumetricIndex, data: npt.NDArray[Any],
+                    transaction: ts.Transaction | None = None) -> Any:
+        """Start a write; ``.result()`` waits until it is durable (with ``transaction``: until
+        the data is staged in it; it is durable once the transaction is committed)."""
         if self.readonly:
             raise PermissionError(f"layer {self.path} is read-only")
+        if self._rt.ahead:
+            with self._lock:
+                self._rt.ahead.clear()  # they may predate this write
         idx = self._index(idx)
         if self.write_procs:
             for proc in self.write_procs:
@@ -846,6 +903,8 @@ class TSLayer:
         arr = arr[(slice(None), *inside.slices_in(idx))]
         a, b = inside.start, inside.stop
         store = self._store(scale)
+        if transaction is not None:
+            store = store.with_transaction(transaction)
         return store[:, a[0]:b[0], a[1]:b[1], a[2]:b[2]].write(arr)
 
     def __setitem__(self, idx: VolumetricIndex, data: npt.NDArray[Any]) -> None:

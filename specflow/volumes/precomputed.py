@@ -21,9 +21,13 @@ import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tensorstore as ts
+if TYPE_CHECKING:
+    import tensorstore as ts
+else:
+    from specflow.volumes.lazy import tensorstore as ts
+
 
 #: scale keys a new scale never inherits from its reference scale
 NON_INHERITABLE_SCALE_KEYS = (

@@ -112,3 +112,27 @@ def test_layers_from_specs_hash_by_settings(tmp_path: Path) -> None:
     assert a.path.startswith("file://") and a.path.endswith("/")
     with pytest.raises(Exception, match="unknown interpolation_mode"):
         build({**spec, "interpolation_mode": "cubic"})
+
+
+def test_a_prepare_stopped_while_writing_the_geometry_leaves_no_array(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import specflow.volumes.layers as layers
+
+    def layer() -> TSLayer:
+        return build_ts_layer(str(tmp_path / "l"), format="zarr", info_dtype="uint8",
+                              info_size=[16, 16, 16], info_chunk_size=[8, 8, 8],
+                              info_resolution=[8, 8, 16])
+
+    def killed(url: str, key: str, data: bytes) -> None:
+        raise KeyboardInterrupt  # the process ends here
+
+    with monkeypatch.context() as m:
+        m.setattr(layers, "kv_write", killed)
+        with pytest.raises(KeyboardInterrupt):
+            layer().prepare_for_write([8, 8, 16])
+    # no array without its geometry (which would read as another resolution on resume)
+    assert not (tmp_path / "l" / ".zarray").exists()
+    again = layer()
+    info = again.prepare_for_write([8, 8, 16])
+    assert info.resolution == (8.0, 8.0, 16.0) and again.exists()
+    assert layer().scales()[0].resolution == (8.0, 8.0, 16.0)
