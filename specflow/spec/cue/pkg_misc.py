@@ -10,6 +10,8 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from specflow.spec.cue.errors import CueError
+from specflow.spec.cue.pkg_more import _bytes_or_str
+from specflow.spec.cue.pkg_text import html_escape
 
 if TYPE_CHECKING:
     from specflow.spec.cue import ast as A
@@ -28,13 +30,7 @@ def _h() -> Any:
 
 def escape(s: str) -> str:
     """Go's html.EscapeString."""
-    return (
-        s.replace("&", "&amp;")
-        .replace("'", "&#39;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&#34;")
-    )
+    return html_escape(s, nul=False)
 
 
 def _html_escape(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
@@ -129,23 +125,14 @@ _HASHES = {
 }
 
 
-def _bytes(ev: Evaluator, val: Any, name: str) -> bytes:
-    x = ev.concrete(val, None)
-    if isinstance(x, bytes):
-        return x
-    if isinstance(x, str):
-        return x.encode("utf-8")
-    raise CueError(f"{name}: cannot use {ev.show(x)} (type {ev.kind_str(x)}) as bytes")
-
-
 def _hmac_sign(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     _h()._arity("hmac.Sign", args, 3)
     name = _h()._str(ev, args[0], "hmac.Sign")
     algo = _HASHES.get(name)
     if algo is None:
         raise CueError("hmac.Sign: unsupported hash function")
-    key = _bytes(ev, args[1], "hmac.Sign")
-    data = _bytes(ev, args[2], "hmac.Sign")
+    key = _bytes_or_str(ev, args[1], "hmac.Sign")
+    data = _bytes_or_str(ev, args[2], "hmac.Sign")
     return hmac.new(key, data, lambda: hashlib.new(algo)).digest()
 
 

@@ -443,16 +443,16 @@ def _js_escape(s: str) -> str:
     return "".join(out)
 
 
-def html_escape(s: str) -> str:
-    """Go's template.HTMLEscapeString."""
-    return (
+def html_escape(s: str, *, nul: bool = True) -> str:
+    """Go's template.HTMLEscapeString (``nul=False``: html.EscapeString, which keeps NUL)."""
+    out = (
         s.replace("&", "&amp;")
         .replace("'", "&#39;")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
         .replace('"', "&#34;")
-        .replace("\x00", "\ufffd")
     )
+    return out.replace("\x00", "\ufffd") if nul else out
 
 
 _FUNCS: dict[str, Any] = {
