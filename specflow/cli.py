@@ -795,11 +795,9 @@ def _status_text(data: dict[str, Any]) -> None:
         _line(f"spec: {data['spec_file']}")
     t = Table(title_justify="left")
     t.add_column("operation")
-    # done and failed always; the other statuses where some task has them
-    from specflow.execution.checkpoint import TASK_STATUSES
+    from specflow.run.inspect import status_columns
 
-    shown = [k for k in TASK_STATUSES
-             if k in ("done", "failed") or data["totals"].get(k, 0)]
+    shown = status_columns(data["totals"])
     for c in (*shown, "retries", "mean s", "p95 s", "max s"):
         t.add_column(c, justify="right")
     for op, c in sorted(data["counts"].items()):

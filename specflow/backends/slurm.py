@@ -748,9 +748,10 @@ class SlurmBackend(Backend):
                 for k, v in entry.items():
                     if k == "mem_gb":
                         out["mem"] = _mem_text(float(v))
-                    elif k in ("sbatch_options", "setup"):
-                        out[k] = tuple(sorted(dict(v).items())) if k == "sbatch_options" \
-                            else tuple(v)
+                    elif k == "sbatch_options":  # hashable, to key the job arrays
+                        out[k] = tuple(sorted(dict(v).items()))
+                    elif k == "setup":
+                        out[k] = tuple(v)
                     else:
                         out[k] = v
         req = task.requirements

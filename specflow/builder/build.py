@@ -164,10 +164,7 @@ def _placed(result: Any, spec: Mapping[str, Any], path: str) -> Any:
     wtype = spec.get("@worker_type")
     if isinstance(result, Task):
         # the node's own settings win over what its operation says
-        own = Task.__new__(Task)
-        own.__dict__.update(result.__dict__)
-        own.requirements, own.worker_type = None, None
-        return with_requirements(own, req or result.requirements, wtype or result.worker_type)
+        return with_requirements(result, req, wtype, override=True)
     if isinstance(result, TaskableOperation):
         changes: dict[str, Any] = {}
         if req is not None:

@@ -261,6 +261,9 @@ class Checkpoint:
         self._auto_thread: threading.Thread | None = None
         self._auto_error: BaseException | None = None
         self.values = ValueStore(self.path.parent / "values")
+        #: whether the file has the live table, and the ids this process put in it
+        self._has_live = False
+        self._live_ids: set[str] = set()
         try:
             self.conn: Connection = self.engine.connect()
             if create:
@@ -435,11 +438,12 @@ class Checkpoint:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
-            if self._live_table():
-                # a task with a final state is no longer pending, queued or running
-                self.conn.exec_driver_sql("DELETE FROM live WHERE id = ?",
-                                          [(r[0],) for r in rows])
+            # a task with a final state is no longer pending, queued or running
+            gone = [(r[0],) for r in rows if r[0] in self._live_ids]
+            if gone:
+                self.conn.exec_driver_sql("DELETE FROM live WHERE id = ?", gone)
             self.conn.commit()
+            self._live_ids.difference_update(g for (g,) in gone)
         except sa.exc.OperationalError as exc:
             try:
                 self.conn.rollback()
@@ -507,7 +511,7 @@ class Checkpoint:
         if operation is not None:
             conds.append("operation = ?")
             params.append(operation)
-        has_live = self._live_table()
+        has_live = self._has_live
         if live and has_live:
             conds.append("id NOT IN (SELECT id FROM live)")
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
@@ -523,9 +527,6 @@ class Checkpoint:
                 out.extend(self._live_rows(wanted, operation, live,
                                            None if left is None else left - len(out)))
         yield from out
-
-    def _live_table(self) -> bool:
-        return bool(getattr(self, "_has_live", False))
 
     def _live_rows(self, wanted: set[str] | None, operation: str | None, live: bool,
                    limit: int | None) -> list[TaskRow]:
@@ -553,11 +554,8 @@ class Checkpoint:
                 for tid, op, st, att, since, args in rows]
 
     def _ensure_live(self) -> None:
-        if not self._live_table():
-            self.conn.exec_driver_sql(
-                "CREATE TABLE IF NOT EXISTS live (id VARCHAR PRIMARY KEY, operation VARCHAR "
-                "NOT NULL, status VARCHAR NOT NULL, attempts INTEGER NOT NULL, since FLOAT, "
-                "args TEXT)")
+        if not self._has_live:  # a checkpoint written before the table existed
+            live_table.create(self.conn, checkfirst=True)
             self._has_live = True
 
     @_locked
@@ -567,6 +565,7 @@ class Checkpoint:
         attempts, since, args) each."""
         self._ensure_live()
         self.conn.exec_driver_sql("DELETE FROM live")
+        self._live_ids.clear()
         self.update_live(rows, ())
 
     @_locked
@@ -583,6 +582,8 @@ class Checkpoint:
         if removed:
             self.conn.exec_driver_sql("DELETE FROM live WHERE id = ?", removed)
         self.conn.commit()
+        self._live_ids.update(v[0] for v in values)
+        self._live_ids.difference_update(t for (t,) in removed)
 
     # -- flows -------------------------------------------------------------------------
     @_locked
@@ -610,7 +611,7 @@ class Checkpoint:
         """``{operation: {status: n}}`` over the newest state of each task (``live``: see
         :meth:`task_rows`)."""
         out: dict[str, dict[str, int]] = {}
-        has_live = self._live_table()
+        has_live = self._has_live
         final = f"SELECT operation, status, COUNT(*) FROM {LATEST}"
         if live and has_live:
             final += " WHERE id NOT IN (SELECT id FROM live)"

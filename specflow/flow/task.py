@@ -107,12 +107,17 @@ class Requirements:
 
 
 def with_requirements(task: Task, requirements: Requirements | None,
-                      worker_type: str | None) -> Task:
+                      worker_type: str | None, *, override: bool = False) -> Task:
     """A copy of ``task`` with these requirements and worker type (its own, where it has
-    them, win); its runtime limit and attempts follow ``timeout_seconds`` and
-    ``max_retries``. Same id: requirements say where and how work runs, not what it is."""
-    req = task.requirements or requirements
-    wtype = task.worker_type or worker_type
+    them, win; with ``override``, these win where given); its runtime limit and attempts
+    follow ``timeout_seconds`` and ``max_retries``. Same id: requirements say where and how
+    work runs, not what it is."""
+    if override:
+        req = requirements or task.requirements
+        wtype = worker_type or task.worker_type
+    else:
+        req = task.requirements or requirements
+        wtype = task.worker_type or worker_type
     if req is task.requirements and wtype == task.worker_type:
         return task
     copy: Task = object.__new__(Task)

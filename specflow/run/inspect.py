@@ -106,6 +106,12 @@ def totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
     return {k: sum(c.get(k, 0) for c in counts.values()) for k in TASK_STATUSES}
 
 
+def status_columns(totals: dict[str, int]) -> list[str]:
+    """The statuses a table of a run shows: done and failed always, the others where some
+    task has them."""
+    return [k for k in TASK_STATUSES if k in ("done", "failed") or totals.get(k, 0)]
+
+
 def run_data(
     run: Run,
     *,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from specflow.execution.checkpoint import FAILED_STATUSES, LATEST, TASK_STATUSES
-from specflow.run.inspect import log_excerpt, run_data
+from specflow.run.inspect import log_excerpt, run_data, status_columns
 from specflow.run.record import Run
 
 #: tasks drawn one by one in the timeline; above this they are aggregated into time bins
@@ -313,8 +313,7 @@ def render(run: Run) -> str:
 
     totals = data["totals"]
     n_failed = totals["failed"] + totals["timeout"]
-    # done and failed always; the other statuses where some task has them
-    extra = [k for k in TASK_STATUSES if k not in ("done", "failed") and totals.get(k, 0)]
+    extra = [k for k in status_columns(totals) if k not in ("done", "failed")]
     by_status = ", ".join(f"{k} {totals[k]:,}" for k in TASK_STATUSES if totals.get(k, 0))
     head = [
         f"<h1>specflow run {_e(data['run'])} · <span id=\"run-status\" "
