@@ -5,14 +5,18 @@
     python benchmarks/dispatch.py --sizes 10000 --e2e 10000 --profile driver.prof
 
 The flow: a subchunkable apply flow over a region of N chunks of 16^3 voxels (uint8), with an
-operation that computes nothing (zeros, which tensorstore does not store: the write path runs,
-the disk stays empty).
+operation that computes and writes nothing: what remains is specflow's own work per chunk.
 
 * **driver alone**: the real flow, executor and SQLite checkpoint, on a backend that runs the
   flow's driver-side tasks (creating dst) and completes every chunk task at once without
   running it: chunk tasks created, hashed, scheduled and checkpointed per second. Also the dry
   run (``specflow run --dry-run``'s counting), when it can count this flow.
 * **end to end**: the same flow on the local backend, 2 workers, checkpoint on.
+* **writing zeros**: end to end again, the operation returning zeros of the chunk's shape, so
+  that every chunk task goes through tensorstore's write path (zarr with fill value 0: each
+  chunk's key is deleted, the disk stays empty). Beside it, **tensorstore alone** writes the
+  same chunks from 2 fresh processes, grouped in transactions as specflow's workers group
+  them: the floor the write path sets on this machine.
 
 Each figure is measured in a fresh process, whose peak RSS is printed; the engine's no-op
 figure (benchmarks/engine.py: plain no-op tasks from one flow, checkpoint on) is measured
@@ -49,7 +53,7 @@ def grid_for(n: int) -> tuple[int, int, int]:
     return best
 
 
-def build_flow(work: Path, n: int) -> Any:
+def build_flow(work: Path, n: int, writes: bool = False) -> Any:
     from specflow.processing import build_subchunkable_apply_flow
     from specflow.volumes import BBox3D, build_ts_layer
 
@@ -60,13 +64,13 @@ def build_flow(work: Path, n: int) -> Any:
                          info_overwrite=True)
     return build_subchunkable_apply_flow(
         dst=dst, dst_resolution=[1, 1, 1], bbox=BBox3D((0, 0, 0), tuple(size)),
-        processing_chunk_sizes=[[CHUNK] * 3], skip_intermediaries=True, op=_noop_op())
+        processing_chunk_sizes=[[CHUNK] * 3], skip_intermediaries=True, op=_noop_op(writes))
 
 
-def _noop_op() -> Any:
-    from dispatch_ops import NoOp  # a module of its own, so workers can unpickle it
+def _noop_op(writes: bool) -> Any:
+    import dispatch_ops  # a module of its own, so workers can unpickle it
 
-    return NoOp()
+    return dispatch_ops.Zeros() if writes else dispatch_ops.Nothing()
 
 
 class DriverOnly:
@@ -101,6 +105,70 @@ class DriverOnly:
         return _DriverOnly()
 
 
+def ts_floor(work: Path, n: int, part: int, parts: int) -> None:
+    """tensorstore alone: the zero chunks of the benchmark's region in this process's
+    contiguous share, written as specflow's workers write them (one transaction per
+    :data:`GROUP` chunks, up to :data:`IN_FLIGHT` commits in flight), through the same
+    kind of store (zarr, fill value 0, raw, one channel)."""
+    import numpy as np
+    import tensorstore as ts
+
+    from specflow.backends.base import GROUP_TASKS, GROUPS_IN_FLIGHT
+
+    gx, gy, gz = grid_for(n)
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(work / "dst")},
+                     "open": True}).result()
+    zeros = np.zeros((1, CHUNK, CHUNK, CHUNK), dtype=np.uint8)
+    cells = [(x, y, z) for x in range(gx) for y in range(gy) for z in range(gz)]
+    mine = cells[part * len(cells) // parts:(part + 1) * len(cells) // parts]
+    commits: list[Any] = []
+    for g in range(0, len(mine), GROUP_TASKS):
+        txn = ts.Transaction()
+        view = store.with_transaction(txn)
+        writes = [view[:, x * CHUNK:(x + 1) * CHUNK, y * CHUNK:(y + 1) * CHUNK,
+                       z * CHUNK:(z + 1) * CHUNK].write(zeros)
+                  for x, y, z in mine[g:g + GROUP_TASKS]]
+        for w in writes:
+            w.result()
+        commits.append(txn.commit_async())
+        while len(commits) > GROUPS_IN_FLIGHT:
+            commits.pop(0).result()
+    for c in commits:
+        c.result()
+
+
+def run_floor(n: int) -> dict[str, Any]:
+    """:func:`ts_floor` in :data:`WORKERS` fresh processes at once, timed from their start
+    to the end of the last (their imports included, as specflow's figure includes its
+    workers' start)."""
+    from specflow.backends.tuning import allocator_env
+    from specflow.volumes import build_ts_layer
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**allocator_env(), **os.environ}  # it allocates as specflow's workers do
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="specflow-dispatch-") as tmp:
+        gx, gy, gz = grid_for(n)
+        build_ts_layer(str(Path(tmp) / "dst"), format="zarr", info_dtype="uint8",
+                       info_size=[gx * CHUNK, gy * CHUNK, gz * CHUNK],
+                       info_chunk_size=[CHUNK] * 3, info_resolution=[1, 1, 1],
+                       info_overwrite=True).prepare_for_write([1, 1, 1])
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, __file__, "--child", "floor", "--n", str(n),
+                                   "--work", tmp, "--part", str(i)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for i in range(WORKERS)]
+        outs = [p.communicate() for p in procs]
+        seconds = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            return {"error": (err.strip().splitlines() or ["?"])[-1]}
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"seconds": seconds, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024.0}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -132,7 +200,7 @@ def child(kind: str, n: int, work: Path, profile: str | None) -> dict[str, Any]:
                 result["error"] = (f"counted {result['chunks']} chunk tasks of {n} "
                                    f"(counts: {counts})")
     else:
-        flow = build_flow(work, n)
+        flow = build_flow(work, n, writes=kind == "zeros")
         if kind == "driver":
             # the stand-in backend runs the flow's few driver-side tasks here, in place of a
             # worker: it loads tensorstore for them before the clock starts, as a worker does
@@ -184,12 +252,14 @@ def _row(label: str, n: int, r: dict[str, Any], base: float | None, goal: float 
     g = ""
     if goal:
         g = f"  (goal >= {goal:,.0f}/s: {'met' if rate >= goal else 'NOT met'})"
-    per_cpu = n / max(r["cpu"], 1e-9)
-    # CPU of the driver and its workers per task: what the machine's cores must supply,
-    # steadier than wall time on a shared machine
+    # tasks per CPU second of the driver (a row without a driver: blank), and the CPU of
+    # every process per task: what the machine's cores must supply, steadier than wall
+    # time on a shared machine
+    driver = f"{n / max(r['cpu'], 1e-9):9,.0f} per driver CPU s" if "cpu_all" in r else \
+        f"{'no driver':>26s}"
     all_us = 1e6 * r.get("cpu_all", r["cpu"]) / n
     print(f"  {label:34s} {n:>9,}  {r['seconds']:8.2f} s  {rate:10,.0f} tasks/s "
-          f"({per_cpu:9,.0f} per driver CPU s, {all_us:5.0f} us CPU/task in all)  "
+          f"({driver}, {all_us:5.0f} us CPU/task in all)  "
           f"peak RSS {r['rss_mb']:6.0f} MB  {vs}{g}")
 
 
@@ -203,8 +273,12 @@ def main() -> int:
     ap.add_argument("--profile", default=None, help="write a cProfile of the driver-alone run")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "floor":
+        ts_floor(Path(args.work), args.n, args.part, WORKERS)
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.n, Path(args.work), args.profile)))
         return 0
@@ -226,6 +300,14 @@ def main() -> int:
     for n in e2e:
         r = run_child("local", n)
         _row("end to end, local 2 workers", n, r, engine.get(n), 5_000)
+    for n in e2e:
+        r = run_child("zeros", n)
+        _row("writing zeros, local 2 workers", n, r, engine.get(n), None)
+        floor = run_floor(n)
+        _row("tensorstore alone, 2 processes", n, floor, None, None)
+        if "error" not in r and "error" not in floor:
+            print(f"  {'':34s} {n:>9,}  writing zeros: specflow at "
+                  f"{floor['seconds'] / r['seconds']:.2f}x tensorstore alone's throughput")
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from specflow.processing.operations import VolumetricOperation
 
 
-class NoOp(VolumetricOperation):
+class Zeros(VolumetricOperation):
     """Zeros of the index's shape: nothing read, nothing computed, and nothing stored
     (tensorstore drops chunks equal to the fill value)."""
 
@@ -18,4 +18,15 @@ class NoOp(VolumetricOperation):
         return np.zeros((1, *idx.shape), dtype=np.uint8)
 
     def __specflow_id__(self) -> Any:
-        return "dispatch_ops.NoOp"
+        return "dispatch_ops.Zeros"
+
+
+class Nothing(VolumetricOperation):
+    """An operation that computes and writes nothing (returns None): what is left is the
+    framework's own work per chunk task."""
+
+    def __call__(self, idx: Any, **kwargs: Any) -> Any:
+        return None
+
+    def __specflow_id__(self) -> Any:
+        return "dispatch_ops.Nothing"

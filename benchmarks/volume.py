@@ -15,7 +15,10 @@ Equal terms:
   processes, each over a contiguous half of the blocks; specflow runs the local backend with
   2 workers (plus its driver); daisy runs 2 workers; dask runs 2 threads;
 * each method is timed from the start of its processes to the end of the last one (wall
-  clock, interpreter start-up and imports included), and the output is verified after.
+  clock, interpreter start-up and imports included), and the output is verified after;
+* every process allocates memory as specflow's workers do
+  (:func:`specflow.backends.tuning.allocator_env`: arrays of a few MiB reused from the
+  heap rather than fresh pages each time), the baselines included.
 
     python benchmarks/volume.py                 # 512^3, a few minutes
     python benchmarks/volume.py --size 128      # a quick look
@@ -337,8 +340,13 @@ COMPARE: dict[str, str] = {}
 
 
 def _child_env(tree: str | None = None) -> dict[str, str]:
+    from specflow.backends.tuning import allocator_env
+
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
+    # every method's processes allocate as specflow's workers do (equal terms)
+    for key, value in allocator_env().items():
+        env.setdefault(key, value)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, tree, env.get("PYTHONPATH")) if p)
     return env
 

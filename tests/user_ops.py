@@ -213,3 +213,17 @@ def three_stages(out: str, value: int, gate: str, started: str) -> Generator[Any
     yield append.make_task(path=out, line=f"stage2 value={value}")
     yield specflow.Dependency()
     yield gated_append.make_task(path=out, line="stage3", gate=gate, started=started)
+
+
+@specflow.register("test.tuning")
+@specflow.taskable_operation
+def tuning(out: str) -> None:
+    """Write how the process running this task was set up (specflow.backends.tuning)."""
+    import gc
+    import json
+
+    from specflow.backends import tuning as t
+
+    Path(out).write_text(json.dumps({
+        "allocator": t.STATE.get("allocator"), "frozen": gc.get_freeze_count(),
+        "gen0": gc.get_threshold()[0], "pid": os.getpid()}))

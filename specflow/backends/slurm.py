@@ -193,9 +193,13 @@ def run_job(stream: str, imports: Sequence[str], payload: bytes,
     duration (the longest this job saw of its operation, else the run's mean, else its
     ``runtime_limit_sec``) would not fit before the job's end is not started: the job notes
     in its stream that it drained and returns, and the driver hands the rest to a new job."""
+    from specflow.backends.tuning import tune_allocator, tune_collector
+
     began = time.time()
+    tune_allocator()
     import_modules(imports)
     tasks: list[Task] = pickle.loads(payload)
+    tune_collector()
     done: dict[str, Outcome] = {}
     try:
         with open(stream, "rb") as f:

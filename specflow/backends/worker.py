@@ -75,8 +75,11 @@ def _kill_group() -> None:
 
 
 def main() -> None:
+    from specflow.backends.tuning import tune_allocator, tune_collector
+
     sock_fd, state_fd, driver_pid = (int(a) for a in sys.argv[1:4])
     _die_with_parent(driver_pid)
+    tune_allocator()
     for fd in (sock_fd, state_fd):
         os.set_inheritable(fd, False)  # the channel must end with this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
@@ -98,6 +101,7 @@ def main() -> None:
             conn.send_bytes(pickle.dumps(("fatal", text[-16384:])))
         finally:
             os._exit(1)
+    tune_collector()
     Worker(conn, state, driver_pid, tuple(init.get("preload", ()))).serve()
 
 
