@@ -269,8 +269,14 @@ class LocalBackend(Backend):
             return
         if self._gate_until:
             # the first work waits until every worker has started (or a while), so that
-            # a worker which starts late does not leave the others to run all of it
+            # a worker which starts late does not leave the others to run all of it; what
+            # the ready workers can take one task each of, when that is all there is (a
+            # run's first driver-side task, say), goes at once
             if not all(w.ready for w in live) and time.monotonic() < self._gate_until:
+                idle = [w for w in live if w.ready and not w.tasks]
+                if len(backlog) <= len(idle):
+                    for w in idle[:len(backlog)]:
+                        self._send(w, [backlog.popleft()])
                 return
             self._gate_until = 0.0
         share = max(1, min(size, math.ceil(len(backlog) / len(live))))

@@ -413,3 +413,41 @@ def test_cancel_kills_the_workers_and_new_work_gets_new_ones(workdir: Path) -> N
     finally:
         backend.close()
     until(lambda: not run_processes(run_id), "the workers to exit after close")
+
+
+def test_a_lone_first_task_runs_on_the_first_ready_worker_while_another_still_starts(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start gate (work waits until every worker started) holds back only work the
+    ready workers cannot take one task each of: a run's lone first task does not wait for
+    a worker that starts late. One of the two workers here blocks in its imports until the
+    test opens the gate, and the gate's own time limit is out of reach."""
+    import specflow.backends.local as local
+
+    monkeypatch.setattr(local, "START_GATE_S", 3600.0)
+    gate = workdir / "gate"
+    module = workdir / "late_start.py"
+    module.write_text(
+        "import os, time\n"
+        "if os.environ.get('SPECFLOW_RUN_ID'):\n"
+        f"    try:\n        os.close(os.open({str(workdir / 'first')!r}, "
+        "os.O_CREAT | os.O_EXCL))\n"
+        "    except FileExistsError:  # the second worker to get here waits for the gate\n"
+        f"        while not os.path.exists({str(gate)!r}):\n"
+        "            time.sleep(0.01)\n"
+    )
+    backend = LocalBackend(workers=2)
+    backend.start(BackendContext(run_dir=workdir, run_id=f"t-{uuid.uuid4().hex[:8]}",
+                                 imports=(str(module),)))
+    try:
+        backend.submit([backend_ops.square.make_task(x=7)])
+        got = _collect(backend, 1)
+        assert got[0].ok and got[0].value == 49
+        assert not gate.exists() and (workdir / "first").exists()
+        assert sum(w.ready for w in backend._pool.values()) == 1  # the other still starts
+        # more work than the ready worker can take one task of waits for the late one
+        backend.submit([backend_ops.square.make_task(x=i) for i in range(4)])
+        assert backend.wait(0.2) == [] and backend.in_flight() == 4
+        gate.touch()
+        assert sorted(o.value for o in _collect(backend, 4)) == [0, 1, 4, 9]
+    finally:
+        backend.close()
