@@ -4,9 +4,9 @@
 first, raised as such blocks are freed) with fresh pages from the kernel, and gives freed
 memory at the top of its heap back to the kernel above its trim threshold. A chunk task
 allocates and frees arrays of a few MiB many times a second (a padded read, its output, a
-write's staging buffer), and each fresh page costs a page fault and a zeroing; on a
-2-core machine a 512^3 float32 pass spent a third of its CPU in the kernel that way. A
-worker therefore keeps arrays up to :data:`MMAP_THRESHOLD` in its heap for reuse and
+write's staging buffer), and each fresh page costs a page fault and a zeroing (on a
+2-core machine, about half of a 512^3 float32 pass's CPU was kernel time). A worker
+therefore keeps arrays up to :data:`MMAP_THRESHOLD` in its heap for reuse and
 returns free memory only past :data:`TRIM_THRESHOLD`. A user who sets glibc's own
 ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` keeps what they set.
 
@@ -29,7 +29,7 @@ TRIM_THRESHOLD = 64 * 1024 * 1024
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-#: what :func:`tune_worker` did in this process: ``allocator`` (applied, or why not) and
+#: what the tuning did in this process: ``allocator`` (applied, or why not) and
 #: ``collector`` (the objects frozen out of the collector's way); empty until it runs
 STATE: dict[str, object] = {}
 
@@ -65,12 +65,6 @@ def tune_collector() -> None:
     STATE["collector"] = gc.get_freeze_count()
     first, second, third = gc.get_threshold()
     gc.set_threshold(max(first, 50_000), max(second, 20), max(third, 100))
-
-
-def tune_worker() -> None:
-    """Both, for a process that is about to run tasks."""
-    tune_allocator()
-    tune_collector()
 
 
 def allocator_env() -> dict[str, str]:
