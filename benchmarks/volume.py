@@ -361,6 +361,10 @@ def run_one(key: str, d: str, n: int) -> tuple[float, float | None]:
     m = METHODS[_base(key)]
     if m.prepare is not None:
         m.prepare(d, n, m.codec)
+    # what earlier methods wrote is on disk before the clock starts: otherwise the kernel's
+    # writeback of their gigabytes throttles this method's writes (seen: a 2 s copy taking
+    # 14 s right after another method)
+    os.sync()
     env = _child_env(COMPARE.get(key))
     t = time.perf_counter()
     procs = [subprocess.Popen(
