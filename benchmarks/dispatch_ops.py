@@ -1,5 +1,5 @@
-"""The no-op volume operation of benchmarks/dispatch.py (a module of its own, so worker
-processes can unpickle it)."""
+"""The volume operations of benchmarks/dispatch.py (a module of its own, so worker processes
+can unpickle them)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from specflow.processing.operations import VolumetricOperation
 
 
 class Zeros(VolumetricOperation):
-    """Zeros of the index's shape: nothing read, nothing computed, and nothing stored
-    (tensorstore drops chunks equal to the fill value)."""
+    """Zeros of the index's shape: nothing read or computed, but every chunk goes through
+    tensorstore's write path (a chunk equal to the fill value is stored as no key: its key
+    is deleted, and the disk stays empty)."""
 
     def __call__(self, idx: Any, **kwargs: Any) -> Any:
         return np.zeros((1, *idx.shape), dtype=np.uint8)
