@@ -108,8 +108,9 @@ class DriverOnly:
 def ts_floor(work: Path, n: int, part: int, parts: int) -> None:
     """tensorstore alone: the zero chunks of the benchmark's region in this process's
     contiguous share, written as specflow's workers write them (one transaction per
-    :data:`GROUP` chunks, up to :data:`IN_FLIGHT` commits in flight), through the same
-    kind of store (zarr, fill value 0, raw, one channel)."""
+    ``GROUP_TASKS`` chunks, up to ``GROUPS_IN_FLIGHT`` commits in flight: the constants of
+    the workers' pipeline), through the same kind of store (zarr, fill value 0, raw, one
+    channel)."""
     import numpy as np
     import tensorstore as ts
 
@@ -287,7 +288,7 @@ def main() -> int:
     sizes = [int(x) for x in args.sizes.split(",") if x]
     e2e = [int(x) for x in args.e2e.split(",") if x]
     print(f"chunk tasks of {CHUNK}^3 voxels, no-op kernel, checkpoint on; each row a fresh "
-          "process (peak RSS is the driver's)")
+          "process (peak RSS is the driver's; for tensorstore alone, its processes')")
     engine: dict[int, float] = {}
     for m in sorted({min(n, 100_000) for n in set(sizes) | set(e2e)}):
         r = run_child("engine", m)
