@@ -73,6 +73,14 @@ def _int(ev: Evaluator, val: Any, name: str) -> int:
     raise CueError(f"{name}: cannot use {ev.show(x)} (type {ev.kind_str(x)}) as int")
 
 
+def _evaluated(ev: Evaluator, val: Any, pos: Any = None) -> Any:
+    """``val`` with its default taken; a struct or list is evaluated before it is returned."""
+    x = ev.resolve_default(val, _NOPOS if pos is None else pos)
+    if isinstance(x, Vertex):
+        ev.evaluate(x)
+    return x
+
+
 def _str(ev: Evaluator, val: Any, name: str) -> str:
     x = ev.concrete(val, None)
     if type(x) is str:
@@ -81,9 +89,8 @@ def _str(ev: Evaluator, val: Any, name: str) -> str:
 
 
 def _list_arcs(ev: Evaluator, val: Any, name: str) -> list[Vertex]:
-    x = ev.resolve_default(val, _NOPOS)
+    x = _evaluated(ev, val)
     if isinstance(x, Vertex):
-        ev.evaluate(x)
         if x.is_list:
             return elems(x)
         x = x.value if not x.is_struct else x
@@ -143,9 +150,8 @@ def _dec(x: int | Decimal) -> Decimal:
 
 def _len(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     _arity("len", args, 1)
-    x = ev.resolve_default(args[0], call.pos)
+    x = _evaluated(ev, args[0], call.pos)
     if isinstance(x, Vertex):
-        ev.evaluate(x)
         if x.is_list:
             return len(elems(x))
         if x.is_struct:
@@ -318,11 +324,8 @@ def _list_concat(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
 
 
 def _is_list(ev: Evaluator, v: Any) -> bool:
-    x = ev.resolve_default(v, _NOPOS)
-    if isinstance(x, Vertex):
-        ev.evaluate(x)
-        return x.is_list
-    return False
+    x = _evaluated(ev, v)
+    return isinstance(x, Vertex) and x.is_list
 
 
 def _flatten(ev: Evaluator, arcs: list[Any], depth: int) -> list[Any]:
@@ -496,9 +499,8 @@ def _list_max_items(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
 
 
 def _field_count(ev: Evaluator, val: Any, name: str) -> int:
-    x = ev.resolve_default(val, _NOPOS)
+    x = _evaluated(ev, val)
     if isinstance(x, Vertex):
-        ev.evaluate(x)
         if x.is_struct:
             return sum(
                 1 for k, a in x.arcs.items() if a.arc_type == REGULAR and not is_hidden_or_def(k)

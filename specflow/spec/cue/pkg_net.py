@@ -49,9 +49,8 @@ def _ip_arg(ev: Evaluator, val: Any) -> bytes | None:
     is none of these)."""
     from specflow.spec.cue.vertex import Vertex
 
-    x = ev.resolve_default(val, _h()._NOPOS)
+    x = _h()._evaluated(ev, val)
     if isinstance(x, Vertex):
-        ev.evaluate(x)
         if x.is_list:
             out = []
             for a in _h()._list(ev, x, "net"):
@@ -222,9 +221,7 @@ def _join_host_port(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     from specflow.spec.cue.vertex import Vertex
 
     _h()._arity("net.JoinHostPort", args, 2)
-    host_v = ev.resolve_default(args[0], call.pos)
-    if isinstance(host_v, Vertex):
-        ev.evaluate(host_v)
+    host_v = _h()._evaluated(ev, args[0], call.pos)
     if isinstance(host_v, Vertex) and host_v.is_list:
         ip = _ip_arg(ev, host_v)
         if ip is None or len(ip) not in (4, 16):

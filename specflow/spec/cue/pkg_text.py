@@ -76,9 +76,7 @@ def _tab_write(ev: Evaluator, args: list[Any], call: A.Call) -> Any:
     from specflow.spec.cue.vertex import Vertex
 
     _h()._arity("tabwriter.Write", args, 1)
-    x = ev.resolve_default(args[0], call.pos)
-    if isinstance(x, Vertex):
-        ev.evaluate(x)
+    x = _h()._evaluated(ev, args[0], call.pos)
     if isinstance(x, Vertex) and x.is_list:
         parts = []
         for a in _h()._list_arcs(ev, x, "tabwriter.Write"):
