@@ -74,33 +74,22 @@ def _noop_op(writes: bool) -> Any:
 
 
 class DriverOnly:
-    """A backend that runs driver-side tasks inline and completes chunk tasks unrun."""
+    """A backend that runs driver-side tasks inline and completes chunk tasks unrun (the
+    dry run's counting backend, running what is not a chunk task)."""
 
     def __new__(cls) -> Any:
-        from specflow.backends.base import Backend, Outcome, run_task
+        from specflow.backends.base import Outcome, run_task
+        from specflow.run.api import CountingBackend
 
-        class _DriverOnly(Backend):
+        class _DriverOnly(CountingBackend):
             name = "driver-only"
-
-            def __init__(self) -> None:
-                self.done: list[Any] = []
-
-            def capacity(self) -> int:
-                return 4096
 
             def submit(self, tasks: Sequence[Any]) -> None:
                 for t in tasks:
                     if t.operation == "subchunkable.process_chunk":
-                        self.done.append(Outcome(t.id, True))
+                        self._done.append(Outcome(t.id, True))
                     else:
-                        self.done.append(run_task(t))
-
-            def wait(self, timeout: float) -> list[Any]:
-                out, self.done = self.done, []
-                return out
-
-            def in_flight(self) -> int:
-                return len(self.done)
+                        self._done.append(run_task(t))
 
         return _DriverOnly()
 

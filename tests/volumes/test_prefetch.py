@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from specflow.backends.base import Backend, Outcome, prefetch_for, run_task
+from specflow.backends.base import Outcome, prefetch_for, run_task
 from specflow.flow.task import Task
 from specflow.processing import build_subchunkable_apply_flow, mean_filter
 from specflow.processing.subchunkable import process_chunk
 from specflow.run import execute
+from specflow.run.api import CountingBackend
 from specflow.volumes import BBox3D, VolumetricIndex, build_ts_layer
 
 RES = (1.0, 1.0, 1.0)
@@ -47,16 +48,16 @@ def test_a_read_takes_the_data_read_ahead_and_a_write_drops_it(tmp_path: Path) -
     assert not ahead
 
 
-class _Capture(Backend):
+class _Capture(CountingBackend):
     """Runs a flow's tasks but those of one operation, which it keeps unrun (reported
     done)."""
 
     name = "capture"
 
     def __init__(self, *keep: str) -> None:
+        super().__init__()
         self.keep = keep or (process_chunk.name,)
         self.chunks: list[Task] = []
-        self.done: list[Outcome] = []
 
     def capacity(self) -> int:
         return 100
@@ -65,16 +66,9 @@ class _Capture(Backend):
         for t in tasks:
             if t.operation in self.keep:
                 self.chunks.append(t)
-                self.done.append(Outcome(t.id, True))
+                self._done.append(Outcome(t.id, True))
             else:
-                self.done.append(run_task(t))
-
-    def wait(self, timeout: float) -> list[Outcome]:
-        out, self.done = self.done, []
-        return out
-
-    def in_flight(self) -> int:
-        return len(self.done)
+                self._done.append(run_task(t))
 
 
 def test_a_chunk_task_reads_its_inputs_ahead_and_computes_the_same(tmp_path: Path) -> None:
