@@ -722,7 +722,7 @@ class Executor:
         if timed_out:
             self._count(task.operation, "timeout")
         attempts = st.attempts + st.lost
-        args = summarise(task)
+        args = st.args if st.args is not None else summarise(task)  # the live record's
         self.report.failures.append(
             Failure(tid, task.operation, o.error or "failed", o.traceback, attempts, o.log_path,
                     args)
