@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -25,12 +24,38 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from specflow.execution.rows import (
+    FAILED_STATUSES,
+    LATEST,
+    LIVE_STATUSES,
+    TASK_STATUSES,
+    TERMINAL_JOB_STATES,
+    CheckpointError,
+    FlowRow,
+    LeaseRow,
+    RunInfo,
+    TaskRow,
+    heartbeat,
+)
 from specflow.execution.values import ValueStore
+
+__all__ = [
+    "Checkpoint", "FORMAT", "MAX_RECORD_DELAY", "OLDER_FORMATS", "metadata",
+    "CheckpointError",
+    "FAILED_STATUSES",
+    "FlowRow",
+    "LATEST",
+    "LIVE_STATUSES",
+    "LeaseRow",
+    "RunInfo",
+    "TASK_STATUSES",
+    "TERMINAL_JOB_STATES",
+    "TaskRow",
+    "heartbeat",
+]
 
 FORMAT = "specflow-checkpoint/2"
 OLDER_FORMATS = ("specflow-checkpoint/1",)
-#: the newest row of every task id
-LATEST = "(SELECT * FROM tasks WHERE seq IN (SELECT MAX(seq) FROM tasks GROUP BY id))"
 #: a commit happens at the latest this long after a task's outcome arrived
 MAX_RECORD_DELAY = 0.25
 
@@ -126,14 +151,6 @@ live_table = sa.Table(
     sa.Column("args", sa.Text),
 )
 
-#: every status a task can have, in the order a task goes through them
-TASK_STATUSES = ("pending", "queued", "running", "done", "failed", "cancelled", "timeout",
-                 "skipped", "reused")
-#: statuses of tasks that have not reached a final state (kept in the ``live`` table)
-LIVE_STATUSES = ("pending", "queued", "running")
-#: final statuses of tasks that did not succeed and were tried
-FAILED_STATUSES = ("failed", "timeout")
-
 jobs_table = sa.Table(
     "jobs",
     metadata,
@@ -144,78 +161,6 @@ jobs_table = sa.Table(
     sa.Column("log_path", sa.Text),
     sa.Column("updated", sa.Float, nullable=False),
 )
-
-TERMINAL_JOB_STATES = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "PREEMPTED",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "DONE",
-    "LOST",
-}
-
-
-class CheckpointError(Exception):
-    """The file is not a specflow checkpoint, or it is damaged."""
-
-
-@dataclass
-class RunInfo:
-    id: str
-    spec: Any
-    spec_hash: str
-    spec_file: str | None
-    spec_file_hash: str | None
-    overrides: list[str]
-    imports: list[dict[str, Any]]
-    settings: dict[str, Any]
-    specflow_version: str
-    created: float
-    updated: float
-    status: str
-    driver: str | None
-    attempt: int
-    start_dir: str | None
-
-
-@dataclass
-class LeaseRow:
-    host: str
-    pid: int
-    started: float
-    heartbeat: float
-    released: bool
-
-
-@dataclass
-class TaskRow:
-    id: str
-    operation: str
-    status: str
-    attempts: int
-    started: float | None
-    finished: float | None
-    error: str | None
-    traceback: str | None
-    value_json: str | None
-    worker: str | None
-    log_path: str | None
-    args: str | None = None
-
-
-@dataclass
-class FlowRow:
-    position: str
-    name: str
-    status: str
-    value_json: str | None
-    task_id: str | None
-
 
 def _on_connect(dbapi_conn: Any, record: Any) -> None:
     cur = dbapi_conn.cursor()
@@ -783,23 +728,6 @@ class Checkpoint:
 
 def _driver() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def heartbeat(path: Path, host: str, pid: int) -> bool:
-    """Refresh the lease's heartbeat from another thread (its own connection). False when
-    the lease is no longer this driver's."""
-    import sqlite3
-
-    con = sqlite3.connect(str(path), timeout=10)
-    try:
-        cur = con.execute(
-            "UPDATE lease SET heartbeat = ? WHERE id = 1 AND host = ? AND pid = ? AND released = 0",
-            (time.time(), host, pid),
-        )
-        con.commit()
-        return cur.rowcount == 1
-    finally:
-        con.close()
 
 
 class _Damaged(Exception):

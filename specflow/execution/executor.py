@@ -15,19 +15,22 @@ import time
 from collections import deque
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specflow.backends.base import Backend, BackendContext, Outcome
 from specflow.execution.cache import MISSING as _CACHE_MISSING
 from specflow.execution.cache import is_pure
-from specflow.execution.checkpoint import Checkpoint, FlowRow
 from specflow.execution.events import Event, EventBus
 from specflow.execution.reuse import MISSING as _REUSE_MISSING
+from specflow.execution.rows import FlowRow
 from specflow.execution.values import ValueNotStored
 from specflow.flow.core import Dependency, Flow, FlowSchema, TaskableOperation
 from specflow.flow.summary import summarise
 from specflow.flow.task import Task, TransientErrorCondition, with_requirements
 from specflow.spec import SpecError
+
+if TYPE_CHECKING:
+    from specflow.execution.checkpoint import Checkpoint
 
 #: tasks per operation whose argument summary is recorded when the operation has no summariser
 #: of its own (failures always get one): summaries cost a few microseconds each

@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from specflow.execution.checkpoint import Checkpoint, CheckpointError
+from specflow.execution.rows import CheckpointError
 from specflow.flow.task import Task
+
+if TYPE_CHECKING:
+    from specflow.execution.checkpoint import Checkpoint
 
 
 class ReuseRefused(CheckpointError):
@@ -73,6 +76,8 @@ class ReuseSource:
                 if not path.is_file():
                     raise CheckpointError(f"--reuse {p}: no checkpoint there (give a run dir "
                                           "or its checkpoint.db)")
+                from specflow.execution.checkpoint import Checkpoint
+
                 ck = Checkpoint(path)
                 self._ckpts.append(ck)
                 self.paths.append(path)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specflow.backends import Backend, BackendContext, make_backend
 from specflow.backends.base import DriverInterrupt, Outcome
@@ -29,11 +29,11 @@ from specflow.builder import build, import_user_module
 from specflow.builder.build import locate
 from specflow.builder.imports import resolve_import
 from specflow.execution.cache import ResultCache
-from specflow.execution.checkpoint import Checkpoint, CheckpointError
 from specflow.execution.dryrun import DryRunResult, dry_run
 from specflow.execution.events import Event, EventBus
 from specflow.execution.executor import Executor, RunReport
 from specflow.execution.reuse import ReuseSource
+from specflow.execution.rows import CheckpointError
 from specflow.flow.runnable import check_runnable
 from specflow.flow.task import Task
 from specflow.run.entries import ExecutionRequest
@@ -42,6 +42,9 @@ from specflow.run.record import Run, file_sha256, import_record, say_default
 from specflow.run.settings import OPT_INS, RunSettings
 from specflow.spec import SpecError, apply_overrides, load_spec_with_source
 from specflow.spec.source import SourceMap
+
+if TYPE_CHECKING:
+    from specflow.execution.checkpoint import Checkpoint
 
 RUN_ROOT_ENV = "SPECFLOW_RUN_ROOT"
 Say = Callable[[str], None]

@@ -18,8 +18,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from specflow.execution.checkpoint import Checkpoint, LeaseRow, heartbeat
+from specflow.execution.rows import LeaseRow, heartbeat
+
+if TYPE_CHECKING:
+    from specflow.execution.checkpoint import Checkpoint
 
 LOCK_NAME = "driver.lock"
 #: seconds between heartbeats of a live driver

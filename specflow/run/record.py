@@ -13,15 +13,16 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import exc as sa_exc
+from typing import TYPE_CHECKING, Any
 
 from specflow import __version__
-from specflow.execution.checkpoint import Checkpoint, CheckpointError, RunInfo, TaskRow
+from specflow.execution.rows import CheckpointError, RunInfo, TaskRow
 from specflow.run.lease import Lease, LeaseHeld, driver_gone
 from specflow.run.settings import RunSettings
 from specflow.spec import SpecError
+
+if TYPE_CHECKING:
+    from specflow.execution.checkpoint import Checkpoint
 
 CHECKPOINT_NAME = "checkpoint.db"
 #: statuses of a run that has a driver while it is true
@@ -99,6 +100,10 @@ class Run:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpecError(f"cannot create the run dir {shown}: {exc.strerror or exc}") from None
+        from sqlalchemy import exc as sa_exc
+
+        from specflow.execution.checkpoint import Checkpoint
+
         try:
             ck = Checkpoint(cpath, create=True)
         except (CheckpointError, OSError, sa_exc.OperationalError) as exc:
@@ -136,6 +141,8 @@ class Run:
     def open(cls, path: str | os.PathLike[str], *, drive: bool) -> Run:
         """An existing run; with ``drive`` its lease is taken (refused while another live
         driver holds it)."""
+        from specflow.execution.checkpoint import Checkpoint
+
         cpath = checkpoint_path(path).absolute()
         ck = Checkpoint(cpath)
         lease = None

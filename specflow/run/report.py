@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specflow.execution.checkpoint import FAILED_STATUSES, LATEST, TASK_STATUSES
+from specflow.execution.rows import FAILED_STATUSES, LATEST, TASK_STATUSES
 from specflow.run.inspect import log_excerpt, run_data, status_columns
 from specflow.run.record import Run
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -80,3 +84,27 @@ def test_job_updates_keep_what_they_do_not_carry(tmp_path: Path) -> None:
         assert jobs["7_0"]["n_tasks"] == 12 and jobs["7_0"]["log_path"] == "/logs/7_0.out"
         assert jobs["8_0"]["log_path"] == "/logs/8_0.out"
         assert ck.live_jobs() == []
+
+
+def test_a_driver_without_a_checkpoint_leaves_the_database_layer_unloaded(workdir: Path) -> None:
+    """SQLAlchemy takes a fifth of a second to import; a run that keeps no checkpoint does
+    not pay it, and one that keeps a checkpoint still records every task."""
+    script = textwrap.dedent(f"""
+        import sys
+        import specflow
+        from user_ops import append_many
+        report = specflow.execute(append_many({str(workdir / "a.txt")!r}, 5), backend="local",
+                                  workers=1, checkpoint=False)
+        print(report.status, "sqlalchemy" in sys.modules)
+        report = specflow.execute(append_many({str(workdir / "b.txt")!r}, 5), backend="local",
+                                  workers=1, run_dir={str(workdir / "run")!r})
+        print(report.status, "sqlalchemy" in sys.modules)
+    """)
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=workdir, env={**os.environ, "PYTHONPATH": tests_dir})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["done", "False", "done", "True"]
+    assert (workdir / "a.txt").read_text().count("\n") == 5
+    with Checkpoint(workdir / "run" / "checkpoint.db") as ck:
+        assert ck.counts() == {"test.append": {"done": 5}}
