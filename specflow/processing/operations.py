@@ -165,58 +165,89 @@ def _radius3(radius: Sequence[int] | int) -> IVec3:
     return ivec3(radius, "radius")
 
 
-def _shift_add(out: Array, a: Array, k: int, axis: int, weight: float | None,
-               scratch: Array | None) -> None:
-    """``out[i] += weight * (a[i - k] + ...)`` for both neighbours at distance ``k`` along
-    ``axis`` (terms outside the array are zero, so they are skipped)."""
-    for dst_sl, src_sl in ((slice(k, None), slice(None, -k)), (slice(None, -k), slice(k, None))):
-        d: list[slice] = [slice(None)] * 4
-        s: list[slice] = [slice(None)] * 4
-        d[axis], s[axis] = dst_sl, src_sl
-        target = out[tuple(d)]
-        if weight is None:
-            np.add(target, a[tuple(s)], out=target)
-        else:
-            assert scratch is not None
-            buf = scratch[tuple(d)]
-            np.multiply(a[tuple(s)], np.float32(weight), out=buf)
-            np.add(target, buf, out=target)
+# The working set of one slab of a separable filter: what a core's cache holds. A block is
+# filtered in slabs of X planes (each with its context of ``r`` planes either side), so that a
+# block of 144^3 or 272^3 runs as fast per voxel as one of 64^3 instead of streaming each of
+# its nine passes through main memory.
+SLAB_BYTES = 1 << 20
+MIN_SLAB_PLANES = 4
+
+
+def _axis_pass(a: Array, lo: int, hi: int, axis: int, r: int,
+               kernel: npt.NDArray[np.float64] | None) -> Array:
+    """One axis of a separable filter, for the output range ``[lo, hi)`` of ``a`` along
+    ``axis``: the centre term, then for each distance ``k`` the neighbour below and the one
+    above (terms outside ``a`` are zero, so they are skipped). ``kernel`` is None for a box sum.
+
+    Each voxel's terms are added in this order wherever the voxel sits, so a voxel whose
+    neighbours are all in ``a`` gets the same float32 result in a slab, a chunk or the whole
+    volume.
+    """
+    n, m = a.shape[axis], hi - lo
+
+    def along(start: int, stop: int) -> tuple[slice, ...]:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    if kernel is None:
+        res = np.array(a[along(lo, hi)], copy=True)
+        scratch = None
+    else:
+        res = a[along(lo, hi)] * np.float32(kernel[r])
+        scratch = np.empty_like(res)
+    for k in range(1, min(r, n - 1) + 1):
+        for j0, j1, shift in ((max(0, k - lo), m, -k), (0, min(m, n - lo - k), k)):
+            if j1 <= j0:
+                continue
+            terms = a[along(lo + j0 + shift, lo + j1 + shift)]
+            target = res[along(j0, j1)]
+            if kernel is None:
+                np.add(target, terms, out=target)
+            else:
+                assert scratch is not None
+                buf = scratch[along(j0, j1)]
+                np.multiply(terms, np.float32(kernel[r + k]), out=buf)
+                np.add(target, buf, out=target)
+    return res
 
 
 def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]] | None,
                radius: IVec3 | None = None) -> Array:
     """Convolve the X, Y, Z axes of ``src`` with symmetric 1-D kernels (or, with ``radius``,
-    box sums), zeros outside.
+    box means), zeros outside; in float32, returned as ``src``'s dtype if it is a float.
 
-    Each voxel's terms are added in the same order (centre, then the neighbours at distance
-    1, 2, ...) wherever the voxel sits in the array, so a chunk with enough context gives
-    bit-identical results to the whole volume.
+    The block is filtered in slabs of X planes (:data:`SLAB_BYTES`); every voxel's terms are
+    added in the same order (X, then Y, then Z; along each, the centre, then the neighbours at
+    distance 1, 2, ...) whatever the slab, the chunk or the block, so a chunk with enough
+    context gives bit-identical results to the whole volume.
     """
     out_dtype = src.dtype if np.issubdtype(src.dtype, np.floating) else np.dtype(np.float32)
-    acc = np.array(src, dtype=np.float32, copy=True)
-    for axis in (1, 2, 3):
-        if kernels is not None:
-            kernel = kernels[axis - 1]
-            r = (len(kernel) - 1) // 2
-        else:
-            assert radius is not None
-            r = radius[axis - 1]
-            kernel = None
-        if r == 0 or acc.shape[axis] == 0:
-            continue
-        if kernel is None:
-            res = acc.copy()
-            for k in range(1, min(r, acc.shape[axis] - 1) + 1):
-                _shift_add(res, acc, k, axis, None, None)
-        else:
-            res = acc * np.float32(kernel[r])
-            scratch = np.empty_like(acc)
-            for k in range(1, min(r, acc.shape[axis] - 1) + 1):
-                _shift_add(res, acc, k, axis, float(kernel[r + k]), scratch)
-        acc = res
-    if kernels is None and radius is not None:
-        acc *= np.float32(1.0 / ((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1)))
-    return acc.astype(out_dtype, copy=False)
+    if kernels is not None:
+        radii = [(len(k) - 1) // 2 for k in kernels]
+        per_axis: list[npt.NDArray[np.float64] | None] = list(kernels)
+    else:
+        assert radius is not None
+        radii, per_axis = list(radius), [None, None, None]
+    scale = None if kernels is not None else np.float32(
+        1.0 / ((2 * radii[0] + 1) * (2 * radii[1] + 1) * (2 * radii[2] + 1)))
+    x_size = src.shape[1]
+    plane = max(1, src[:, :1].size * 4)
+    step = max(MIN_SLAB_PLANES, SLAB_BYTES // plane)
+    if 2 * step > x_size:
+        step = max(1, x_size)
+    out = np.empty(src.shape, out_dtype)
+    for x0 in range(0, x_size, step):
+        x1 = min(x_size, x0 + step)
+        a, b = max(0, x0 - radii[0]), min(x_size, x1 + radii[0])
+        acc = src[:, a:b].astype(np.float32, copy=False)
+        acc = _axis_pass(acc, x0 - a, x1 - a, 1, radii[0], per_axis[0])
+        for axis in (2, 3):
+            acc = _axis_pass(acc, 0, acc.shape[axis], axis, radii[axis - 1], per_axis[axis - 1])
+        if scale is not None:
+            acc *= scale
+        out[:, x0:x1] = acc
+    return out
 
 
 @register("mean_filter")
