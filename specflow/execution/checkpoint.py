@@ -39,19 +39,12 @@ from specflow.execution.rows import (
 )
 from specflow.execution.values import ValueStore
 
+#: the rows and statuses live in :mod:`specflow.execution.rows` (no SQLAlchemy); they are
+#: exported here too
 __all__ = [
-    "Checkpoint", "FORMAT", "MAX_RECORD_DELAY", "OLDER_FORMATS", "metadata",
-    "CheckpointError",
-    "FAILED_STATUSES",
-    "FlowRow",
-    "LATEST",
-    "LIVE_STATUSES",
-    "LeaseRow",
-    "RunInfo",
-    "TASK_STATUSES",
-    "TERMINAL_JOB_STATES",
-    "TaskRow",
-    "heartbeat",
+    "FAILED_STATUSES", "FORMAT", "LATEST", "LIVE_STATUSES", "MAX_RECORD_DELAY", "OLDER_FORMATS",
+    "TASK_STATUSES", "TERMINAL_JOB_STATES", "Checkpoint", "CheckpointError", "FlowRow",
+    "LeaseRow", "RunInfo", "TaskRow", "heartbeat", "metadata",
 ]
 
 FORMAT = "specflow-checkpoint/2"
