@@ -190,15 +190,25 @@ def _axis_pass(a: Array, lo: int, hi: int, axis: int, r: int,
         index[axis] = slice(start, stop)
         return tuple(index)
 
+    centre = a[along(lo, hi)]
+    fused = 0  # with a box sum, the first neighbour below is added as the centre is copied
     if kernel is None:
-        res = np.array(a[along(lo, hi)], copy=True)
+        res = np.empty(centre.shape, np.float32)
         scratch = None
+        j0 = max(0, 1 - lo)
+        if r >= 1 and n > 1 and j0 < m:
+            if j0:
+                res[along(0, j0)] = centre[along(0, j0)]
+            np.add(centre[along(j0, m)], a[along(lo + j0 - 1, hi - 1)], out=res[along(j0, m)])
+            fused = 1
+        else:
+            res[...] = centre
     else:
-        res = a[along(lo, hi)] * np.float32(kernel[r])
+        res = centre * np.float32(kernel[r])
         scratch = np.empty_like(res)
     for k in range(1, min(r, n - 1) + 1):
         for j0, j1, shift in ((max(0, k - lo), m, -k), (0, min(m, n - lo - k), k)):
-            if j1 <= j0:
+            if j1 <= j0 or (k == 1 and shift < 0 and fused):
                 continue
             terms = a[along(lo + j0 + shift, lo + j1 + shift)]
             target = res[along(j0, j1)]
@@ -236,7 +246,7 @@ def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]] | None,
     step = max(MIN_SLAB_PLANES, SLAB_BYTES // plane)
     if 2 * step > x_size:
         step = max(1, x_size)
-    out = np.empty(src.shape, out_dtype)
+    out = None if step >= x_size else np.empty(src.shape, out_dtype)
     for x0 in range(0, x_size, step):
         x1 = min(x_size, x0 + step)
         a, b = max(0, x0 - radii[0]), min(x_size, x1 + radii[0])
@@ -246,8 +256,10 @@ def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]] | None,
             acc = _axis_pass(acc, 0, acc.shape[axis], axis, radii[axis - 1], per_axis[axis - 1])
         if scale is not None:
             acc *= scale
+        if out is None:  # the block in one slab
+            return acc.astype(out_dtype, copy=False)
         out[:, x0:x1] = acc
-    return out
+    return out if out is not None else np.empty(src.shape, out_dtype)
 
 
 @register("mean_filter")
