@@ -190,25 +190,15 @@ def _axis_pass(a: Array, lo: int, hi: int, axis: int, r: int,
         index[axis] = slice(start, stop)
         return tuple(index)
 
-    centre = a[along(lo, hi)]
-    fused = 0  # with a box sum, the first neighbour below is added as the centre is copied
     if kernel is None:
-        res = np.empty(centre.shape, np.float32)
+        res = np.array(a[along(lo, hi)], copy=True)
         scratch = None
-        j0 = max(0, 1 - lo)
-        if r >= 1 and n > 1 and j0 < m:
-            if j0:
-                res[along(0, j0)] = centre[along(0, j0)]
-            np.add(centre[along(j0, m)], a[along(lo + j0 - 1, hi - 1)], out=res[along(j0, m)])
-            fused = 1
-        else:
-            res[...] = centre
     else:
-        res = centre * np.float32(kernel[r])
+        res = a[along(lo, hi)] * np.float32(kernel[r])
         scratch = np.empty_like(res)
     for k in range(1, min(r, n - 1) + 1):
         for j0, j1, shift in ((max(0, k - lo), m, -k), (0, min(m, n - lo - k), k)):
-            if j1 <= j0 or (k == 1 and shift < 0 and fused):
+            if j1 <= j0:
                 continue
             terms = a[along(lo + j0 + shift, lo + j1 + shift)]
             target = res[along(j0, j1)]
@@ -242,13 +232,9 @@ def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]] | None,
     scale = None if kernels is not None else np.float32(
         1.0 / ((2 * radii[0] + 1) * (2 * radii[1] + 1) * (2 * radii[2] + 1)))
     x_size = src.shape[1]
-    plane = max(1, src[:, :1].size * 4)
-    step = max(MIN_SLAB_PLANES, SLAB_BYTES // plane)
-    if 2 * step > x_size:
-        step = max(1, x_size)
-    out = None if step >= x_size else np.empty(src.shape, out_dtype)
-    for x0 in range(0, x_size, step):
-        x1 = min(x_size, x0 + step)
+
+    def slab(x0: int, x1: int) -> Array:
+        """Planes [x0, x1) filtered, read with their context."""
         a, b = max(0, x0 - radii[0]), min(x_size, x1 + radii[0])
         acc = src[:, a:b].astype(np.float32, copy=False)
         acc = _axis_pass(acc, x0 - a, x1 - a, 1, radii[0], per_axis[0])
@@ -256,10 +242,15 @@ def _separable(src: Array, kernels: Sequence[npt.NDArray[np.float64]] | None,
             acc = _axis_pass(acc, 0, acc.shape[axis], axis, radii[axis - 1], per_axis[axis - 1])
         if scale is not None:
             acc *= scale
-        if out is None:  # the block in one slab
-            return acc.astype(out_dtype, copy=False)
-        out[:, x0:x1] = acc
-    return out if out is not None else np.empty(src.shape, out_dtype)
+        return acc
+
+    step = max(MIN_SLAB_PLANES, SLAB_BYTES // max(1, src[:, :1].size * 4))
+    if 2 * step > x_size:  # the block in one slab
+        return slab(0, x_size).astype(out_dtype, copy=False)
+    out = np.empty(src.shape, out_dtype)
+    for x0 in range(0, x_size, step):
+        out[:, x0:min(x_size, x0 + step)] = slab(x0, min(x_size, x0 + step))
+    return out
 
 
 @register("mean_filter")
