@@ -63,8 +63,14 @@ def tune_collector() -> None:
     """Freeze what exists now and collect the young generation less often."""
     gc.freeze()  # without collecting first: a full collection would cost a start ~30 ms
     STATE["collector"] = gc.get_freeze_count()
+    gc.set_threshold(*relaxed_gc_thresholds())
+
+
+def relaxed_gc_thresholds() -> tuple[int, int, int]:
+    """The collector's thresholds, raised for a process that makes many short-lived objects
+    (a worker, the driver's loop): young collections every 50,000 allocations at the least."""
     first, second, third = gc.get_threshold()
-    gc.set_threshold(max(first, 50_000), max(second, 20), max(third, 100))
+    return max(first, 50_000), max(second, 20), max(third, 100)
 
 
 def allocator_env() -> dict[str, str]:

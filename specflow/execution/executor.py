@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from specflow.backends.base import Backend, BackendContext, Outcome
+from specflow.backends.tuning import relaxed_gc_thresholds
 from specflow.execution.cache import MISSING as _CACHE_MISSING
 from specflow.execution.cache import is_pure
 from specflow.execution.events import Event, EventBus
@@ -248,8 +249,7 @@ class Executor:
         # the loop allocates many short-lived objects; frequent young-generation collections
         # would cost more than the tasks themselves
         gc_thresholds = gc.get_threshold()
-        gc.set_threshold(max(gc_thresholds[0], 50_000), max(gc_thresholds[1], 20),
-                         max(gc_thresholds[2], 100))
+        gc.set_threshold(*relaxed_gc_thresholds())
         try:
             self._loop()
             if self._stop:
