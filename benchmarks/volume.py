@@ -335,7 +335,8 @@ for _codec in ("zstd", "blosc", "gzip", "precomputed-gzip"):
 del _codec
 
 #: the default selection (codec rows included)
-DEFAULT = ["limit", "loop", "compute", "crop64", "crop_user", "crop_2level", "blend", "blend_user", "copy", "dask", "daisy",
+DEFAULT = ["limit", "loop", "compute", "crop64", "crop_user", "crop_2level", "blend", "blend_user",
+           "copy", "dask", "daisy",
            "limit_zstd", "copy_zstd", "limit_blosc", "copy_blosc", "limit_gzip", "copy_gzip",
            "limit_precomputed-gzip", "copy_precomputed-gzip"]
 
