@@ -290,8 +290,11 @@ def _process_chunk(
     subchunk_threads: int = 1, stride: Sequence[int] | None = None,
 ) -> None:
     """One top-level chunk: compute it and write it to ``dst`` (direct) or to its staging
-    slot; with neither (``dst: null``) the operation runs for its own effects."""
+    slot; with neither (``dst: null``) the operation runs for its own effects. A chunk whose
+    operation gives no output is marked so in the staging area (its slot stays empty)."""
     data = compute_chunk(op, op_kwargs, levels, chunk, subchunk_threads)
+    if data is None and staging is not None:
+        _mark_empty(staging, _slot(chunk, region, levels[0], stride or levels[0].chunk))
     if data is None or (dst is None and staging is None):
         return
     with semaphore("write"):
@@ -393,20 +396,90 @@ def _staged_pieces(
         yield chunk, out_idx, inter, inter.translated(offset)
 
 
+class StagingLostError(RuntimeError):
+    """A staged output a reduction needs is missing, and it cannot be computed again here."""
+
+
+@dataclass(frozen=True)
+class Restage:
+    """What a reduction task needs to compute a top-level chunk again when the staging area
+    lost its output (deleted, or on storage that did not survive a restart) after the chunk
+    was recorded done."""
+
+    op: Any
+    op_kwargs: dict[str, Any]
+    levels: tuple[Level, ...]
+    subchunk_threads: int = 1
+
+
+def _empty_key(slot: VolumetricIndex) -> str:
+    return "empty/" + ".".join(str(int(v)) for v in slot.start)
+
+
+def _mark_empty(staging: TSLayer, slot: VolumetricIndex) -> None:
+    kv_write(kvstore_url(staging.path), _empty_key(slot), b"")
+
+
+def _read_or_none(started: Any) -> Array | None:
+    """The array a staged read gives, or ``None`` when its slot is not stored."""
+    try:
+        data: Array = started.result()
+    except ValueError as exc:
+        if str(exc).startswith("NOT_FOUND"):
+            return None
+        raise
+    return data
+
+
+def _lost_piece(
+    staging: TSLayer, region: VolumetricIndex, top: Level, chunk: VolumetricIndex,
+    inter: VolumetricIndex, at: VolumetricIndex, step: Sequence[int], restage: Restage | None,
+) -> Array:
+    """The staged data at ``at`` for a slot that is not stored: zeros for a chunk without
+    output (as the fill value always gave), else the chunk computed again and staged anew."""
+    slot = _slot(chunk, region, top, step)
+    info = staging.scales()[0]
+    empty = np.zeros((info.num_channels, *inter.shape), dtype=info.dtype)
+    if kv_read(kvstore_url(staging.path), _empty_key(slot)) is not None:
+        return empty
+    where = f"top-level chunk {list(chunk.start)}..{list(chunk.stop)}"
+    if restage is None:
+        raise StagingLostError(
+            f"the staged output of {where} is missing from {staging.path}: the staging area "
+            "lost it after the chunk was recorded done; run the flow that staged it again "
+            "(with a new run directory) to write it")
+    data = compute_chunk(restage.op, restage.op_kwargs, restage.levels, chunk,
+                         restage.subchunk_threads)
+    print(f"specflow: the staged output of {where} was missing from {staging.path}; "
+          "computed it again", file=sys.stderr)
+    if data is None:
+        _mark_empty(staging, slot)
+        return empty
+    staging.write_async(slot, data).result()
+    return staging.read(at)  # what an uninterrupted run reads back
+
+
 def _reduce_chunk(
     staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
-    part: VolumetricIndex, stride: Sequence[int] | None = None,
+    part: VolumetricIndex, stride: Sequence[int] | None = None, restage: Restage | None = None,
 ) -> None:
     """Combine the staged outputs overlapping ``part`` (a piece of the region aligned with
     the stored chunks of ``dst``) and write ``part`` of ``dst`` (nothing when no output
-    overlaps it, as in a processing gap)."""
+    overlaps it, as in a processing gap). A staged output found missing is computed again
+    from ``restage`` (else an error), and combined in its place: the same sum, in the same
+    order, as with nothing lost."""
     combiner = Combiner(part, top.blend, mode)
     with semaphore("read"):
-        pending = [(chunk, out_idx, inter, staging.read_async(at))
+        pending = [(chunk, out_idx, inter, at, staging.read_async(at))
                    for chunk, out_idx, inter, at in _staged_pieces(region, top, part, stride)]
-        for chunk, out_idx, inter, fut in pending:
-            low, high = neighbours(chunk, region)
-            combiner.add(out_idx, fut.result(), low, high, data_idx=inter)
+        pieces = [(chunk, out_idx, inter, at, _read_or_none(started))
+                  for chunk, out_idx, inter, at, started in pending]
+    for chunk, out_idx, inter, at, data in pieces:
+        if data is None:
+            data = _lost_piece(staging, region, top, chunk, inter, at, stride or top.chunk,
+                               restage)
+        low, high = neighbours(chunk, region)
+        combiner.add(out_idx, data, low, high, data_idx=inter)
     if combiner.out is None:
         return
     with semaphore("write"):
@@ -483,7 +556,7 @@ def _staging_layer(path: str, grid: list[int], top: Level, dtype: str, num_chann
         path, format="zarr3", info_dtype=dtype, info_num_channels=num_channels,
         info_resolution=resolution, info_voxel_offset=[0, 0, 0],
         info_size=[g * p for g, p in zip(grid, slot, strict=True)],
-        info_chunk_size=list(slot), info_overwrite=True,
+        info_chunk_size=list(slot), info_overwrite=True, strict=True,
     )
 
 
@@ -492,7 +565,10 @@ def _staging_record(top: Level, region: VolumetricIndex, gap: list[int] | None =
     return {"region": {"resolution": list(region.resolution), "start": list(region.start),
                        "stop": list(region.stop)},
             "chunk": list(top.chunk), "blend": list(top.blend), "crop": list(top.crop),
-            "gap": list(gap or [0, 0, 0]), "write_procs_applied": procs_applied}
+            "gap": list(gap or [0, 0, 0]), "write_procs_applied": procs_applied,
+            # every slot written is stored and a chunk without output is marked, so a slot
+            # found missing was lost
+            "strict": True}
 
 
 def _planned_records() -> dict[str, Any]:
@@ -704,16 +780,17 @@ class SubchunkableApplyFlow:
             procs_applied=isinstance(self.op, WriteProcs))
         yield create
         staged = yield Dependency(create)
-        staging = TSLayer(staged or path)
+        staging = TSLayer(staged or path, strict=True)
         maker = process_chunk.task_maker(staging=staging, **common)
         for chunk in chunks:
             yield _typed(maker.make_task(chunk=chunk), op_type)
         yield Dependency()
         if top.mode == "defer":
             return
+        restage = Restage(self.op, self.op_kwargs, geo.levels, self.subchunk_threads)
         yield from _reduce(staging, self.dst, region, top, top.mode, stored, offset,
                            plan_.max_reduction_chunk_size, stride,
-                           self.args.get("reduction_worker_type"))
+                           self.args.get("reduction_worker_type"), restage)
         yield delete_staging.make_task(path=path)
         yield Dependency()
 
@@ -747,9 +824,12 @@ def level_notes(geo: Geometry) -> list[InnerLevel]:
 def _reduce(
     staging: TSLayer, dst: Any, region: VolumetricIndex, top: Level, mode: str,
     stored: IVec3, offset: IVec3, max_size: IVec3 | None, stride: Sequence[int] | None = None,
-    worker_type: str | None = None,
+    worker_type: str | None = None, restage: Restage | None = None,
 ) -> Generator[Any, Any, None]:
-    extra = {} if stride is None or tuple(stride) == top.chunk else {"stride": list(stride)}
+    extra: dict[str, Any] = {} if stride is None or tuple(stride) == top.chunk else {
+        "stride": list(stride)}
+    if restage is not None:
+        extra["restage"] = restage
     maker = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode,
                                     **extra)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
@@ -1263,7 +1343,8 @@ def _reduce_staged(
     yield prep
     info = yield Dependency(prep)
     stride = _add(top.chunk, ivec3(record.get("gap", [0, 0, 0])))
-    yield from _reduce(TSLayer(path), dst, region, top, mode, ivec3(info["chunk_size"]),
+    staging = TSLayer(path, strict=bool(record.get("strict")))
+    yield from _reduce(staging, dst, region, top, mode, ivec3(info["chunk_size"]),
                        ivec3(info["voxel_offset"]), max_red, stride)
 
 

@@ -341,7 +341,11 @@ def forget_layer(path: str) -> None:
 
 
 class TSLayer:
-    """A volume on any kvstore tensorstore reaches, read and written by index."""
+    """A volume on any kvstore tensorstore reaches, read and written by index.
+
+    ``strict`` (for specflow's own intermediate arrays): every chunk written is stored, even
+    one equal to the fill value, and reading a chunk that is not stored is an error instead
+    of the fill value, so a lost chunk cannot pass for an empty one."""
 
     def __init__(
         self,
@@ -366,6 +370,7 @@ class TSLayer:
         read_procs: Sequence[Callable[..., Any]] = (),
         write_procs: Sequence[Callable[..., Any]] = (),
         index_procs: Sequence[Callable[..., Any]] = (),
+        strict: bool = False,
     ) -> None:
         self.read_procs = tuple(read_procs)
         self.write_procs = tuple(write_procs)
@@ -413,6 +418,8 @@ class TSLayer:
             "cache_bytes": int(cache_bytes),
             "concurrency": int(concurrency),
         }
+        if strict:  # only when set, so that other layers keep their settings (and ids)
+            self.settings["strict"] = True
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -726,6 +733,9 @@ class TSLayer:
         else:
             spec = {"driver": {"zarr": "zarr", "zarr3": "zarr3", "n5": "n5"}[str(fmt)],
                     "kvstore": self.path}
+        if self.settings.get("strict"):
+            spec["fill_missing_data_reads"] = False
+            spec["store_data_equal_to_fill_value"] = True
         opened = ts.open(spec, context=self._context(), read=True,
                          write=not self.readonly).result()
         if fmt == "precomputed":

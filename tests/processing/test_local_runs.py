@@ -22,12 +22,13 @@ SHAPE = [64, 64, 48]
 WHOLE = VolumetricIndex.from_voxels((0, 0, 0), SHAPE, (1, 1, 1))
 
 
-def spec(tmp: Path, name: str, *, max_delay: float, workers: int) -> Path:
+def spec(tmp: Path, name: str, *, max_delay: float, workers: int,
+         fn: dict[str, Any] | None = None) -> Path:
     raw = str(tmp / "raw.zarr")
     blur_stage = {
         "@type": "build_subchunkable_apply_flow",
-        "fn": {"@type": "jittery_gaussian", "@mode": "partial", "sigma": 1.0,
-               "max_delay": max_delay},
+        "fn": fn or {"@type": "jittery_gaussian", "@mode": "partial", "sigma": 1.0,
+                     "max_delay": max_delay},
         "op_kwargs": {"src": {"@type": "build_ts_layer", "path": raw}},
         "dst": {"@type": "build_ts_layer", "path": str(tmp / f"{name}.zarr"),
                 "info_reference_path": raw},
@@ -114,3 +115,46 @@ def test_killed_run_resumes_to_identical_output(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed: skipped" in resumed.stdout
     assert np.array_equal(read(tmp_path, "killed"), read(tmp_path, "ref"))
+
+
+def test_a_resumed_run_computes_again_what_the_staging_area_lost(tmp_path: Path) -> None:
+    """Staged outputs of chunks recorded done are deleted between the killed run and its
+    resume (as a staging area on storage that does not survive a restart would lose them):
+    the reduction computes those chunks again instead of blending in zeros."""
+    ref = spec(tmp_path, "ref", max_delay=0.0, workers=2)
+    done = cli("run", str(ref), "-i", str(HERE / "slow_ops.py"), "--run-dir",
+               str(tmp_path / "refdir"), "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    gate = tmp_path / "gate"
+    # 8 calls of the operation per top-level chunk (2^3 sub-chunks): 80 let 8+ chunks finish
+    fn = {"@type": "gated_gaussian", "@mode": "partial", "sigma": 1.0, "gate": str(gate),
+          "free_calls": 80}
+    path = spec(tmp_path, "lost", max_delay=0.0, workers=2, fn=fn)
+    rundir = tmp_path / "lostdir"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specflow", "run", str(path), "-i", str(HERE / "slow_ops.py"),
+         "--run-dir", str(rundir), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # the synthetic volume's 48 chunks come first, then those of the blur
+    try:
+        deadline = time.time() + 120
+        while _done_chunks(rundir / "checkpoint.db") < 48 + 6 and time.time() < deadline:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.1)
+        assert _done_chunks(rundir / "checkpoint.db") >= 48 + 6
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    slots = [p for p in (tmp_path / "tmp_lost").glob("staging-*/c/**/*") if p.is_file()]
+    assert len(slots) >= 6
+    for p in slots:
+        p.unlink()
+
+    gate.touch()
+    resumed = cli("resume", str(rundir / "checkpoint.db"), "--no-progress")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed: skipped" in resumed.stdout
+    assert np.array_equal(read(tmp_path, "lost"), read(tmp_path, "ref"))
+    logs = "".join(p.read_text(errors="replace") for p in rundir.rglob("*.log"))
+    assert logs.count("computed it again") >= 6

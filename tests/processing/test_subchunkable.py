@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,62 @@ def test_defer_then_reduce_equals_blending_at_once(tmp_path: Path, volume: Any) 
     run_inline(build_reduce_staged_flow(str(staging), dst, mode="linear",
                                         max_reduction_chunk_size=[16, 16, 16]))
     assert np.array_equal(dst.read(whole(SHAPE)), at_once)
+
+
+def _blur_inside(src: Any) -> Any:
+    """No output for the chunks at the low x end (their first plane of input is outside)."""
+    return None if not src[0, 0].any() else gaussian_filter(src, sigma=1.0)
+
+
+def _defer(tmp_path: Path, src: Any, fn: Any) -> tuple[Any, Path]:
+    dst = dst_like(tmp_path / "later", src)
+    run_inline(build_subchunkable_apply_flow(
+        dst=dst, dst_resolution=list(RES), fn=fn, op_kwargs={"src": src},
+        bbox=whole(SHAPE).bbox, processing_chunk_sizes=[[16, 20, 16]],
+        processing_blend_pads=[[4, 4, 4]], processing_blend_modes="defer",
+        level_intermediaries_dirs=[str(tmp_path / "tmp")]))
+    (staging,) = (tmp_path / "tmp").iterdir()
+    return dst, staging
+
+
+def test_chunks_without_output_reduce_as_zeros_not_as_lost(tmp_path: Path, volume: Any) -> None:
+    src, data = volume
+    at_once = apply(tmp_path, src, "once", fn=_blur_inside,
+                    processing_chunk_sizes=[[16, 20, 16]], processing_blend_pads=[[4, 4, 4]],
+                    processing_blend_modes="linear")
+    dst, staging = _defer(tmp_path, src, _blur_inside)
+    marked = list((staging / "empty").iterdir())
+    slots = [p for p in (staging / "c").rglob("*") if p.is_file()]
+    assert len(marked) == 2 * 2 and len(slots) == 2 * 2 * 2
+    run_inline(build_reduce_staged_flow(str(staging), dst, mode="linear"))
+    assert np.array_equal(dst.read(whole(SHAPE)), at_once)
+    assert 0 < np.count_nonzero(at_once) < at_once.size
+
+
+def test_reducing_a_staging_area_that_lost_an_output_fails_and_names_it(
+        tmp_path: Path, volume: Any) -> None:
+    src, _ = volume
+    dst, staging = _defer(tmp_path, src, functools.partial(gaussian_filter, sigma=1.0))
+    lost = sorted(p for p in (staging / "c").rglob("*") if p.is_file())[0]
+    lost.unlink()
+    # in a new process, as a resume would: this one's cache still holds what it wrote
+    script = (
+        "import sys\n"
+        "from specflow.processing import build_reduce_staged_flow\n"
+        "from specflow.run import execute\n"
+        "from specflow.volumes import build_ts_layer\n"
+        "dst = build_ts_layer(sys.argv[2])\n"
+        "report = execute(build_reduce_staged_flow(sys.argv[1], dst, mode='linear'),\n"
+        "                 backend='inline', checkpoint=False, max_attempts=1)\n"
+        "print(report.status)\n"
+        "print(report.failures[0].error if report.failures else '')\n")
+    out = subprocess.run([sys.executable, "-c", script, str(staging), dst.path],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    status, error = out.stdout.splitlines()[-2:]
+    assert status != "done"
+    assert "StagingLostError" in error and "is missing from" in error
+    assert "top-level chunk" in error
 
 
 def test_postpad_flow_matches(tmp_path: Path, volume: Any) -> None:
