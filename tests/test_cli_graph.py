@@ -90,11 +90,15 @@ def test_quickstart_graph_has_its_stages_waits_and_levels(workdir: Path) -> None
                             "wait"]
     assert synth["items"][1]["wait"] == ["subchunkable.prepare_dst"]
     assert group(synth, "subchunkable.process_chunk")["tasks"] == grid(size, chunk)
-    # the blur: staged, two levels, the second computed inside the tasks
+    # the blur: staged, two levels, the second computed inside the tasks; each slab of
+    # reduction parts is a small flow that waits for the chunks it combines, among the chunks
     assert kinds(blur) == [
         "subchunkable.prepare_dst", "wait", "subchunkable.create_staging", "wait",
-        "subchunkable.process_chunk", "wait", "subchunkable.reduce_chunk", "wait",
+        "subchunkable.process_chunk", "flow subchunkable.reduce_slab", "wait",
         "subchunkable.delete_staging", "wait"]
+    (part,) = flows(blur)
+    assert kinds(part) == ["wait", "subchunkable.reduce_chunk"]
+    assert part["items"][0]["wait"] == ["subchunkable.process_chunk"]
     b = stages[1]
     chunks, crops, blends = (b["processing_chunk_sizes"], b["processing_crop_pads"],
                              b["processing_blend_pads"])
@@ -107,8 +111,9 @@ def test_quickstart_graph_has_its_stages_waits_and_levels(workdir: Path) -> None
     assert [(lvl["name"], lvl["per_parent"], lvl["total"]) for lvl in pc["levels"]] == [
         ("level 0", 1, top_chunks), ("level 1", per, top_chunks * per)]
     assert "40×40×20" in pc["levels"][1]["label"] and "crop 5×5×5" in pc["levels"][1]["label"]
-    assert group(blur, "subchunkable.reduce_chunk")["tasks"] == dry["counts"][
-        "subchunkable.reduce_chunk"]
+    reductions = dry["counts"]["subchunkable.reduce_chunk"]
+    assert group(part, "subchunkable.reduce_chunk")["tasks"] == reductions
+    assert 1 <= part["instances"] <= reductions
 
 
 RECORDING_OPS = '''
@@ -215,8 +220,10 @@ def test_dot_output_is_read_by_graphviz_with_a_cluster_per_flow(workdir: Path) -
     clusters = [o for o in objects if o["name"].startswith("cluster_")]
     nodes = [o for o in objects if not o["name"].startswith("cluster_")]
     g = graph_json(spec, cwd=workdir)
-    n_flows = 1 + len(flows(g["graph"]))
-    assert len(clusters) == n_flows
+    def nested(node: dict[str, Any]) -> int:
+        return sum(1 + nested(f) for f in flows(node))
+
+    assert len(clusters) == 1 + nested(g["graph"])
     assert clusters[0]["label"].startswith("sequential_flow")
     assert sum(c["label"].startswith("subchunkable_apply_flow") for c in clusters) == 4
     labels = [n["label"] for n in nodes]
