@@ -88,27 +88,35 @@ def _done_chunks(db: Path) -> int:
         return 0
 
 
-def test_killed_run_resumes_to_identical_output(tmp_path: Path) -> None:
-    ref = spec(tmp_path, "ref", max_delay=0.0, workers=2)
+def run_ref(tmp: Path) -> None:
+    ref = spec(tmp, "ref", max_delay=0.0, workers=2)
     done = cli("run", str(ref), "-i", str(HERE / "slow_ops.py"), "--run-dir",
-               str(tmp_path / "refdir"), "--no-progress")
+               str(tmp / "refdir"), "--no-progress")
     assert done.returncode == 0, done.stdout + done.stderr
 
-    path = spec(tmp_path, "killed", max_delay=0.05, workers=2)
-    rundir = tmp_path / "killeddir"
+
+def kill_once_done(path: Path, rundir: Path, chunks: int) -> None:
+    """Run ``path`` and kill its driver and workers once ``chunks`` chunk tasks are done."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "specflow", "run", str(path), "-i", str(HERE / "slow_ops.py"),
          "--run-dir", str(rundir), "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
-        while _done_chunks(rundir / "checkpoint.db") < 8 and time.time() < deadline:
+        while _done_chunks(rundir / "checkpoint.db") < chunks and time.time() < deadline:
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.1)
-        assert _done_chunks(rundir / "checkpoint.db") >= 8
+        assert _done_chunks(rundir / "checkpoint.db") >= chunks
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
         proc.wait()
+
+
+def test_killed_run_resumes_to_identical_output(tmp_path: Path) -> None:
+    run_ref(tmp_path)
+    path = spec(tmp_path, "killed", max_delay=0.05, workers=2)
+    rundir = tmp_path / "killeddir"
+    kill_once_done(path, rundir, 8)
     assert _done_chunks(rundir / "checkpoint.db") < 64, "killed too late to test anything"
 
     resumed = cli("resume", str(rundir / "checkpoint.db"), "--no-progress")
@@ -121,31 +129,15 @@ def test_a_resumed_run_computes_again_what_the_staging_area_lost(tmp_path: Path)
     """Staged outputs of chunks recorded done are deleted between the killed run and its
     resume (as a staging area on storage that does not survive a restart would lose them):
     the reduction computes those chunks again instead of blending in zeros."""
-    ref = spec(tmp_path, "ref", max_delay=0.0, workers=2)
-    done = cli("run", str(ref), "-i", str(HERE / "slow_ops.py"), "--run-dir",
-               str(tmp_path / "refdir"), "--no-progress")
-    assert done.returncode == 0, done.stdout + done.stderr
-
+    run_ref(tmp_path)
     gate = tmp_path / "gate"
     # 8 calls of the operation per top-level chunk (2^3 sub-chunks): 80 let 8+ chunks finish
     fn = {"@type": "gated_gaussian", "@mode": "partial", "sigma": 1.0, "gate": str(gate),
           "free_calls": 80}
     path = spec(tmp_path, "lost", max_delay=0.0, workers=2, fn=fn)
     rundir = tmp_path / "lostdir"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "specflow", "run", str(path), "-i", str(HERE / "slow_ops.py"),
-         "--run-dir", str(rundir), "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # the synthetic volume's 48 chunks come first, then those of the blur
-    try:
-        deadline = time.time() + 120
-        while _done_chunks(rundir / "checkpoint.db") < 48 + 6 and time.time() < deadline:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.1)
-        assert _done_chunks(rundir / "checkpoint.db") >= 48 + 6
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_done(path, rundir, 48 + 6)
     slots = [p for p in (tmp_path / "tmp_lost").glob("staging-*/c/**/*") if p.is_file()]
     assert len(slots) >= 6
     for p in slots:
