@@ -372,6 +372,12 @@ process_chunk = TaskableOperation(_process_chunk, operation_name="subchunkable.p
                                   prefetch=_prefetch_chunk)
 
 
+def _chunk_grid(region: VolumetricIndex, chunk: Sequence[int],
+               step: Sequence[int]) -> list[int]:
+    """How many top-level chunks the region holds along each axis."""
+    return [(s + q - c) // q for s, q, c in zip(region.shape, step, chunk, strict=True)]
+
+
 def _staged_pieces(
     region: VolumetricIndex, top: Level, part: VolumetricIndex, stride: Sequence[int] | None,
 ) -> Generator[tuple[VolumetricIndex, VolumetricIndex, VolumetricIndex, VolumetricIndex],
@@ -379,7 +385,7 @@ def _staged_pieces(
     """The staged outputs overlapping ``part``: per top-level chunk, the chunk, the box its
     output spans, the part of that box inside ``part``, and where that part is staged."""
     step = stride or top.chunk
-    grid = [(s + q - c) // q for s, q, c in zip(region.shape, step, top.chunk, strict=True)]
+    grid = _chunk_grid(region, top.chunk, step)
     lo = [max(0, (p - b - r - c) // q) for p, b, r, c, q in
           zip(part.start, top.blend, region.start, top.chunk, step, strict=True)]
     hi = [min(g, (p + b - r) // q + 1) for p, b, r, q, g in
@@ -439,9 +445,12 @@ def _lost_piece(
     output (as the fill value always gave), else the chunk computed again and staged anew."""
     slot = _slot(chunk, region, top, step)
     info = staging.scales()[0]
-    empty = np.zeros((info.num_channels, *inter.shape), dtype=info.dtype)
+
+    def empty() -> Array:
+        return np.zeros((info.num_channels, *inter.shape), dtype=info.dtype)
+
     if kv_read(kvstore_url(staging.path), _empty_key(slot)) is not None:
-        return empty
+        return empty()
     where = f"top-level chunk {list(chunk.start)}..{list(chunk.stop)}"
     if restage is None:
         raise StagingLostError(
@@ -454,7 +463,7 @@ def _lost_piece(
           "computed it again", file=sys.stderr)
     if data is None:
         _mark_empty(staging, slot)
-        return empty
+        return empty()
     staging.write_async(slot, data).result()
     return staging.read(at)  # what an uninterrupted run reads back
 
@@ -614,6 +623,19 @@ delete_staging = TaskableOperation(_delete_staging, operation_name="subchunkable
                                    dry_run=_delete_staging_dry)
 
 
+def _part_grid(
+    region: VolumetricIndex, storage_chunk: Sequence[int], voxel_offset: Sequence[int],
+    max_size: Sequence[int] | None, top_chunk: Sequence[int],
+) -> tuple[list[int], list[int]]:
+    """The size of the reduction parts and where their grid starts (see
+    :func:`reduction_parts`)."""
+    want = max_size or top_chunk
+    size = [max(c, (w // c) * c) for w, c in zip(want, storage_chunk, strict=True)]
+    origin = [o + ((r - o) // c) * c
+              for o, r, c in zip(voxel_offset, region.start, storage_chunk, strict=True)]
+    return size, origin
+
+
 def reduction_parts(
     region: VolumetricIndex, storage_chunk: Sequence[int], voxel_offset: Sequence[int],
     max_size: Sequence[int] | None, top_chunk: Sequence[int],
@@ -621,10 +643,7 @@ def reduction_parts(
     """Pieces of ``region`` for reduction tasks: each a block of whole stored chunks of dst
     (on dst's chunk grid), at most ``max_size`` (default: the top chunk) rounded down to
     stored chunks, clipped to the region."""
-    want = max_size or top_chunk
-    size = [max(c, (w // c) * c) for w, c in zip(want, storage_chunk, strict=True)]
-    grid_origin = [o + ((r - o) // c) * c for o, r, c in
-                   zip(voxel_offset, region.start, storage_chunk, strict=True)]
+    size, grid_origin = _part_grid(region, storage_chunk, voxel_offset, max_size, top_chunk)
     outer = VolumetricIndex.from_voxels(grid_origin, region.stop, region.resolution)
     parts = (p.intersection(region) for p in outer.iter_chunks(size))
     return [p for p in parts if not p.is_empty()]
@@ -789,8 +808,8 @@ class SubchunkableApplyFlow:
                 yield _typed(maker.make_task(chunk=chunk), op_type)
             yield Dependency()
             return
-        # each reduction part is reduced as soon as the chunks it combines are staged, while
-        # later chunks are still being computed (no barrier between the two passes)
+        # each slab of reduction parts is reduced as soon as the chunks it combines are
+        # staged, while later chunks are still being computed (no barrier between the passes)
         restage = Restage(self.op, self.op_kwargs, geo.levels, self.subchunk_threads)
         extra: dict[str, Any] = {"restage": restage}
         if any(geo.gap):
@@ -834,15 +853,11 @@ class _ReadySlabs:
     def __init__(self, region: VolumetricIndex, top: Level, stride: Sequence[int],
                  stored: Sequence[int], offset: Sequence[int],
                  max_size: Sequence[int] | None) -> None:
-        want = max_size or top.chunk
-        self.size = [max(c, (w // c) * c) for w, c in zip(want, stored, strict=True)]
-        self.origin = [o + ((r - o) // c) * c
-                       for o, r, c in zip(offset, region.start, stored, strict=True)]
+        self.size, self.origin = _part_grid(region, stored, offset, max_size, top.chunk)
         self.start, self.stop = tuple(region.start), tuple(region.stop)
         self.resolution = region.resolution
         self.chunk, self.blend, self.stride = tuple(top.chunk), tuple(top.blend), tuple(stride)
-        self.grid = [(s + q - c) // q for s, q, c in
-                     zip(region.shape, self.stride, self.chunk, strict=True)]
+        self.grid = _chunk_grid(region, self.chunk, self.stride)
         self.nparts = [-(-(e - o) // z) for e, o, z in
                        zip(self.stop, self.origin, self.size, strict=True)]
         self.along = [[self._chunks_along(a, k) for k in range(n)]
@@ -934,12 +949,9 @@ def level_notes(geo: Geometry) -> list[InnerLevel]:
 def _reduce(
     staging: TSLayer, dst: Any, region: VolumetricIndex, top: Level, mode: str,
     stored: IVec3, offset: IVec3, max_size: IVec3 | None, stride: Sequence[int] | None = None,
-    worker_type: str | None = None, restage: Restage | None = None,
+    worker_type: str | None = None,
 ) -> Generator[Any, Any, None]:
-    extra: dict[str, Any] = {} if stride is None or tuple(stride) == top.chunk else {
-        "stride": list(stride)}
-    if restage is not None:
-        extra["restage"] = restage
+    extra = {} if stride is None or tuple(stride) == top.chunk else {"stride": list(stride)}
     maker = reduce_chunk.task_maker(staging=staging, dst=dst, region=region, top=top, mode=mode,
                                     **extra)
     for part in reduction_parts(region, stored, offset, max_size, top.chunk):
