@@ -262,6 +262,7 @@ def execute(
             run = Run.create(
                 rdir, spec=stored, spec_hash=spec_hash(stored), spec_file=None,
                 spec_file_hash=None, overrides=[], imports=records, settings=settings,
+                checkpoint_name=cpath.name,
             )
     try:
         # a run without a checkpoint keeps nothing: no cached values either

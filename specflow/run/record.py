@@ -82,8 +82,10 @@ class Run:
         overrides: list[str],
         imports: list[dict[str, Any]],
         settings: RunSettings,
+        checkpoint_name: str = CHECKPOINT_NAME,
     ) -> Run:
-        """A new run in ``run_dir``, its lease held by this process."""
+        """A new run in ``run_dir`` (its checkpoint named ``checkpoint_name``), its lease
+        held by this process."""
         shown = run_dir
         run_dir = run_dir.absolute()
         for parent in (run_dir, *run_dir.parents):
@@ -91,7 +93,7 @@ class Run:
                 if not parent.is_dir():
                     raise SpecError(f"--run-dir {shown}: {parent} is a file, not a folder")
                 break
-        cpath = run_dir / CHECKPOINT_NAME
+        cpath = run_dir / checkpoint_name
         if cpath.exists():
             raise SpecError(
                 f"{cpath} already exists: use `specflow resume {cpath}` or choose another --run-dir"
@@ -107,7 +109,7 @@ class Run:
         try:
             ck = Checkpoint(cpath, create=True)
         except (CheckpointError, OSError, sa_exc.OperationalError) as exc:
-            _discard(run_dir)
+            _discard(run_dir, checkpoint_name)
             text = str(getattr(exc, "orig", None) or getattr(exc, "strerror", None) or exc)
             raise SpecError(f"cannot create the run in {shown}: {text[:300]}") from None
         try:
@@ -129,7 +131,7 @@ class Run:
             )
         except (OSError, sa_exc.OperationalError) as exc:
             run.close()
-            _discard(run_dir)
+            _discard(run_dir, checkpoint_name)
             text = str(getattr(exc, "orig", None) or exc)[:300]
             raise SpecError(f"cannot create the run in {shown}: {text}") from None
         except BaseException:
@@ -196,10 +198,10 @@ class Run:
         self.close()
 
 
-def _discard(run_dir: Path) -> None:
+def _discard(run_dir: Path, checkpoint_name: str = CHECKPOINT_NAME) -> None:
     """Remove what a failed creation of a run left in ``run_dir`` (and the dir if empty)."""
-    for name in (CHECKPOINT_NAME, f"{CHECKPOINT_NAME}-wal", f"{CHECKPOINT_NAME}-shm",
-                 f"{CHECKPOINT_NAME}-journal", "driver.lock"):
+    for name in (checkpoint_name, f"{checkpoint_name}-wal", f"{checkpoint_name}-shm",
+                 f"{checkpoint_name}-journal", "driver.lock"):
         try:
             (run_dir / name).unlink(missing_ok=True)
         except OSError:

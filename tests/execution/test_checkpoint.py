@@ -55,6 +55,18 @@ def test_rerun_on_same_checkpoint_skips_done_tasks_and_restores_values(workdir: 
     assert square(0) == 0
 
 
+def test_a_checkpoint_path_names_the_file_the_run_keeps(workdir: Path) -> None:
+    out = workdir / "o.txt"
+    first = specflow.execute(append_many(str(out), 6), backend="inline",
+                             checkpoint=workdir / "runs" / "mine.db")
+    assert first.total("done") == 6
+    assert (workdir / "runs" / "mine.db").is_file()
+    assert not (workdir / "runs" / "checkpoint.db").exists()
+    again = specflow.execute(append_many(str(out), 8), backend="inline",
+                             checkpoint=workdir / "runs" / "mine.db")
+    assert again.resumed_done == 6 and again.total("done") == 2
+
+
 def test_foreign_and_corrupt_files_get_clear_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite at all" * 100)
