@@ -201,6 +201,9 @@ class LocalBackend(Backend):
             prep.pop("authkey", None)  # workers take no multiprocessing connections
             if prep.get("init_main_from_name") == "specflow.__main__":
                 del prep["init_main_from_name"]  # the command line defines no operations
+            main_path = prep.get("init_main_from_path")
+            if main_path is not None and not os.path.isfile(main_path):
+                del prep["init_main_from_path"]  # a driver read from stdin: nothing to load
             self._prep = prep
         log_path = str(ctx.logs / f"worker-{slot}.log")
         ours, theirs = socket.socketpair()

@@ -256,6 +256,20 @@ def test_sys_exit_in_a_task_from_the_command_line(workdir: Path) -> None:
     assert rows == {"bt.exit:failed": 1, "bt.square:done": 2}
 
 
+def test_a_driver_read_from_stdin_starts_its_workers(workdir: Path) -> None:
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "import backend_ops, specflow\n"
+        "report = specflow.execute([backend_ops.square.make_task(x=i) for i in range(4)],\n"
+        "                          backend='local', workers=2, checkpoint=False)\n"
+        "print(report.status, report.counts['bt.square']['done'])\n")
+    r = subprocess.run([sys.executable, "-"], input=script, cwd=workdir, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["done", "4"], r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_unpicklable_value_fails_its_task_alike(workdir: Path, backend: str) -> None:
     @specflow.flow_schema
