@@ -269,6 +269,26 @@ def m_blend_scratch(d: str, n: int, part: int, parts: int, codec: str) -> None:
     _blend64(d, n, "out_blend_scratch", scratch_staging(d))
 
 
+def batch_of(n: int) -> list[int]:
+    """Top-level chunks per batch: half the volume along x and all of it along y and z (one
+    batch per worker)."""
+    return [max(1, n // (PROCESSES * CHUNK)), n // CHUNK, n // CHUNK]
+
+
+def m_crop_batch(d: str, n: int, part: int, parts: int, codec: str) -> None:
+    _specflow(d, n, "out_crop_batch", fn=_mean_fn(), processing_chunk_sizes=[[CHUNK] * 3],
+              processing_crop_pads=[[CONTEXT] * 3], skip_intermediaries=True,
+              processing_batch=batch_of(n))
+
+
+def m_blend_batch(d: str, n: int, part: int, parts: int, codec: str) -> None:
+    _specflow(d, n, "out_blend_batch", fn=_mean_fn(), processing_chunk_sizes=[[CHUNK] * 3],
+              processing_crop_pads=[[CONTEXT // 2] * 3],
+              processing_blend_pads=[[CONTEXT // 2] * 3], processing_blend_modes="linear",
+              level_intermediaries_dirs=[f"{d}/staging"], processing_batch=batch_of(n),
+              max_reduction_chunk_size=[CHUNK, 4 * CHUNK, 4 * CHUNK])
+
+
 def m_blend_user(d: str, n: int, part: int, parts: int, codec: str) -> None:
     size = min(n, USER_CHUNK)
     _specflow(d, n, "out_blend_user", fn=_mean_fn(),
@@ -338,6 +358,10 @@ METHODS: dict[str, Method] = {
                     tol=1e-6),
     "blend_scratch": Method("  the same, staging area on tmpfs (/dev/shm)", m_blend_scratch,
                             "out_blend_scratch", tol=1e-6),
+    "crop_batch": Method("specflow crop pads, 64^3, 2 batches, 2 workers",
+                         m_crop_batch, "out_crop_batch"),
+    "blend_batch": Method("specflow blend pads, 64^3, 2 batches, seams staged",
+                          m_blend_batch, "out_blend_batch", tol=1e-6),
     "blend_user": Method(f"specflow blend, {USER_CHUNK}^3 tasks of 64^3 blended in memory",
                          m_blend_user, "out_blend_user", tol=1e-6),
     "copy": Method("specflow aligned copy 128^3, local 2 workers", m_copy, "out_copy_raw",
@@ -356,8 +380,8 @@ for _codec in ("zstd", "blosc", "gzip", "precomputed-gzip"):
 del _codec
 
 #: the default selection (codec rows included)
-DEFAULT = ["limit", "loop", "compute", "crop64", "crop_user", "crop_2level", "blend",
-           "blend_scratch", "blend_user", "copy", "dask", "daisy",
+DEFAULT = ["limit", "loop", "compute", "crop64", "crop_batch", "crop_user", "crop_2level",
+           "blend", "blend_scratch", "blend_batch", "blend_user", "copy", "dask", "daisy",
            "limit_zstd", "copy_zstd", "limit_blosc", "copy_blosc", "limit_gzip", "copy_gzip",
            "limit_precomputed-gzip", "copy_precomputed-gzip"]
 
@@ -557,11 +581,15 @@ def main() -> None:
 
     print("ratios:")
     ratio("crop 64^3 vs bare loop (throughput)", "crop64", "loop", 1.0)
+    ratio("crop 64^3 in batches vs bare loop (throughput)", "crop_batch", "loop", 0.0)
     ratio(f"crop {USER_CHUNK}^3 tasks vs bare loop (throughput)", "crop_user", "loop", 1.2)
     ratio(f"crop {USER_CHUNK}^3 tasks of 64^3 vs bare loop (throughput)", "crop_2level", "loop",
           0.0)
     ratio("blend time / crop time (64^3)", "blend", "crop64", 1.3, higher=False)
     ratio("  the same, staging area on tmpfs", "blend_scratch", "crop64", 1.3, higher=False)
+    ratio("blend / crop time, 64^3 in batches (seams staged)", "blend_batch", "crop64", 1.3,
+          higher=False)
+    ratio("  the same blend / the batched crop", "blend_batch", "crop_batch", 0.0, higher=False)
     ratio(f"blend / crop time, {USER_CHUNK}^3 tasks of 64^3 (in memory)", "blend_user",
           "crop_2level", 1.3, higher=False)
     ratio(f"  the same blend / flat {USER_CHUNK}^3 crop time", "blend_user", "crop_user", 0.0,

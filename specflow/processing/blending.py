@@ -152,6 +152,14 @@ class Combiner:
             return cast_for_layer(self.out, str(self.dtype))
         return self.out
 
+    def result_in(self, idx: VolumetricIndex) -> Array:
+        """The result over ``idx``, a box inside the target."""
+        assert self.out is not None and self.dtype is not None, "nothing was combined"
+        part = self.out[(slice(None), *idx.slices_in(self.target))]
+        if self.weighted:
+            return cast_for_layer(part, str(self.dtype))
+        return part
+
 
 def neighbours(chunk: VolumetricIndex, region: VolumetricIndex) -> tuple[list[bool], list[bool]]:
     """Whether ``chunk`` has a neighbour within ``region`` below / above it, per axis."""

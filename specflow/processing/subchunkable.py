@@ -34,6 +34,7 @@ import inspect
 import itertools
 import json
 import math
+import os
 import shutil
 import sys
 from collections.abc import Generator, Sequence
@@ -73,10 +74,12 @@ from specflow.volumes.layers import (
     PREFETCH_KEPT,
     ScaleInfo,
     TSLayer,
+    cast_for_layer,
     forget_layer,
     kv_read,
     kv_write,
     kvstore_url,
+    shared_context,
 )
 
 if TYPE_CHECKING:
@@ -281,7 +284,7 @@ def _slot(chunk: VolumetricIndex, region: VolumetricIndex, top: Level,
     size = top.output
     g = [(c - r) // s for c, r, s in zip(chunk.start, region.start, stride, strict=True)]
     start = [k * p for k, p in zip(g, size, strict=True)]
-    return VolumetricIndex.from_voxels(start, _add(start, size), chunk.resolution)
+    return chunk._new(start, _add(start, size))
 
 
 def _process_chunk(
@@ -392,7 +395,7 @@ def _staged_pieces(
           zip(part.stop, top.blend, region.start, step, grid, strict=True)]
     for gx, gy, gz in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
         start = [r + k * q for r, k, q in zip(region.start, (gx, gy, gz), step, strict=True)]
-        chunk = VolumetricIndex.from_voxels(start, _add(start, top.chunk), region.resolution)
+        chunk = region._new(start, _add(start, top.chunk))
         out_idx = chunk.padded(top.blend)
         inter = out_idx.intersection(part)
         if inter.is_empty():
@@ -440,9 +443,11 @@ def _read_or_none(started: Any) -> Array | None:
 def _lost_piece(
     staging: TSLayer, region: VolumetricIndex, top: Level, chunk: VolumetricIndex,
     inter: VolumetricIndex, at: VolumetricIndex, step: Sequence[int], restage: Restage | None,
+    batched: bool = False,
 ) -> Array:
     """The staged data at ``at`` for a slot that is not stored: zeros for a chunk without
-    output (as the fill value always gave), else the chunk computed again and staged anew."""
+    output (as the fill value always gave), else the chunk computed again and staged anew
+    (``batched``: a staged piece, which is taken from the chunk computed again)."""
     slot = _slot(chunk, region, top, step)
     info = staging.scales()[0]
 
@@ -464,6 +469,9 @@ def _lost_piece(
     if data is None:
         _mark_empty(staging, slot)
         return empty()
+    if batched:
+        out = _as_staged(data, chunk.padded(top.blend), info)
+        return out[(slice(None), *inter.slices_in(chunk.padded(top.blend)))]
     staging.write_async(slot, data).result()
     return staging.read(at)  # what an uninterrupted run reads back
 
@@ -471,22 +479,30 @@ def _lost_piece(
 def _reduce_chunk(
     staging: TSLayer, dst: TSLayer, region: VolumetricIndex, top: Level, mode: str,
     part: VolumetricIndex, stride: Sequence[int] | None = None, restage: Restage | None = None,
+    seams: list[Any] | None = None,
 ) -> None:
     """Combine the staged outputs overlapping ``part`` (a piece of the region aligned with
     the stored chunks of ``dst``) and write ``part`` of ``dst`` (nothing when no output
     overlaps it, as in a processing gap). A staged output found missing is computed again
     from ``restage`` (else an error), and combined in its place: the same sum, in the same
-    order, as with nothing lost."""
+    order, as with nothing lost. ``seams``: the outputs were staged as pieces of the seams
+    between batches of chunks (:func:`_process_batch`; the part grid and the batch size)."""
     combiner = Combiner(part, top.blend, mode)
     with semaphore("read"):
-        pending = [(chunk, out_idx, inter, at, staging.read_async(at))
-                   for chunk, out_idx, inter, at in _staged_pieces(region, top, part, stride)]
-        pieces = [(chunk, out_idx, inter, at, _read_or_none(started))
-                  for chunk, out_idx, inter, at, started in pending]
+        if seams is not None:
+            grid, info = _Seams(region, top, seams), staging.scales()[0]
+            pieces = [(chunk, out_idx, inter, at,
+                       _read_piece(staging, grid, chunk, top, part, inter, info))
+                      for chunk, out_idx, inter, at in _staged_pieces(region, top, part, stride)]
+        else:
+            pending = [(chunk, out_idx, inter, at, staging.read_async(at)) for chunk, out_idx,
+                       inter, at in _staged_pieces(region, top, part, stride)]
+            pieces = [(chunk, out_idx, inter, at, _read_or_none(started))
+                      for chunk, out_idx, inter, at, started in pending]
     for chunk, out_idx, inter, at, data in pieces:
         if data is None:
             data = _lost_piece(staging, region, top, chunk, inter, at, stride or top.chunk,
-                               restage)
+                               restage, seams is not None)
         low, high = neighbours(chunk, region)
         combiner.add(out_idx, data, low, high, data_idx=inter)
     if combiner.out is None:
@@ -497,9 +513,9 @@ def _reduce_chunk(
 
 def _prefetch_part(staging: TSLayer, region: VolumetricIndex, top: Level,
                    part: VolumetricIndex, stride: Sequence[int] | None = None,
-                   **_: Any) -> None:
-    """Start reading the staged outputs a reduction task combines."""
-    if is_bounded("read"):
+                   seams: list[Any] | None = None, **_: Any) -> None:
+    """Start reading the staged outputs a reduction task combines (staged in slots)."""
+    if is_bounded("read") or seams is not None:
         return
     pieces = list(itertools.islice(_staged_pieces(region, top, part, stride),
                                    PREFETCH_KEPT + 1))
@@ -518,6 +534,323 @@ def _part_summary(part: VolumetricIndex, dst: TSLayer, **_: Any) -> str:
 reduce_chunk = TaskableOperation(_reduce_chunk, operation_name="subchunkable.reduce_chunk",
                                  summary=_part_summary, outputs=("dst",),
                                  prefetch=_prefetch_part, priority=1)
+
+
+# --------------------------------------------------------------------------- batches of chunks
+
+
+def _as_staged(data: Array, out_idx: VolumetricIndex, info: ScaleInfo) -> Array:
+    """A chunk's output as the staging area holds it: (C, X, Y, Z) of the staging dtype (the
+    values a slot written and read back gives)."""
+    arr = np.asarray(data)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.shape != (info.num_channels, *out_idx.shape):
+        raise ValueError(
+            f"the operation gave an array of shape {list(arr.shape)} for the output "
+            f"{list(out_idx.start)}..{list(out_idx.stop)}, which needs "
+            f"{[info.num_channels, *out_idx.shape]}")
+    return cast_for_layer(arr, str(info.dtype))
+
+
+_STORES: dict[tuple[int, str], Any] = {}
+
+
+def _pieces_store(staging: TSLayer) -> Any:
+    """The staging area's kvstore, opened once per process."""
+    key = (os.getpid(), kvstore_url(staging.path))
+    store = _STORES.get(key)
+    if store is None:
+        store = _STORES[key] = ts.KvStore.open(key[1], context=shared_context()).result()
+    return store
+
+
+def _pieces_key(chunk: VolumetricIndex) -> str:
+    return "pieces/" + ".".join(str(int(v)) for v in chunk.start)
+
+
+class _PartGrid:
+    """The reduction parts of a region (those of :func:`reduction_parts`) as a grid, and
+    which top-level chunks have outputs overlapping each."""
+
+    def __init__(self, region: VolumetricIndex, top: Level, stride: Sequence[int],
+                 stored: Sequence[int], offset: Sequence[int],
+                 max_size: Sequence[int] | None) -> None:
+        self.size, self.origin = _part_grid(region, stored, offset, max_size, top.chunk)
+        self.region = region
+        self.start, self.stop = tuple(region.start), tuple(region.stop)
+        self.chunk, self.blend, self.stride = tuple(top.chunk), tuple(top.blend), tuple(stride)
+        self.grid = _chunk_grid(region, self.chunk, self.stride)
+        self.nparts = [-(-(e - o) // z) for e, o, z in
+                       zip(self.stop, self.origin, self.size, strict=True)]
+        self._contributors: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _bounds(self, axis: int, k: int) -> tuple[int, int]:
+        lo = self.origin[axis] + k * self.size[axis]
+        return max(lo, self.start[axis]), min(lo + self.size[axis], self.stop[axis])
+
+    def contributors(self, axis: int, k: int) -> tuple[int, int]:
+        """The chunks along ``axis`` (first, stop) whose outputs overlap part ``k`` on it."""
+        known = self._contributors.get((axis, k))
+        if known is None:
+            known = self._contributors[(axis, k)] = self._find_contributors(axis, k)
+        return known
+
+    def _find_contributors(self, axis: int, k: int) -> tuple[int, int]:
+        lo, hi = self._bounds(axis, k)
+        r, q, c, b = self.start[axis], self.stride[axis], self.chunk[axis], self.blend[axis]
+        first = max(0, (lo - r - c - b) // q + 1)
+        stop = min(self.grid[axis], -(-(hi - r + b) // q))
+        return first, max(first, stop)
+
+    def _chunks_along(self, axis: int, k: int) -> int:
+        first, stop = self.contributors(axis, k)
+        return stop - first
+
+    def _part(self, k: Sequence[int]) -> VolumetricIndex:
+        b = [self._bounds(a, i) for a, i in enumerate(k)]
+        return self.region._new([x for x, _ in b], [y for _, y in b])
+
+    def parts_over(self, box: VolumetricIndex) -> Generator[tuple[int, int, int], None, None]:
+        """The parts overlapping ``box``, in raster order (x outermost)."""
+        ranges = []
+        for a in range(3):
+            lo, hi = max(box.start[a], self.start[a]), min(box.stop[a], self.stop[a])
+            if lo >= hi:
+                return
+            o, z = self.origin[a], self.size[a]
+            ranges.append(range((lo - o) // z, (hi - 1 - o) // z + 1))
+        yield from itertools.product(*ranges)
+
+    def seam(self, k: Sequence[int], per_batch: Sequence[int]) -> bool:
+        """Whether part ``k`` gets outputs from more than one batch of ``per_batch`` chunks
+        (batches tile the chunk grid from its first chunk)."""
+        for a in range(3):
+            first, stop = self.contributors(a, k[a])
+            if first // per_batch[a] != (stop - 1) // per_batch[a]:
+                return True
+        return False
+
+    def count(self, k: Sequence[int]) -> int:
+        """How many chunks contribute to part ``k``."""
+        return math.prod(self._chunks_along(a, k[a]) for a in range(3))
+
+
+class _Seams(_PartGrid):
+    """The parts on the seams between batches of ``per_batch`` chunks, and where each
+    chunk's pieces of them are staged: one value per chunk holding its pieces of seam parts
+    one after another, in raster order of the parts."""
+
+    def __init__(self, region: VolumetricIndex, top: Level, seams: Sequence[Any]) -> None:
+        stored, offset, max_size, per_batch = seams
+        super().__init__(region, top, top.chunk, stored, offset, max_size)
+        self.per_batch = tuple(int(n) for n in per_batch)
+
+    def _seam_boxes(self, out_idx: VolumetricIndex) -> Generator[
+            tuple[tuple[int, int, int], list[tuple[int, int]]], None, None]:
+        """(part index, the voxel bounds of ``out_idx`` inside it per axis) for each seam
+        part ``out_idx`` overlaps, in the order they are staged."""
+        for k in self.parts_over(out_idx):
+            if self.seam(k, self.per_batch):
+                bounds = [self._bounds(a, k[a]) for a in range(3)]
+                yield k, [(max(lo, s), min(hi, e)) for (lo, hi), s, e in
+                          zip(bounds, out_idx.start, out_idx.stop, strict=True)]
+
+    def pieces(self, out_idx: VolumetricIndex) -> list[VolumetricIndex]:
+        """The parts of ``out_idx`` inside the seam parts it overlaps, in the order they are
+        staged."""
+        return [out_idx._new([lo for lo, _ in b], [hi for _, hi in b])
+                for _k, b in self._seam_boxes(out_idx)]
+
+    def byte_range(self, out_idx: VolumetricIndex, part: VolumetricIndex,
+                   item: int) -> tuple[int, int]:
+        """Where the piece of ``part`` lies in the value of the chunk whose output is
+        ``out_idx`` (``item``: bytes per voxel, channels included)."""
+        want = tuple((s - o) // z for s, o, z in zip(part.start, self.origin, self.size,
+                                                     strict=True))
+        at = 0
+        for k, b in self._seam_boxes(out_idx):
+            size = (b[0][1] - b[0][0]) * (b[1][1] - b[1][0]) * (b[2][1] - b[2][0]) * item
+            if k == want:
+                return at, at + size
+            at += size
+        raise KeyError(f"{list(part.start)} is not a seam part of {list(out_idx.start)}")
+
+
+def _read_piece(staging: TSLayer, seams: _Seams, chunk: VolumetricIndex, top: Level,
+                part: VolumetricIndex, inter: VolumetricIndex, info: ScaleInfo) -> Array | None:
+    """The staged piece of ``chunk``'s output inside ``part`` (None when not stored)."""
+    dtype = np.dtype(info.dtype)
+    shape = (info.num_channels, *inter.shape)
+    lo, hi = seams.byte_range(chunk.padded(top.blend), part, info.num_channels * dtype.itemsize)
+    url = kvstore_url(staging.path)
+    if url.startswith("file://"):  # read as tensorstore's file kvstore would, without it
+        try:
+            with open(os.path.join(url[len("file://"):], _pieces_key(chunk)), "rb") as f:
+                f.seek(lo)
+                raw = f.read(hi - lo)
+        except FileNotFoundError:
+            return None
+    else:
+        got = _pieces_store(staging).read(_pieces_key(chunk), byte_range=slice(lo, hi)).result()
+        if got.state != "value":
+            return None
+        raw = bytes(got.value)
+    if len(raw) != hi - lo:
+        raise StagingLostError(
+            f"the staged pieces of {list(chunk.start)} in {staging.path} end before byte {hi}: "
+            "the staging area is damaged; run the flow again with a new run directory")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _batch_range(region: VolumetricIndex, top: Level,
+                 batch: VolumetricIndex) -> tuple[list[int], list[int]]:
+    """The chunk indices [lo, hi) a batch holds, per axis."""
+    lo = [(s - r) // c for s, r, c in zip(batch.start, region.start, top.chunk, strict=True)]
+    hi = [(e - r) // c for e, r, c in zip(batch.stop, region.start, top.chunk, strict=True)]
+    return lo, hi
+
+
+def _batch_chunks(region: VolumetricIndex, top: Level,
+                  batch: VolumetricIndex) -> list[VolumetricIndex]:
+    """The top-level chunks of a batch in raster order (x outermost): the order every
+    staged output is combined in."""
+    lo, hi = _batch_range(region, top, batch)
+    out = []
+    for k in itertools.product(*(range(a, b) for a, b in zip(lo, hi, strict=True))):
+        start = [r + i * c for r, i, c in zip(region.start, k, top.chunk, strict=True)]
+        out.append(region._new(start, _add(start, top.chunk)))
+    return out
+
+
+def batches(region: VolumetricIndex, top: Level,
+            per_batch: Sequence[int]) -> Generator[VolumetricIndex, None, None]:
+    """Boxes of up to ``per_batch`` top-level chunks tiling the region, in raster order."""
+    grid = _chunk_grid(region, top.chunk, top.chunk)
+    for k in itertools.product(*(range(0, g, n) for g, n in zip(grid, per_batch, strict=True))):
+        lo = [r + i * c for r, i, c in zip(region.start, k, top.chunk, strict=True)]
+        hi = [r + min(i + n, g) * c for r, i, n, g, c in
+              zip(region.start, k, per_batch, grid, top.chunk, strict=True)]
+        yield region._new(lo, hi)
+
+
+def _process_batch(
+    op: Any, op_kwargs: dict[str, Any], levels: tuple[Level, ...], batch: VolumetricIndex,
+    region: VolumetricIndex, dst: TSLayer | None = None, staging: TSLayer | None = None,
+    subchunk_threads: int = 1, seams: list[Any] | None = None,
+) -> None:
+    """A batch of neighbouring top-level chunks, computed one after another (the next one's
+    reads started while one computes). Without staging each chunk is written as
+    :func:`_process_chunk` would. With staging (a blend), the batch combines its chunks'
+    outputs in memory and writes every reduction part of dst that only its chunks overlap;
+    of the parts that chunks of other batches overlap too (the seams) it stages each
+    chunk's piece, for a reduction task to combine. Sums are taken in the order of the
+    unbatched flow, so the bytes written are the same."""
+    top = levels[0]
+    chunks = _batch_chunks(region, top, batch)
+
+    def ahead(i: int) -> None:
+        if i + 1 < len(chunks):
+            _prefetch_chunk(op, op_kwargs, levels, chunks[i + 1])
+
+    if staging is None:
+        started: list[Any] = []
+        for i, chunk in enumerate(chunks):
+            ahead(i)
+            data = compute_chunk(op, op_kwargs, levels, chunk, subchunk_threads)
+            if data is None or dst is None:
+                continue
+            w = _start_write(dst, chunk, data)
+            if w is not None:
+                started.append(w)
+            while len(started) > 4:  # writes go on while the next chunks compute
+                started.pop(0).result()
+        for w in started:
+            w.result()
+        return
+    assert dst is not None and seams is not None
+    grid = _Seams(region, top, seams)
+    info = staging.scales()[0]
+    store = _pieces_store(staging)
+    lo, hi = _batch_range(region, top, batch)
+    # the batch's outputs are combined in slabs of parts along x, each spanning the batch in
+    # y and z; a slab is written (its parts off the seams) once all its chunks are added
+    span = batch.padded(top.blend).intersection(region)
+    slabs: dict[int, tuple[Combiner, list[int]]] = {}
+    writing: list[Any] = []
+    for i, chunk in enumerate(chunks):
+        ahead(i)
+        out_idx = chunk.padded(top.blend)
+        data = compute_chunk(op, op_kwargs, levels, chunk, subchunk_threads)
+        if data is None:
+            _mark_empty(staging, _slot(chunk, region, top, top.chunk))
+            data = np.zeros((info.num_channels, *out_idx.shape), dtype=info.dtype)
+        else:
+            data = _as_staged(data, out_idx, info)
+            pieces = [data[(slice(None), *inter.slices_in(out_idx))].ravel()
+                      for inter in grid.pieces(out_idx)]
+            if pieces:
+                writing.append(store.write(_pieces_key(chunk), np.concatenate(pieces).tobytes()))
+        low, high = neighbours(chunk, region)
+        x0, x1 = max(out_idx.start[0], region.start[0]), min(out_idx.stop[0], region.stop[0])
+        for px in range((x0 - grid.origin[0]) // grid.size[0],
+                        (x1 - 1 - grid.origin[0]) // grid.size[0] + 1):
+            slab = slabs.get(px)
+            if slab is None:
+                first, stop = grid.contributors(0, px)
+                along = min(stop, hi[0]) - max(first, lo[0])
+                xs = grid._bounds(0, px)
+                box = VolumetricIndex.from_voxels(
+                    [xs[0], span.start[1], span.start[2]], [xs[1], span.stop[1], span.stop[2]],
+                    region.resolution)
+                slab = slabs[px] = (Combiner(box, top.blend, top.mode),
+                                    [along * (hi[1] - lo[1]) * (hi[2] - lo[2])])
+            slab[0].add(out_idx, data, low, high)
+            slab[1][0] -= 1
+            if slab[1][0] == 0:
+                del slabs[px]
+                writing.extend(_write_owned(dst, grid, px, slab[0], span))
+        # writes go on while the next chunk computes; at most a slab's worth in flight
+        while len(writing) > max(2, (hi[1] - lo[1]) * (hi[2] - lo[2])):
+            writing.pop(0).result()
+    for w in writing:
+        w.result()
+    assert not slabs, "a slab of a batch was left unwritten"
+
+
+def _write_owned(dst: TSLayer, grid: _Seams, px: int, slab: Combiner,
+                 span: VolumetricIndex) -> list[Any]:
+    """Start writing the parts of slab ``px`` (combined over ``span`` in y and z) that are
+    off the seams (every output overlapping them was added); the writes in flight. (Not in
+    the runner's write group: a batch runs long, and its writes go on while it computes.)"""
+    started = []
+    for k in grid.parts_over(span):
+        if k[0] != px or grid.seam(k, grid.per_batch):
+            continue
+        part = grid._part(k)
+        w = _start_write(dst, part, slab.result_in(part))
+        if w is not None:
+            started.append(w)
+    return started
+
+
+def _start_write(dst: TSLayer, idx: VolumetricIndex, data: Array) -> Any:
+    """Start writing a batch's output: the write in flight (under a bounded write semaphore
+    it is done here, and ``None`` is returned)."""
+    if not is_bounded("write"):
+        return dst.write_async(idx, data)
+    with semaphore("write"):
+        dst.write_async(idx, data).result()
+    return None
+
+
+def _batch_summary(batch: VolumetricIndex, dst: TSLayer | None = None,
+                   staging: TSLayer | None = None, **_: Any) -> str:
+    return _chunk_summary(batch, dst, staging)
+
+
+process_batch = TaskableOperation(_process_batch, operation_name="subchunkable.process_batch",
+                                  summary=_batch_summary, outputs=("dst",))
 
 
 # --------------------------------------------------------------------------- driver-side tasks
@@ -708,6 +1041,12 @@ class SubchunkableApplyFlow:
     def __call__(self) -> Flow:
         if self.plan is None:  # decided once dst is known, at run time
             return Flow(self.flow, name="subchunkable_apply_flow")
+        per_batch = _per_batch(self.args)
+        if per_batch is not None:
+            geo = self.plan.geometry
+            n = sum(1 for _ in batches(geo.region, geo.levels[0], per_batch))
+            return Flow(self.flow, name="subchunkable_apply_flow",
+                        expected={process_batch.name: n})
         n = chunk_count(self.plan.geometry)[0]
         return Flow(self.flow, name="subchunkable_apply_flow",
                     expected={process_chunk.name: n})
@@ -734,13 +1073,29 @@ class SubchunkableApplyFlow:
         name = getattr(op, "__name__", None) or type(op).__name__
         where = _layer_name(self.dst) if self.dst is not None else "no dst"
         describe_flow(f"{name} → {where}")
-        describe_levels(process_chunk.name, level_notes(geo))
+        per_batch = _per_batch(self.args)
+        notes = level_notes(geo)
+        if per_batch is None:
+            describe_levels(process_chunk.name, notes)
+            return
+        first = notes[0]
+        notes[0] = InnerLevel(first.name, f"{first.label}, in batches of up to {_x(per_batch)}",
+                              math.prod(per_batch))
+        describe_levels(process_batch.name, notes)
 
     def flow(self) -> Generator[Any, Any, None]:
+        per_batch = _per_batch(self.args)
         if self.dst is None:
             assert self.plan is not None
             geo = self.plan.geometry
             self._describe(geo)
+            if per_batch is not None:
+                for batch in batches(geo.region, geo.levels[0], per_batch):
+                    yield process_batch.make_task(
+                        op=self.op, op_kwargs=self.op_kwargs, levels=geo.levels, batch=batch,
+                        region=geo.region, subchunk_threads=self.subchunk_threads)
+                yield Dependency()
+                return
             for chunk in geo.region.iter_chunks(geo.levels[0].chunk, stride=geo.stride):
                 yield process_chunk.make_task(
                     op=self.op, op_kwargs=self.op_kwargs, levels=geo.levels, chunk=chunk,
@@ -787,6 +1142,14 @@ class SubchunkableApplyFlow:
         chunks = (local_order(region, top.chunk) if tuple(stride) == tuple(top.chunk)
                   else region.iter_chunks(top.chunk, stride=stride))
         op_type = self.args.get("op_worker_type")
+        if per_batch is not None:
+            common.pop("stride", None)  # batches tile the region (no gaps)
+        if direct and per_batch is not None:
+            batcher = process_batch.task_maker(dst=self.dst, **common)
+            for batch in batches(region, top, per_batch):
+                yield _typed(batcher.make_task(batch=batch), op_type)
+            yield Dependency()
+            return
         if direct:
             maker = process_chunk.task_maker(dst=self.dst, **common)
             for chunk in chunks:
@@ -814,10 +1177,30 @@ class SubchunkableApplyFlow:
         extra: dict[str, Any] = {"restage": restage}
         if any(geo.gap):
             extra["stride"] = list(stride)
+        max_size = plan_.max_reduction_chunk_size
+        seams = [list(stored), list(offset), None if max_size is None else list(max_size),
+                 None if per_batch is None else list(per_batch)]
+        if per_batch is not None:
+            extra["seams"] = seams
         reducer = reduce_chunk.task_maker(staging=staging, dst=self.dst, region=region,
                                           top=top, mode=top.mode, **extra)
         red_type = self.args.get("reduction_worker_type")
-        slabs = _ReadySlabs(region, top, stride, stored, offset, plan_.max_reduction_chunk_size)
+        slabs = _ReadySlabs(region, top, stride, stored, offset, plan_.max_reduction_chunk_size,
+                            per_batch)
+        if per_batch is not None:
+            batcher = process_batch.task_maker(staging=staging, dst=self.dst, seams=seams,
+                                               **common)
+            for batch in batches(region, top, per_batch):
+                task = _typed(batcher.make_task(batch=batch), op_type)
+                yield task
+                for chunk in _batch_chunks(region, top, batch):
+                    for px, staged in slabs.handed_out(chunk, task):
+                        yield Flow(_reduce_when_staged, (staged, reducer, slabs, px, red_type),
+                                   name="subchunkable.reduce_slab")
+            yield Dependency()
+            yield delete_staging.make_task(path=path)
+            yield Dependency()
+            return
         for part in slabs.uncovered():  # in processing gaps: no chunk to wait for
             yield _typed(reducer.make_task(part=part), red_type)
         for chunk in chunks:
@@ -841,55 +1224,38 @@ def _reduce_when_staged(
         yield _typed(reducer.make_task(part=part), worker_type)
 
 
-class _ReadySlabs:
-    """The reduction parts of a staged flow (those of :func:`reduction_parts`) in slabs
-    along x, and when a slab has been handed all the top-level chunks whose staged outputs
-    overlap it. Chunks are reported as they are handed out, in any order (the flow's order
-    goes along x brick by brick, so slabs complete one after another); a slab is given back
-    once, with those chunks' tasks, when its last one is. Only slabs begun and not yet
-    complete are held. (Slabs rather than single parts: a chunk is waited on by 2 or 3
-    slabs, where it would be by up to 27 parts.)"""
+class _ReadySlabs(_PartGrid):
+    """The reduction parts of a staged flow in slabs along x, and when a slab has been
+    handed all the top-level chunks whose staged outputs overlap it. Chunks are reported as
+    they are handed out, in any order (the flow's order goes along x brick by brick, so
+    slabs complete one after another); a slab is given back once, with those chunks' tasks,
+    when its last one is. Only slabs begun and not yet complete are held. (Slabs rather than
+    single parts: a chunk is waited on by 2 or 3 slabs, where it would be by up to 27
+    parts.) With ``per_batch`` (chunks run in batches of that many), a slab's parts are
+    those on the seams between batches: a batch writes the others itself."""
 
     def __init__(self, region: VolumetricIndex, top: Level, stride: Sequence[int],
                  stored: Sequence[int], offset: Sequence[int],
-                 max_size: Sequence[int] | None) -> None:
-        self.size, self.origin = _part_grid(region, stored, offset, max_size, top.chunk)
-        self.start, self.stop = tuple(region.start), tuple(region.stop)
-        self.resolution = region.resolution
-        self.chunk, self.blend, self.stride = tuple(top.chunk), tuple(top.blend), tuple(stride)
-        self.grid = _chunk_grid(region, self.chunk, self.stride)
-        self.nparts = [-(-(e - o) // z) for e, o, z in
-                       zip(self.stop, self.origin, self.size, strict=True)]
+                 max_size: Sequence[int] | None, per_batch: Sequence[int] | None = None) -> None:
+        super().__init__(region, top, stride, stored, offset, max_size)
+        self.per_batch = None if per_batch is None else tuple(per_batch)
         self.along = [[self._chunks_along(a, k) for k in range(n)]
                       for a, n in enumerate(self.nparts)]
         self.left: dict[int, int] = {}
         self.tasks: dict[int, list[Task]] = {}
 
-    def _bounds(self, axis: int, k: int) -> tuple[int, int]:
-        lo = self.origin[axis] + k * self.size[axis]
-        return max(lo, self.start[axis]), min(lo + self.size[axis], self.stop[axis])
-
-    def _chunks_along(self, axis: int, k: int) -> int:
-        """How many chunks along ``axis`` have outputs overlapping part ``k`` on it."""
-        lo, hi = self._bounds(axis, k)
-        r, q, c, b = self.start[axis], self.stride[axis], self.chunk[axis], self.blend[axis]
-        first = max(0, (lo - r - c - b) // q + 1)
-        stop = min(self.grid[axis], -(-(hi - r + b) // q))
-        return max(0, stop - first)
-
-    def _part(self, k: Sequence[int]) -> VolumetricIndex:
-        b = [self._bounds(a, i) for a, i in enumerate(k)]
-        return VolumetricIndex.from_voxels([x for x, _ in b], [y for _, y in b],
-                                           self.resolution)
-
     def _parts(self, px: int, covered: bool) -> Generator[VolumetricIndex, None, None]:
         ax, ay, az = self.along
         for py, pz in itertools.product(range(self.nparts[1]), range(self.nparts[2])):
-            if (ax[px] * ay[py] * az[pz] > 0) == covered:
-                yield self._part((px, py, pz))
+            if (ax[px] * ay[py] * az[pz] > 0) != covered:
+                continue
+            if covered and self.per_batch is not None and not self.seam((px, py, pz), self.per_batch):
+                continue
+            yield self._part((px, py, pz))
 
     def covered(self, px: int) -> Generator[VolumetricIndex, None, None]:
-        """The parts of slab ``px`` that some chunk output overlaps."""
+        """The parts of slab ``px`` that some chunk output overlaps (with batches: those on
+        their seams)."""
         return self._parts(px, True)
 
     def uncovered(self) -> Generator[VolumetricIndex, None, None]:
@@ -911,13 +1277,19 @@ class _ReadySlabs:
             if left is None:
                 left = self.along[0][px] * self.grid[1] * self.grid[2]
                 self.tasks[px] = []
-            self.tasks[px].append(task)
+            if not self.tasks[px] or self.tasks[px][-1] is not task:
+                self.tasks[px].append(task)
             if left == 1:
                 self.left.pop(px, None)
                 ready.append((px, self.tasks.pop(px)))
             else:
                 self.left[px] = left - 1
         return ready
+
+
+def _per_batch(args: dict[str, Any]) -> IVec3 | None:
+    given = args.get("processing_batch")
+    return None if given is None else ivec3(given, "processing_batch")
 
 
 def _typed(task: Task, worker_type: str | None) -> Task:
@@ -1008,6 +1380,7 @@ DEFAULTS: dict[str, Any] = {
     "dst_tighten_bounds": False,
     "max_reduction_chunk_sizes": None,
     "subchunk_threads": 1,
+    "processing_batch": None,
 }
 PARAMETERS = ("dst", "dst_resolution", "processing_chunk_sizes", *DEFAULTS)
 
@@ -1166,6 +1539,7 @@ def build_subchunkable_apply_flow(
     dst_tighten_bounds: bool = False,
     max_reduction_chunk_sizes: list[int] | None = None,
     subchunk_threads: int = 1,
+    processing_batch: list[int] | None = None,
     **more_op_kwargs: Any,
 ) -> Flow:
     """Apply ``fn`` (a function of arrays) or ``op`` (a volumetric operation) with
@@ -1189,7 +1563,10 @@ def build_subchunkable_apply_flow(
     ``reduction_worker_type``, ``allow_cache_up_to_level`` and ``task_stack_size`` are
     accepted and recorded. Arguments that are not parameters go to the operation, as in
     ``op_kwargs`` (an older spelling). ``subchunk_threads`` runs the sub-chunks of a task on
-    a thread pool.
+    a thread pool. ``processing_batch`` runs top-level chunks in batches of that many along
+    x, y, z, one task each: a batch computes its chunks one after another, and with a
+    top-level blend combines them in memory and stages only the seams between batches (the
+    same output, with a fraction of the staging).
     """
     given = {k: v for k, v in locals().items() if k not in ("more_op_kwargs",)}
     for k, default in (("processing_gap", None), ("processing_crop_pads", None),

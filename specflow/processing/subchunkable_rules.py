@@ -208,6 +208,20 @@ def parameter_problems(args: Mapping[str, Any],
                 "may use; give linear, quadratic, bump or max for the lower levels",
                 "processing_blend_modes")
 
+    per_batch = a.get("processing_batch")
+    if per_batch is not None and _known(per_batch):
+        if not (_is_vector(per_batch) and len(per_batch) == 3 and all(
+                isinstance(x, int) and x >= 1 for x in per_batch)):
+            bad("processing_batch is how many top-level chunks one task runs along x, y, z: "
+                f"three whole numbers of at least 1, got {per_batch!r}", "processing_batch")
+        if _nonzero(a.get("processing_gap")):
+            bad("processing_batch runs neighbouring top-level chunks together, and "
+                "processing_gap spaces them apart; remove one of them", "processing_batch",
+                "processing_gap")
+        if top_mode == "defer":
+            bad('processing_batch combines a batch\'s outputs, which processing_blend_modes '
+                '"defer" leaves for a later reduction; remove one of them', "processing_batch",
+                "processing_blend_modes")
     top_size = sizes[0] if _is_nested(sizes) else None
     red = a.get("max_reduction_chunk_size")
     if _is_vector(red) and _is_vector(top_size) and len(red) == len(top_size) and any(
