@@ -1187,28 +1187,26 @@ class SubchunkableApplyFlow:
         red_type = self.args.get("reduction_worker_type")
         slabs = _ReadySlabs(region, top, stride, stored, offset, plan_.max_reduction_chunk_size,
                             per_batch)
-        if per_batch is not None:
+        def handed() -> Generator[tuple[Task, list[VolumetricIndex]], None, None]:
+            """Each task with the chunks it computes."""
+            if per_batch is None:
+                for chunk in chunks:
+                    yield _typed(maker.make_task(chunk=chunk), op_type), [chunk]
+                return
             batcher = process_batch.task_maker(staging=staging, dst=self.dst, seams=seams,
                                                **common)
             for batch in batches(region, top, per_batch):
-                task = _typed(batcher.make_task(batch=batch), op_type)
-                yield task
-                for chunk in _batch_chunks(region, top, batch):
-                    for px, staged in slabs.handed_out(chunk, task):
-                        yield Flow(_reduce_when_staged, (staged, reducer, slabs, px, red_type),
-                                   name="subchunkable.reduce_slab")
-            yield Dependency()
-            yield delete_staging.make_task(path=path)
-            yield Dependency()
-            return
+                yield (_typed(batcher.make_task(batch=batch), op_type),
+                       _batch_chunks(region, top, batch))
+
         for part in slabs.uncovered():  # in processing gaps: no chunk to wait for
             yield _typed(reducer.make_task(part=part), red_type)
-        for chunk in chunks:
-            task = _typed(maker.make_task(chunk=chunk), op_type)
+        for task, computed in handed():
             yield task
-            for px, staged in slabs.handed_out(chunk, task):
-                yield Flow(_reduce_when_staged, (staged, reducer, slabs, px, red_type),
-                           name="subchunkable.reduce_slab")
+            for chunk in computed:
+                for px, staged in slabs.handed_out(chunk, task):
+                    yield Flow(_reduce_when_staged, (staged, reducer, slabs, px, red_type),
+                               name="subchunkable.reduce_slab")
         yield Dependency()
         yield delete_staging.make_task(path=path)
         yield Dependency()
