@@ -809,7 +809,7 @@ def _process_batch(
             slab[1][0] -= 1
             if slab[1][0] == 0:
                 del slabs[px]
-                writing.extend(_write_owned(dst, grid, px, slab[0], span))
+                writing.extend(_write_owned(dst, grid, px, slab[0]))
         # writes go on while the next chunk computes; at most a slab's worth in flight
         while len(writing) > max(2, (hi[1] - lo[1]) * (hi[2] - lo[2])):
             writing.pop(0).result()
@@ -818,13 +818,12 @@ def _process_batch(
     assert not slabs, "a slab of a batch was left unwritten"
 
 
-def _write_owned(dst: TSLayer, grid: _Seams, px: int, slab: Combiner,
-                 span: VolumetricIndex) -> list[Any]:
-    """Start writing the parts of slab ``px`` (combined over ``span`` in y and z) that are
-    off the seams (every output overlapping them was added); the writes in flight. (Not in
-    the runner's write group: a batch runs long, and its writes go on while it computes.)"""
+def _write_owned(dst: TSLayer, grid: _Seams, px: int, slab: Combiner) -> list[Any]:
+    """Start writing the parts of slab ``px`` that are off the seams (every output
+    overlapping them was added); the writes in flight. (Not in the runner's write group: a
+    batch runs long, and its writes go on while it computes.)"""
     started = []
-    for k in grid.parts_over(span):
+    for k in grid.parts_over(slab.target):
         if k[0] != px or grid.seam(k, grid.per_batch):
             continue
         part = grid._part(k)
