@@ -59,7 +59,8 @@ def test_auto_bbox_and_expand_bbox_backend(tmp_path: Path) -> None:
     assert np.array_equal(got[:, 8:], data[:, 8:]) and not got[:, :8].any()
 
 
-def test_no_dst_runs_the_operation_for_its_effects(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [None, [2, 1, 1]])
+def test_no_dst_runs_the_operation_for_its_effects(tmp_path: Path, batch: Any) -> None:
     src, _ = make_volume(tmp_path / "src", dtype="uint8", shape=SHAPE, chunk=(8, 16, 8))
     seen = tmp_path / "seen"
     seen.mkdir()
@@ -68,7 +69,7 @@ def test_no_dst_runs_the_operation_for_its_effects(tmp_path: Path) -> None:
         (seen / f"{int(src.sum())}-{src.shape}").write_text("x")
 
     apply(None, src, fn=note, processing_chunk_sizes=[[8, 16, 8]], bbox=whole(SHAPE).bbox,
-          skip_intermediaries=True)
+          skip_intermediaries=True, processing_batch=batch)
     assert len(list(seen.iterdir())) == 5
 
 
