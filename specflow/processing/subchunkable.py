@@ -34,7 +34,6 @@ import inspect
 import itertools
 import json
 import math
-import os
 import shutil
 import sys
 from collections.abc import Generator, Sequence
@@ -78,8 +77,8 @@ from specflow.volumes.layers import (
     forget_layer,
     kv_read,
     kv_write,
+    kv_write_async,
     kvstore_url,
-    shared_context,
 )
 
 if TYPE_CHECKING:
@@ -470,8 +469,8 @@ def _lost_piece(
         _mark_empty(staging, slot)
         return empty()
     if batched:
-        out = _as_staged(data, chunk.padded(top.blend), info)
-        return out[(slice(None), *inter.slices_in(chunk.padded(top.blend)))]
+        out_idx = chunk.padded(top.blend)
+        return _as_staged(data, out_idx, info)[(slice(None), *inter.slices_in(out_idx))]
     staging.write_async(slot, data).result()
     return staging.read(at)  # what an uninterrupted run reads back
 
@@ -551,18 +550,6 @@ def _as_staged(data: Array, out_idx: VolumetricIndex, info: ScaleInfo) -> Array:
             f"{list(out_idx.start)}..{list(out_idx.stop)}, which needs "
             f"{[info.num_channels, *out_idx.shape]}")
     return cast_for_layer(arr, str(info.dtype))
-
-
-_STORES: dict[tuple[int, str], Any] = {}
-
-
-def _pieces_store(staging: TSLayer) -> Any:
-    """The staging area's kvstore, opened once per process."""
-    key = (os.getpid(), kvstore_url(staging.path))
-    store = _STORES.get(key)
-    if store is None:
-        store = _STORES[key] = ts.KvStore.open(key[1], context=shared_context()).result()
-    return store
 
 
 def _pieces_key(chunk: VolumetricIndex) -> str:
@@ -683,19 +670,9 @@ def _read_piece(staging: TSLayer, seams: _Seams, chunk: VolumetricIndex, top: Le
     dtype = np.dtype(info.dtype)
     shape = (info.num_channels, *inter.shape)
     lo, hi = seams.byte_range(chunk.padded(top.blend), part, info.num_channels * dtype.itemsize)
-    url = kvstore_url(staging.path)
-    if url.startswith("file://"):  # read as tensorstore's file kvstore would, without it
-        try:
-            with open(os.path.join(url[len("file://"):], _pieces_key(chunk)), "rb") as f:
-                f.seek(lo)
-                raw = f.read(hi - lo)
-        except FileNotFoundError:
-            return None
-    else:
-        got = _pieces_store(staging).read(_pieces_key(chunk), byte_range=slice(lo, hi)).result()
-        if got.state != "value":
-            return None
-        raw = bytes(got.value)
+    raw = kv_read(kvstore_url(staging.path), _pieces_key(chunk), (lo, hi))
+    if raw is None:
+        return None
     if len(raw) != hi - lo:
         raise StagingLostError(
             f"the staged pieces of {list(chunk.start)} in {staging.path} end before byte {hi}: "
@@ -754,30 +731,26 @@ def _process_batch(
             _prefetch_chunk(op, op_kwargs, levels, chunks[i + 1])
 
     if staging is None:
-        started: list[Any] = []
+        direct = _InFlight(4)  # writes go on while the next chunks compute
         for i, chunk in enumerate(chunks):
             ahead(i)
             data = compute_chunk(op, op_kwargs, levels, chunk, subchunk_threads)
-            if data is None or dst is None:
-                continue
-            w = _start_write(dst, chunk, data)
-            if w is not None:
-                started.append(w)
-            while len(started) > 4:  # writes go on while the next chunks compute
-                started.pop(0).result()
-        for w in started:
-            w.result()
+            if data is not None and dst is not None:
+                direct.add(_start_write(dst, chunk, data))
+                direct.trim()
+        direct.wait()
         return
     assert dst is not None and seams is not None
     grid = _Seams(region, top, seams)
     info = staging.scales()[0]
-    store = _pieces_store(staging)
+    url = kvstore_url(staging.path)
     lo, hi = _batch_range(region, top, batch)
     # the batch's outputs are combined in slabs of parts along x, each spanning the batch in
     # y and z; a slab is written (its parts off the seams) once all its chunks are added
     span = batch.padded(top.blend).intersection(region)
     slabs: dict[int, tuple[Combiner, list[int]]] = {}
-    writing: list[Any] = []
+    # writes go on while the next chunk computes; at most a slab's worth in flight
+    writing = _InFlight(max(2, (hi[1] - lo[1]) * (hi[2] - lo[2])))
     for i, chunk in enumerate(chunks):
         ahead(i)
         out_idx = chunk.padded(top.blend)
@@ -790,7 +763,8 @@ def _process_batch(
             pieces = [data[(slice(None), *inter.slices_in(out_idx))].ravel()
                       for inter in grid.pieces(out_idx)]
             if pieces:
-                writing.append(store.write(_pieces_key(chunk), np.concatenate(pieces).tobytes()))
+                writing.add(kv_write_async(url, _pieces_key(chunk),
+                                           np.concatenate(pieces).tobytes()))
         low, high = neighbours(chunk, region)
         x0, x1 = max(out_idx.start[0], region.start[0]), min(out_idx.stop[0], region.stop[0])
         for px in range((x0 - grid.origin[0]) // grid.size[0],
@@ -809,28 +783,22 @@ def _process_batch(
             slab[1][0] -= 1
             if slab[1][0] == 0:
                 del slabs[px]
-                writing.extend(_write_owned(dst, grid, px, slab[0]))
-        # writes go on while the next chunk computes; at most a slab's worth in flight
-        while len(writing) > max(2, (hi[1] - lo[1]) * (hi[2] - lo[2])):
-            writing.pop(0).result()
-    for w in writing:
-        w.result()
+                _write_owned(dst, grid, px, slab[0], writing)
+        writing.trim()
+    writing.wait()
     assert not slabs, "a slab of a batch was left unwritten"
 
 
-def _write_owned(dst: TSLayer, grid: _Seams, px: int, slab: Combiner) -> list[Any]:
+def _write_owned(dst: TSLayer, grid: _Seams, px: int, slab: Combiner,
+                 writing: _InFlight) -> None:
     """Start writing the parts of slab ``px`` that are off the seams (every output
-    overlapping them was added); the writes in flight. (Not in the runner's write group: a
-    batch runs long, and its writes go on while it computes.)"""
-    started = []
+    overlapping them was added). (Not in the runner's write group: a batch runs long, and
+    its writes go on while it computes.)"""
     for k in grid.parts_over(slab.target):
         if k[0] != px or grid.seam(k, grid.per_batch):
             continue
         part = grid._part(k)
-        w = _start_write(dst, part, slab.result_in(part))
-        if w is not None:
-            started.append(w)
-    return started
+        writing.add(_start_write(dst, part, slab.result_in(part)))
 
 
 def _start_write(dst: TSLayer, idx: VolumetricIndex, data: Array) -> Any:
@@ -841,6 +809,28 @@ def _start_write(dst: TSLayer, idx: VolumetricIndex, data: Array) -> Any:
     with semaphore("write"):
         dst.write_async(idx, data).result()
     return None
+
+
+class _InFlight:
+    """The writes a batch has started, oldest first; :meth:`trim` waits for the oldest
+    beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.started: list[Any] = []
+
+    def add(self, write: Any) -> None:
+        if write is not None:
+            self.started.append(write)
+
+    def trim(self) -> None:
+        while len(self.started) > self.limit:
+            self.started.pop(0).result()
+
+    def wait(self) -> None:
+        for write in self.started:
+            write.result()
+        self.started.clear()
 
 
 def _batch_summary(batch: VolumetricIndex, dst: TSLayer | None = None,

@@ -79,6 +79,7 @@ def shared_context(cache_bytes: int = 0, concurrency: int = 0) -> ts.Context:
 def _reset_contexts_after_fork() -> None:
     _CONTEXTS.clear()
     _RUNTIMES.clear()
+    _KVSTORES.clear()
 
 
 os.register_at_fork(after_in_child=_reset_contexts_after_fork)
@@ -102,25 +103,46 @@ def kvstore_url(path: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def kv_read(url: str, key: str) -> bytes | None:
-    """The value stored under ``key`` of the kvstore at ``url`` (``None`` when missing)."""
+_KVSTORES: dict[str, Any] = {}
+
+
+def open_kvstore(url: str) -> Any:
+    """The kvstore at ``url``, opened once per process (in the shared context)."""
+    kv = _KVSTORES.get(url)
+    if kv is None:
+        kv = _KVSTORES[url] = ts.KvStore.open(url, context=shared_context()).result()
+    return kv
+
+
+def kv_read(url: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes | None:
+    """The value stored under ``key`` of the kvstore at ``url`` (``None`` when missing);
+    with ``byte_range`` (start, stop), only those bytes of it (fewer where it ends
+    sooner)."""
     if url.startswith("file://"):  # read as tensorstore's file kvstore would, without it
         try:
             with open(os.path.join(url[len("file://"):], key), "rb") as f:
-                return f.read()
+                if byte_range is None:
+                    return f.read()
+                f.seek(byte_range[0])
+                return f.read(byte_range[1] - byte_range[0])
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-    kv = ts.KvStore.open(url).result()
-    res = kv.read(key).result()
+    kv = open_kvstore(url)
+    res = kv.read(key, byte_range=None if byte_range is None else slice(*byte_range)).result()
     if res.state != "value":
         return None
     return bytes(res.value)
 
 
+def kv_write_async(url: str, key: str, data: bytes) -> Any:
+    """Start storing ``data`` under ``key`` of the kvstore at ``url``; ``.result()`` waits
+    until it is durable."""
+    return open_kvstore(url).write(key, data)
+
+
 def kv_write(url: str, key: str, data: bytes) -> None:
     """Store ``data`` under ``key`` of the kvstore at ``url``."""
-    kv = ts.KvStore.open(url).result()
-    kv.write(key, data).result()
+    kv_write_async(url, key, data).result()
 
 
 def detect_format(url: str) -> str | None:
